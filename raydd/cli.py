@@ -1,0 +1,235 @@
+"""The ``raydd`` command: distill, evaluate, run, baseline, show.
+
+Errors a user can fix (bad data, unknown names, a run directory in the wrong state) print one line and
+exit with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from raydd.errors import RayddError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Multi-modal dataset distillation: condense a labelled image dataset into a few synthetic images per class.")
+
+Dataset = Annotated[Optional[str], typer.Option("--dataset", help="fashion-mnist (default), mnist, or an imagefolder path / fsspec URI.")]
+Method = Annotated[Optional[str], typer.Option("--method", help="dm | dc | dsa")]
+Ipc = Annotated[Optional[int], typer.Option("--ipc", help="Synthetic images per class.")]
+Preset = Annotated[str, typer.Option("--preset", help="quick (2-core CPU) or paper (the published protocol; GPU).")]
+Out = Annotated[Optional[str], typer.Option("--out", help="Run directory (local path or fsspec URI). Default: runs/<time>-<method>-<dataset>-ipc<N>.")]
+Seed = Annotated[Optional[int], typer.Option("--seed", help="Run seed: every random draw derives from it.")]
+Device = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N")]
+Iterations = Annotated[Optional[int], typer.Option("--iterations", help="Distillation iterations (default: the preset's).")]
+EvalModels = Annotated[Optional[int], typer.Option("--eval-models", help="Networks trained from scratch for evaluation.")]
+EvalEpochs = Annotated[Optional[int], typer.Option("--eval-epochs", help="Epochs per evaluation network.")]
+Sets = Annotated[Optional[list[str]], typer.Option("--set", help="Any config field, e.g. --set distill.batch_real=128 (repeatable).")]
+ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="A YAML file with config fields (applied over the preset).")]
+Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+
+
+def user_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except RayddError as exc:
+            typer.echo(f"raydd: error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("raydd: interrupted; continue with --resume", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _overrides(dataset, method, ipc, seed, device, iterations, eval_models, eval_epochs) -> dict[str, Any]:
+    o: dict[str, Any] = {"data": {}, "distill": {}, "eval": {}}
+    if dataset is not None:
+        o["data"]["name"] = dataset
+    if method is not None:
+        o["distill"]["method"] = method
+    if ipc is not None:
+        o["distill"]["ipc"] = ipc
+    if iterations is not None:
+        o["distill"]["iterations"] = iterations
+    if eval_models is not None:
+        o["eval"]["models"] = eval_models
+    if eval_epochs is not None:
+        o["eval"]["epochs"] = eval_epochs
+    if seed is not None:
+        o["seed"] = seed
+    if device is not None:
+        o["device"] = device
+    return o
+
+
+def _config(preset, config_file, sets, **flags):
+    from raydd.config import build_config
+
+    return build_config(preset, file=config_file, overrides=_overrides(**flags), sets=sets or [])
+
+
+def _default_out(cfg, kind: str | None = None) -> str:
+    name = Path(cfg.data.name.rstrip("/")).name or "data"
+    what = kind or cfg.distill.method
+    return f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{what}-{name}-ipc{cfg.distill.ipc}-seed{cfg.seed}"
+
+
+def _print_accuracy(title: str, result: dict[str, Any]) -> None:
+    acc = result["accuracy"]
+    typer.echo(f"\n{title}")
+    typer.echo(f"  {'model':<12} {'accuracy (mean ± std)':<24} per model")
+    rows = [(result.get("model", "convnet3"), acc)] + list(result.get("cross_arch", {}).items())
+    for name, a in rows:
+        per = " ".join(f"{100 * x:.2f}" for x in a["per_model"])
+        typer.echo(f"  {name:<12} {100 * a['mean']:6.2f} ± {100 * a['std']:<14.2f} {per}")
+    proto = result.get("protocol", {})
+    typer.echo(f"  protocol: preset {result.get('preset')}, {proto.get('epochs')} epochs, {acc['n']} models, "
+               f"tested on {proto.get('tested_on')}, accuracy at the last epoch")
+
+
+def _setup_torch() -> None:
+    import torch
+
+    threads = os.environ.get("RAYDD_THREADS")
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+@app.command()
+@user_errors
+def distill(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, preset: Preset = "quick",
+            out: Out = None, seed: Seed = None, device: Device = None, iterations: Iterations = None,
+            eval_models: EvalModels = None, eval_epochs: EvalEpochs = None, set_: Sets = None,
+            config: ConfigFile = None,
+            resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+            quiet: Quiet = False) -> None:
+    """Distill a synthetic set into a run directory."""
+    from raydd.distill import run_distillation
+
+    _setup_torch()
+    cfg = _config(preset, config, set_, dataset=dataset, method=method, ipc=ipc, seed=seed, device=device,
+                  iterations=iterations, eval_models=eval_models, eval_epochs=eval_epochs)
+    out = _resume_target(out, resume) or _default_out(cfg)
+    run_distillation(cfg, out, resume=resume, show_progress=not quiet)
+    typer.echo(f"synthetic set: {out}/synthetic.safetensors\npicture: {out}/synthetic.png")
+
+
+def _resume_target(out: str | None, resume: bool) -> str | None:
+    if resume and out is None:
+        raise RayddError("--resume needs --out RUN_DIR (the run to continue)")
+    return out
+
+
+@app.command()
+@user_errors
+def evaluate(run_dir: Annotated[str, typer.Argument(help="A run directory holding synthetic.safetensors.")],
+             eval_models: EvalModels = None, eval_epochs: EvalEpochs = None, device: Device = None,
+             set_: Sets = None,
+             split: Annotated[str, typer.Option("--split", help="test (final figures) or val (for selection).")] = "test",
+             quiet: Quiet = False) -> None:
+    """Train fresh networks on a run's synthetic set and test them (writes eval.json)."""
+    from raydd.config import parse_set
+    from raydd.rundir import RunDir
+    from raydd.config import config_from_dict
+    from raydd.workflows import evaluate_run
+
+    _setup_torch()
+    if split not in ("test", "val"):
+        raise RayddError(f"--split must be test or val, got {split!r}")
+    base = RunDir(run_dir).read_config().to_dict()
+    for layer in (_overrides(None, None, None, None, device, None, eval_models, eval_epochs), parse_set(set_ or [])):
+        for key, value in layer.items():
+            if isinstance(value, dict):
+                base.setdefault(key, {}).update(value)
+            else:
+                base[key] = value
+    cfg = config_from_dict(base)
+    result = evaluate_run(run_dir, cfg, split=split, show_progress=not quiet)
+    _print_accuracy(f"{result.get('method')} ipc={result.get('ipc')} on {result.get('dataset')} ({split})", result)
+    typer.echo(f"eval: {run_dir}/eval.json")
+
+
+@app.command()
+@user_errors
+def run(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, preset: Preset = "quick",
+        out: Out = None, seed: Seed = None, device: Device = None, iterations: Iterations = None,
+        eval_models: EvalModels = None, eval_epochs: EvalEpochs = None, set_: Sets = None,
+        config: ConfigFile = None,
+        resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run in --out.")] = False,
+        quiet: Quiet = False) -> None:
+    """Distill, then evaluate: the whole job in one command."""
+    from raydd.distill import run_distillation
+    from raydd.workflows import evaluate_run
+
+    _setup_torch()
+    cfg = _config(preset, config, set_, dataset=dataset, method=method, ipc=ipc, seed=seed, device=device,
+                  iterations=iterations, eval_models=eval_models, eval_epochs=eval_epochs)
+    out = _resume_target(out, resume) or _default_out(cfg)
+    typer.echo(f"run directory: {out}", err=True)
+    run_distillation(cfg, out, resume=resume, show_progress=not quiet)
+    result = evaluate_run(out, cfg, show_progress=not quiet)
+    _print_accuracy(f"{cfg.distill.method} ipc={cfg.distill.ipc} on {result['dataset']}", result)
+    typer.echo(f"synthetic set picture: {out}/synthetic.png")
+    typer.echo(f"eval: {out}/eval.json")
+
+
+@app.command()
+@user_errors
+def baseline(kind: Annotated[str, typer.Option("--kind", help="random (real subset of the same IPC) or full (whole training set).")] = "random",
+             dataset: Dataset = None, ipc: Ipc = None, preset: Preset = "quick", out: Out = None, seed: Seed = None,
+             device: Device = None, eval_models: EvalModels = None, eval_epochs: EvalEpochs = None,
+             set_: Sets = None, config: ConfigFile = None, quiet: Quiet = False) -> None:
+    """Evaluate a reference training set under the same protocol as a synthetic set."""
+    from raydd.workflows import run_baseline
+
+    _setup_torch()
+    cfg = _config(preset, config, set_, dataset=dataset, method=None, ipc=ipc, seed=seed, device=device,
+                  iterations=None, eval_models=eval_models, eval_epochs=eval_epochs)
+    out = out or _default_out(cfg, kind=f"baseline-{kind}")
+    result = run_baseline(kind, cfg, out, show_progress=not quiet)
+    _print_accuracy(f"baseline {kind} on {result['dataset']}" + (f" ipc={cfg.distill.ipc}" if kind == "random" else ""), result)
+    typer.echo(f"eval: {out}/eval.json")
+
+
+@app.command()
+@user_errors
+def show(run_dir: Annotated[str, typer.Argument(help="A run directory holding synthetic.safetensors.")],
+         output: Annotated[Optional[str], typer.Option("--output", "-o", help="PNG path (default RUN_DIR/synthetic.png).")] = None,
+         per_class: Annotated[int, typer.Option("--per-class", help="Images per class row.")] = 10) -> None:
+    """Write the picture of a synthetic set: one row per class."""
+    from raydd.report.grid import write_grid
+    from raydd.synthetic import SyntheticSet
+
+    syn = SyntheticSet.load(run_dir.rstrip("/"))
+    path = output or f"{run_dir.rstrip('/')}/synthetic.png"
+    write_grid(path, syn.denormalized(), syn.labels, syn.class_names, max_per_class=per_class,
+               title=f"{syn.meta.get('method', '')} {syn.meta.get('dataset', '')} ipc={syn.ipc}")
+    typer.echo(path)
+
+
+@app.command()
+@user_errors
+def presets() -> None:
+    """List the presets and print their settings."""
+    from raydd.config import available_presets, preset_dict
+
+    for name in available_presets():
+        typer.echo(f"# {name}\n{json.dumps(preset_dict(name), indent=2)}")
+
+
+def main() -> None:
+    app(prog_name="raydd")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

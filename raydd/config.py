@@ -1,0 +1,241 @@
+"""Run configuration: typed sections, presets as YAML package data, dotted overrides.
+
+Resolution order (later wins): dataclass defaults < preset YAML < user YAML file < CLI flags < ``--set``.
+Unknown keys are errors rather than silently ignored, so a typo never runs the wrong experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from raydd.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    name: str = "fashion-mnist"  # a registered source or an imagefolder path / fsspec URI
+    root: str | None = None  # where the source's files are (None: the source's own search order)
+    val_fraction: float = 0.1  # seeded validation split carved from train
+    image_size: int | None = None  # resize imagefolder images to this square size
+    mask_threshold: int = 0  # fashion-mnist foreground = pixel > threshold
+
+
+@dataclass
+class DistillConfig:
+    method: str = "dm"  # dm | dc | dsa
+    ipc: int = 10  # synthetic images per class
+    iterations: int | None = None  # None: the method's reference count (DM 20000, DC/DSA 1000)
+    batch_real: int = 256  # real images per class per iteration
+    init: str = "real"  # real | noise
+    model: str = "convnet3"
+    lr_img: float | None = None  # None: the method's reference value (DM 1.0, DC/DSA 0.1)
+    momentum: float = 0.5  # image optimiser momentum
+    lr_net: float = 0.01  # DC/DSA: lr of the network trained between outer steps
+    batch_syn_train: int = 256  # DC/DSA: batch of the inner network training
+    outer_loop: int | None = None  # DC/DSA: None -> reference get_loops(ipc)
+    inner_loop: int | None = None
+    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
+    checkpoint_every: int = 100  # iterations between atomic checkpoints
+    log_every: int = 10  # iterations between metrics.jsonl rows
+
+
+@dataclass
+class EvalConfig:
+    model: str = "convnet3"
+    models: int = 5  # independent networks trained from scratch
+    epochs: int = 1000
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch: int = 256
+    batch_test: int = 1024
+    augment: str = "dsa"  # dsa | none
+    dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
+    cross_arch: list[str] = field(default_factory=list)  # extra architectures to evaluate
+    full_epochs: int = 50  # epochs of the whole-training-set baseline (not a synthetic-set protocol)
+
+
+@dataclass
+class Config:
+    preset: str = "paper"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    data: DataConfig = field(default_factory=DataConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def available_presets() -> list[str]:
+    files = resources.files("raydd.configs").iterdir()
+    return sorted(p.name[: -len(".yaml")] for p in files if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, origin: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{origin}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: expected a mapping at the top level")
+    return data
+
+
+def preset_dict(name: str) -> dict[str, Any]:
+    if name not in available_presets():
+        raise ConfigError(f"unknown preset {name!r}; available: {', '.join(available_presets())}")
+    text = resources.files("raydd.configs").joinpath(f"{name}.yaml").read_text()
+    return _read_yaml(text, f"preset {name}")
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert a YAML/CLI value to the field's declared type, with a message naming the key."""
+    hint = annotation
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ConfigError(f"{key}: may not be null")
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], key) for v in value]
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() in ("true", "yes", "1", "on"):
+                    return True
+                if value.lower() in ("false", "no", "0", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key}: expected {hint.__name__}, got {value!r}") from None
+    return value
+
+
+def _merge_into(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in data.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key {full!r}; known: {', '.join(sorted(names))}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{full}: expected a mapping")
+            _merge_into(current, value, prefix=f"{full}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full))
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["distill.ipc=10", "eval.cross_arch=alexnet,vgg11"]`` -> nested dict (values parsed as YAML)."""
+    nested: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. distill.ipc=10")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            value = raw
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested
+
+
+def build_config(
+    preset: str = "quick",
+    *,
+    file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    sets: list[str] | None = None,
+) -> Config:
+    """Resolve a configuration from a preset, an optional YAML file, flag overrides and ``--set`` items."""
+    base = preset_dict(preset)
+    per_method = base.pop("per_method", {}) or {}
+    layers: list[dict[str, Any]] = []
+    if file is not None:
+        path = Path(file)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        layers.append(_read_yaml(path.read_text(), str(path)))
+    if overrides:
+        layers.append(overrides)
+    if sets:
+        layers.append(parse_set(sets))
+
+    def assemble(method_block: dict[str, Any]) -> Config:
+        cfg = Config()
+        _merge_into(cfg, base)
+        _merge_into(cfg, method_block)
+        for layer in layers:
+            _merge_into(cfg, layer)
+        cfg.preset = preset
+        return cfg
+
+    # The preset may size each method differently (DC's inner loops cost far more than DM's
+    # iterations); the user's layers still win over those per-method values.
+    method = assemble({}).distill.method
+    cfg = assemble(per_method.get(method, {}))
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    cfg = Config()
+    _merge_into(cfg, data)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    d, e = cfg.distill, cfg.eval
+    checks = [
+        (d.ipc >= 1, "distill.ipc must be >= 1"),
+        (d.iterations is None or d.iterations >= 0, "distill.iterations must be >= 0"),
+        (d.batch_real >= 1, "distill.batch_real must be >= 1"),
+        (d.init in ("real", "noise"), f"distill.init must be real or noise, got {d.init!r}"),
+        (d.checkpoint_every >= 1, "distill.checkpoint_every must be >= 1"),
+        (d.log_every >= 1, "distill.log_every must be >= 1"),
+        (e.models >= 1, "eval.models must be >= 1"),
+        (e.epochs >= 1, "eval.epochs must be >= 1"),
+        (e.augment in ("dsa", "none"), f"eval.augment must be dsa or none, got {e.augment!r}"),
+        (0.0 <= cfg.data.val_fraction < 1.0, "data.val_fraction must be in [0, 1)"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def dump_yaml(data: dict[str, Any]) -> str:
+    return yaml.safe_dump(data, sort_keys=False)

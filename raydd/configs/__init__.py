@@ -1,0 +1,1 @@
+"""Presets shipped as package data (one YAML file per preset)."""

@@ -1,0 +1,133 @@
+"""Run a distillation from a resolved config into a run directory (the plain-PyTorch driver).
+
+The same functions are called by the CLI, by jobs/ and by the Ray Train workers; here the loop owns
+progress, metrics, checkpoints and the final artifacts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from raydd.config import Config
+from raydd.data import DatasetSplits, load_dataset
+from raydd.errors import ConfigError
+from raydd.methods import method_class
+from raydd.models import available_models
+from raydd.progress import progress_bar
+from raydd.realpool import RealPool
+from raydd.report.grid import write_grid
+from raydd.rundir import RunDir
+from raydd.synthetic import SyntheticSet
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available on this machine")
+    return device
+
+
+def load_splits(cfg: Config) -> DatasetSplits:
+    d = cfg.data
+    return load_dataset(d.name, root=d.root, val_fraction=d.val_fraction, seed=cfg.seed,
+                        image_size=d.image_size, mask_threshold=d.mask_threshold)
+
+
+def check_names(cfg: Config) -> None:
+    """Fail on unknown method/model names before anything is written."""
+    method_class(cfg.distill.method)
+    for name in [cfg.distill.model, cfg.eval.model, *cfg.eval.cross_arch]:
+        if name not in available_models():
+            raise ConfigError(f"unknown model {name!r}; available: {', '.join(available_models())}")
+
+
+@dataclass
+class DistillState:
+    splits: DatasetSplits
+    pool: RealPool
+    syn: SyntheticSet
+
+
+def prepare(cfg: Config, splits: DatasetSplits, device: torch.device) -> DistillState:
+    pool = RealPool.from_data(splits, splits.train, device)
+    syn = SyntheticSet.initialise(pool, ipc=cfg.distill.ipc, init=cfg.distill.init, seed=cfg.seed,
+                                  class_names=splits.class_names, mean=splits.mean, std=splits.std)
+    syn.meta.update({
+        "method": cfg.distill.method,
+        "dataset": splits.name,
+        "init": cfg.distill.init,
+        "flip_ok": splits.flip_ok,
+        "preset": cfg.preset,
+        "enhancements": {},
+    })
+    return DistillState(splits, pool, syn)
+
+
+def run_distillation(
+    cfg: Config,
+    out: str,
+    *,
+    resume: bool = False,
+    splits: DatasetSplits | None = None,
+    show_progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
+) -> SyntheticSet:
+    """Distill into ``out``; with ``resume`` continue from its last checkpoint.
+
+    ``on_step(iteration)`` is called after each finished iteration (used to simulate a kill in tests).
+    """
+    check_names(cfg)
+    device = resolve_device(cfg.device)
+    splits = splits if splits is not None else load_splits(cfg)  # data errors surface before any write
+    run = RunDir(out)
+    run.prepare(cfg, resume=resume)
+    state = prepare(cfg, splits, device)
+    distiller = method_class(cfg.distill.method)(
+        cfg.distill, state.pool, state.syn, classes=None, seed=cfg.seed, device=device, flip_ok=splits.flip_ok
+    )
+    total = distiller.iterations
+
+    start_iteration = 0
+    checkpoint = run.load_checkpoint() if resume else None
+    if checkpoint is not None:
+        tensors, done = checkpoint
+        distiller.load_state_dict(tensors)
+        start_iteration = done
+    if resume:
+        run.truncate_metrics(start_iteration)
+    if not resume or not run.has("members.json"):
+        run.write_config(cfg)
+        run.write_members(state.pool.ids, splits.name)
+
+    t0 = time.perf_counter()
+    bar = progress_bar(range(start_iteration, total), desc=f"{cfg.distill.method} ipc{cfg.distill.ipc}",
+                       total=total, initial=start_iteration, disable=not show_progress)
+    for iteration in bar:
+        metrics = distiller.step(iteration)
+        done = iteration + 1
+        if done % cfg.distill.log_every == 0 or done == total:
+            row = {"iteration": done, **{k: float(v) for k, v in metrics.items()},
+                   "seconds": round(time.perf_counter() - t0, 3)}
+            run.log_metrics(row)
+            bar.set_postfix(loss=f"{row['loss']:.4g}")
+        if done % cfg.distill.checkpoint_every == 0 or done == total:
+            run.save_checkpoint(distiller.state_dict(), done)
+        if on_step is not None:
+            on_step(done)
+
+    syn = distiller.export()
+    syn.meta["iterations"] = total
+    finish(run, syn)
+    return syn
+
+
+def finish(run: RunDir, syn: SyntheticSet) -> None:
+    syn.save(run.path)
+    write_grid(run.file("synthetic.png"), syn.denormalized(), syn.labels, syn.class_names,
+               title=f"{syn.meta.get('method', '')} {syn.meta.get('dataset', '')} ipc={syn.ipc}")

@@ -1,0 +1,52 @@
+"""Distillation losses as pure functions of tensors (no modules, no state).
+
+The definitions follow the reference implementations of DM (Zhao & Bilen, WACV 2023) and DC/DSA
+(Zhao et al., ICLR 2021; Zhao & Bilen, ICML 2021); docs/method.md states them in formulas.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# The reference code adds this to the product of norms in the cosine of gradient matching.
+GRADIENT_COSINE_EPS = 1e-6
+
+
+def class_means(features: torch.Tensor, groups: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """Mean feature per group: ``features`` [N, D], ``groups`` int64 [N] in 0..num_groups-1 -> [G, D].
+
+    Done with one ``index_add_`` so classes of unequal batch size are still averaged in one pass.
+    """
+    sums = features.new_zeros(num_groups, features.shape[1]).index_add_(0, groups, features)
+    counts = torch.bincount(groups, minlength=num_groups).clamp_min(1).to(features.dtype)
+    return sums / counts[:, None]
+
+
+def mean_feature_distance(real_means: torch.Tensor, syn_means: torch.Tensor) -> torch.Tensor:
+    """DM: sum over classes of the squared L2 distance between mean real and mean synthetic features."""
+    return ((real_means - syn_means) ** 2).sum()
+
+
+def layer_gradient_distance(g_real: torch.Tensor, g_syn: torch.Tensor) -> torch.Tensor:
+    """Sum over output rows of (1 - cosine) between the real and synthetic gradient of one parameter.
+
+    Conv weights [out, in, k, k] are compared row-wise as [out, in*k*k]; linear weights [out, in]
+    as they are; 1-D tensors (biases, norm affine parameters) contribute 0, as in the reference.
+    """
+    if g_real.dim() == 1:
+        return g_real.new_zeros(())
+    rows_real = g_real.reshape(g_real.shape[0], -1)
+    rows_syn = g_syn.reshape(g_syn.shape[0], -1)
+    dot = (rows_real * rows_syn).sum(dim=-1)
+    norms = rows_real.norm(dim=-1) * rows_syn.norm(dim=-1)
+    return (1.0 - dot / (norms + GRADIENT_COSINE_EPS)).sum()
+
+
+def gradient_distance(grads_real: list[torch.Tensor], grads_syn: list[torch.Tensor]) -> torch.Tensor:
+    """DC/DSA matching distance: the layer distances summed over all parameters."""
+    if len(grads_real) != len(grads_syn):
+        raise ValueError("real and synthetic gradient lists differ in length")
+    total = grads_syn[0].new_zeros(())
+    for g_real, g_syn in zip(grads_real, grads_syn):
+        total = total + layer_gradient_distance(g_real, g_syn)
+    return total

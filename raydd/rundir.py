@@ -1,0 +1,126 @@
+"""The run directory: resolved config, membership record, metrics log, atomic checkpoints.
+
+Layout (DESIGN §3): config.yaml, members.json, metrics.jsonl, checkpoint/state.safetensors,
+synthetic.safetensors + metadata.json, eval.json, synthetic.png. Paths may be fsspec URIs.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+import raydd
+from raydd.config import Config, config_from_dict, dump_yaml
+from raydd.errors import RunDirError
+from raydd.storage import append_text, exists, makedirs, read_bytes, read_text, remove, write_bytes_atomic, write_text_atomic
+
+CHECKPOINT = "checkpoint/state.safetensors"
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(raydd.__file__).parent, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+class RunDir:
+    def __init__(self, path: str) -> None:
+        self.path = str(path).rstrip("/")
+
+    def file(self, name: str) -> str:
+        return f"{self.path}/{name}"
+
+    def has(self, name: str) -> bool:
+        return exists(self.file(name))
+
+    # -- config ---------------------------------------------------------------------------------
+    def write_config(self, cfg: Config) -> None:
+        data = {"raydd_version": raydd.__version__, "git_sha": git_sha(), **cfg.to_dict()}
+        write_text_atomic(self.file("config.yaml"), dump_yaml(data))
+
+    def read_config(self) -> Config:
+        if not self.has("config.yaml"):
+            raise RunDirError(f"{self.path}: not a raydd run directory (config.yaml is missing)")
+        data = yaml.safe_load(read_text(self.file("config.yaml"))) or {}
+        data.pop("raydd_version", None)
+        data.pop("git_sha", None)
+        return config_from_dict(data)
+
+    def prepare(self, cfg: Config, *, resume: bool) -> None:
+        """Create the directory for a new run, or check that a resumed run is the same run."""
+        if resume:
+            previous = self.read_config().to_dict()
+            current = cfg.to_dict()
+            # Only the length of the run may change on resume.
+            for cfg_dict in (previous, current):
+                cfg_dict["distill"].pop("iterations", None)
+                cfg_dict.pop("device", None)
+            if previous != current:
+                raise RunDirError(
+                    f"{self.path}: --resume with a different configuration than the run's config.yaml; "
+                    "start a new --out directory instead"
+                )
+            return
+        if self.has("config.yaml"):
+            raise RunDirError(f"{self.path}: already holds a run; use --resume to continue it or pick another --out")
+        makedirs(self.path)
+
+    # -- members --------------------------------------------------------------------------------
+    def write_members(self, ids: list[str], dataset: str) -> None:
+        payload = {"dataset": dataset, "count": len(ids), "ids": ids}
+        write_text_atomic(self.file("members.json"), json.dumps(payload))
+
+    # -- metrics --------------------------------------------------------------------------------
+    def log_metrics(self, row: dict[str, Any]) -> None:
+        append_text(self.file("metrics.jsonl"), json.dumps(row) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        if not self.has("metrics.jsonl"):
+            return []
+        return [json.loads(line) for line in read_text(self.file("metrics.jsonl")).splitlines() if line.strip()]
+
+    def truncate_metrics(self, after_iteration: int) -> None:
+        """Drop rows a killed run logged after its last checkpoint (they are recomputed on resume)."""
+        rows = [r for r in self.read_metrics() if r.get("iteration", -1) <= after_iteration]
+        write_text_atomic(self.file("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def save_checkpoint(self, state: dict[str, torch.Tensor], iteration: int) -> None:
+        blob = save_safetensors({k: v.contiguous() for k, v in state.items()}, metadata={"iteration": str(iteration)})
+        write_bytes_atomic(self.file(CHECKPOINT), blob)
+
+    def load_checkpoint(self) -> tuple[dict[str, torch.Tensor], int] | None:
+        if not self.has(CHECKPOINT):
+            return None
+        blob = read_bytes(self.file(CHECKPOINT))
+        try:
+            # The iteration lives in the safetensors header so state and counter change in one rename.
+            header_len = int.from_bytes(blob[:8], "little")
+            header = json.loads(blob[8 : 8 + header_len])
+            iteration = int(header["__metadata__"]["iteration"])
+            return load_safetensors(blob), iteration
+        except (ValueError, KeyError, json.JSONDecodeError) as exc:
+            raise RunDirError(f"{self.file(CHECKPOINT)}: unreadable checkpoint ({exc})") from None
+
+    def clear_checkpoint(self) -> None:
+        remove(self.file("checkpoint"))
+
+    # -- results --------------------------------------------------------------------------------
+    def write_json(self, name: str, payload: dict[str, Any]) -> None:
+        write_text_atomic(self.file(name), json.dumps(payload, indent=2))
+
+    def read_json(self, name: str) -> dict[str, Any]:
+        if not self.has(name):
+            raise RunDirError(f"{self.path}: {name} is missing")
+        return json.loads(read_text(self.file(name)))

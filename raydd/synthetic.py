@@ -1,0 +1,155 @@
+"""The synthetic set: one object that owns its tensors, their initialisation, and save/load.
+
+On disk a set is ``synthetic.safetensors`` (tensors only, no pickle) plus ``metadata.json`` holding
+everything needed to evaluate it with no other input: normalisation, image size, class names.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from raydd.errors import RunDirError
+from raydd.realpool import RealPool
+from raydd.seeding import generator
+from raydd.storage import read_bytes, write_bytes_atomic
+
+FORMAT = "raydd-synthetic/1"
+
+
+@dataclass
+class SyntheticSet:
+    images: torch.Tensor  # float32 [K*ipc, C, H, W] in the normalised space; class c owns rows c*ipc..(c+1)*ipc-1
+    labels: torch.Tensor  # int64 [K*ipc]
+    ipc: int
+    class_names: list[str]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    init_ids: list[str] = field(default_factory=list)  # real images copied in at init ("" for noise)
+    caption_emb: torch.Tensor | None = None  # [K*ipc, d] when captions are on
+    learned_lr: torch.Tensor | None = None
+    meta: dict[str, Any] = field(default_factory=dict)  # method, switches, dataset, ...
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return (self.images.shape[2], self.images.shape[3])
+
+    def class_rows(self, c: int) -> slice:
+        return slice(c * self.ipc, (c + 1) * self.ipc)
+
+    def rows_of(self, classes: list[int]) -> torch.Tensor:
+        return torch.cat([torch.arange(c * self.ipc, (c + 1) * self.ipc) for c in classes])
+
+    # -- initialisation -------------------------------------------------------------------------
+    @classmethod
+    def initialise(
+        cls,
+        pool: RealPool,
+        *,
+        ipc: int,
+        init: str,
+        seed: int,
+        class_names: list[str],
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+    ) -> "SyntheticSet":
+        """``real``: distinct random real images of each class; ``noise``: standard normal pixels."""
+        k = len(class_names)
+        shape = pool.images.shape[1:]
+        labels = torch.arange(k).repeat_interleave(ipc)
+        if init == "noise":
+            images = torch.randn((k * ipc, *shape), generator=generator(seed, "init-noise"))
+            init_ids = [""] * (k * ipc)
+        elif init == "real":
+            chunks, init_ids = [], []
+            for c in range(k):
+                index, _ = pool.sample_indices([c], ipc, seed, "init-real")
+                if len(index) < ipc:
+                    raise RunDirError(
+                        f"class {class_names[c]!r} has {len(index)} training images, fewer than ipc={ipc}"
+                    )
+                chunks.append(pool.images[index].cpu())
+                init_ids.extend(pool.ids[i] for i in index.tolist())
+            images = torch.cat(chunks)
+        else:
+            raise ValueError(f"unknown init {init!r}")
+        return cls(
+            images=images.float().contiguous(),
+            labels=labels,
+            ipc=ipc,
+            class_names=list(class_names),
+            mean=tuple(mean),
+            std=tuple(std),
+            init_ids=init_ids,
+        )
+
+    # -- persistence ----------------------------------------------------------------------------
+    def tensors(self) -> dict[str, torch.Tensor]:
+        out = {"images": self.images.detach().float().cpu().contiguous(), "labels": self.labels.cpu()}
+        if self.caption_emb is not None:
+            out["caption_emb"] = self.caption_emb.detach().float().cpu().contiguous()
+        if self.learned_lr is not None:
+            out["learned_lr"] = self.learned_lr.detach().float().cpu().reshape(-1)
+        return out
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "ipc": self.ipc,
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            "channels": self.channels,
+            "image_size": list(self.image_size),
+            "normalisation": {"mean": list(self.mean), "std": list(self.std), "space": "normalised"},
+            "label_type": "hard",
+            "init_ids": self.init_ids,
+            **self.meta,
+        }
+
+    def save(self, run_dir: str) -> None:
+        write_bytes_atomic(f"{run_dir}/synthetic.safetensors", save_safetensors(self.tensors()))
+        write_bytes_atomic(f"{run_dir}/metadata.json", json.dumps(self.metadata(), indent=2).encode())
+
+    @classmethod
+    def load(cls, run_dir: str) -> "SyntheticSet":
+        try:
+            meta = json.loads(read_bytes(f"{run_dir}/metadata.json"))
+            tensors = load_safetensors(read_bytes(f"{run_dir}/synthetic.safetensors"))
+        except FileNotFoundError as exc:
+            raise RunDirError(f"{run_dir}: no synthetic set here ({exc.filename or exc} is missing)") from None
+        except (ValueError, json.JSONDecodeError) as exc:
+            raise RunDirError(f"{run_dir}: synthetic set is unreadable ({exc})") from None
+        if meta.get("format") != FORMAT:
+            raise RunDirError(f"{run_dir}/metadata.json: unknown format {meta.get('format')!r}")
+        known = {"format", "ipc", "num_classes", "class_names", "channels", "image_size",
+                 "normalisation", "label_type", "init_ids"}
+        return cls(
+            images=tensors["images"],
+            labels=tensors["labels"],
+            ipc=meta["ipc"],
+            class_names=meta["class_names"],
+            mean=tuple(meta["normalisation"]["mean"]),
+            std=tuple(meta["normalisation"]["std"]),
+            init_ids=meta.get("init_ids", []),
+            caption_emb=tensors.get("caption_emb"),
+            learned_lr=tensors.get("learned_lr"),
+            meta={k: v for k, v in meta.items() if k not in known},
+        )
+
+    def denormalized(self) -> torch.Tensor:
+        mean = torch.tensor(self.mean).view(1, -1, 1, 1)
+        std = torch.tensor(self.std).view(1, -1, 1, 1)
+        return (self.images.detach().cpu() * std + mean).clamp(0, 1)

@@ -1,0 +1,105 @@
+"""Run-level steps on top of the core: evaluate a run directory, and the two reference baselines."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+
+from raydd.config import Config
+from raydd.data import DatasetSplits
+from raydd.distill import check_names, finish, load_splits, resolve_device
+from raydd.errors import RunDirError
+from raydd.evaluate import EvalJob, evaluate_images, protocol
+from raydd.realpool import RealPool
+from raydd.rundir import RunDir
+from raydd.synthetic import SyntheticSet
+
+Runner = Callable[[list[EvalJob]], list[dict[str, Any]]]
+
+
+def _test_tensors(splits: DatasetSplits, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    data = splits.test if split == "test" else splits.val
+    return splits.normalize(data.images), data.labels
+
+
+def check_compatible(syn: SyntheticSet, splits: DatasetSplits, where: str) -> None:
+    if syn.class_names != splits.class_names:
+        raise RunDirError(f"{where}: the synthetic set's classes differ from dataset {splits.name!r}'s")
+    if (syn.channels, *syn.image_size) != (splits.channels, *splits.image_size):
+        raise RunDirError(
+            f"{where}: synthetic images are {syn.channels}x{syn.image_size[0]}x{syn.image_size[1]}, "
+            f"dataset {splits.name!r} has {splits.channels}x{splits.image_size[0]}x{splits.image_size[1]}"
+        )
+
+
+def evaluate_set(syn: SyntheticSet, splits: DatasetSplits, cfg: Config, *, split: str = "test",
+                 runner: Runner | None = None, show_progress: bool = True) -> dict[str, Any]:
+    test_x, test_y = _test_tensors(splits, split)
+    result = evaluate_images(
+        syn.images.detach(), syn.labels, test_x, test_y, num_classes=syn.num_classes, cfg=cfg.eval,
+        seed=cfg.seed, device=resolve_device(cfg.device), flip_ok=splits.flip_ok, runner=runner,
+        show_progress=show_progress,
+    )
+    result["protocol"] = protocol(cfg.eval, split)
+    result["preset"] = cfg.preset
+    result["dataset"] = splits.name
+    result["ipc"] = syn.ipc
+    result["method"] = syn.meta.get("method")
+    result["iterations"] = syn.meta.get("iterations")
+    return result
+
+
+def evaluate_run(run_dir: str, cfg: Config | None = None, *, split: str = "test", runner: Runner | None = None,
+                 show_progress: bool = True) -> dict[str, Any]:
+    """Evaluate the synthetic set in ``run_dir`` and write eval.json (validation: eval_val.json)."""
+    run = RunDir(run_dir)
+    cfg = cfg or run.read_config()
+    check_names(cfg)
+    syn = SyntheticSet.load(run.path)
+    splits = load_splits(cfg)
+    check_compatible(syn, splits, run.path)
+    result = evaluate_set(syn, splits, cfg, split=split, runner=runner, show_progress=show_progress)
+    run.write_json("eval.json" if split == "test" else "eval_val.json", result)
+    return result
+
+
+def run_baseline(kind: str, cfg: Config, out: str, *, runner: Runner | None = None,
+                 show_progress: bool = True) -> dict[str, Any]:
+    """``random``: a real subset of IPC images per class; ``full``: the whole training split.
+
+    Both go through the same protocol as a synthetic set; ``full`` trains for ``eval.full_epochs``.
+    """
+    if kind not in ("random", "full"):
+        raise RunDirError(f"unknown baseline kind {kind!r}; use random or full")
+    check_names(cfg)
+    device = resolve_device(cfg.device)
+    splits = load_splits(cfg)
+    run = RunDir(out)
+    run.prepare(cfg, resume=False)
+    run.write_config(cfg)
+    start = time.perf_counter()
+    if kind == "random":
+        pool = RealPool.from_data(splits, splits.train, torch.device("cpu"))
+        syn = SyntheticSet.initialise(pool, ipc=cfg.distill.ipc, init="real", seed=cfg.seed,
+                                      class_names=splits.class_names, mean=splits.mean, std=splits.std)
+        syn.meta.update({"method": "random", "dataset": splits.name, "init": "real", "flip_ok": splits.flip_ok,
+                         "preset": cfg.preset, "enhancements": {}})
+        run.write_members(syn.init_ids, splits.name)
+        finish(run, syn)
+        result = evaluate_set(syn, splits, cfg, runner=runner, show_progress=show_progress)
+    else:
+        test_x, test_y = _test_tensors(splits, "test")
+        result = evaluate_images(
+            splits.normalize(splits.train.images), splits.train.labels, test_x, test_y,
+            num_classes=splits.num_classes, cfg=cfg.eval, seed=cfg.seed, device=device, flip_ok=splits.flip_ok,
+            epochs=cfg.eval.full_epochs, models=[cfg.eval.model], runner=runner, show_progress=show_progress,
+        )
+        run.write_members(list(splits.train.ids), splits.name)
+        result["protocol"] = protocol(cfg.eval, "test", epochs=cfg.eval.full_epochs)
+        result.update({"preset": cfg.preset, "dataset": splits.name, "ipc": None, "method": "full"})
+    result["baseline"] = kind
+    result["total_seconds"] = time.perf_counter() - start
+    run.write_json("eval.json", result)
+    return result

@@ -1,0 +1,48 @@
+"""Config resolution: preset < file < flags < --set, typed coercion, loud unknown keys."""
+
+import pytest
+
+from raydd.config import available_presets, build_config, parse_set
+from raydd.errors import ConfigError
+
+
+def test_presets_ship_as_package_data():
+    assert {"quick", "paper"} <= set(available_presets())
+
+
+def test_paper_preset_is_the_published_protocol():
+    cfg = build_config("paper")
+    e = cfg.eval
+    assert (e.epochs, e.lr, e.momentum, e.weight_decay, e.batch, e.models) == (1000, 0.01, 0.9, 5e-4, 256, 5)
+    assert cfg.distill.batch_real == 256 and cfg.distill.iterations is None  # method's reference count
+    assert set(e.cross_arch) >= {"alexnet", "vgg11", "resnet18"}
+
+
+def test_layers_apply_in_order(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("distill: {ipc: 5, batch_real: 32}\nseed: 3\n")
+    cfg = build_config("quick", file=f, overrides={"distill": {"ipc": 7}}, sets=["seed=9", "eval.cross_arch=alexnet,vgg11"])
+    assert cfg.distill.ipc == 7 and cfg.distill.batch_real == 32 and cfg.seed == 9
+    assert cfg.eval.cross_arch == ["alexnet", "vgg11"]
+
+
+def test_per_method_preset_values_yield_to_the_user():
+    assert build_config("quick", overrides={"distill": {"method": "dsa"}}).distill.iterations == 20
+    assert build_config("quick", overrides={"distill": {"method": "dm"}}).distill.iterations == 200
+    cfg = build_config("quick", sets=["distill.method=dsa", "distill.iterations=3"])
+    assert cfg.distill.iterations == 3
+
+
+@pytest.mark.parametrize("item", ["distill.ipcs=3", "nope=1", "eval.epochs=ten", "distill.init=zeros"])
+def test_bad_values_are_config_errors(item):
+    with pytest.raises(ConfigError):
+        build_config("quick", sets=[item])
+
+
+def test_unknown_preset_lists_known():
+    with pytest.raises(ConfigError, match="quick"):
+        build_config("fast")
+
+
+def test_parse_set_nests_and_parses_yaml_scalars():
+    assert parse_set(["a.b=1", "a.c=x", "d=true"]) == {"a": {"b": 1, "c": "x"}, "d": True}
