@@ -1,0 +1,74 @@
+"""``load_dataset``: one entry point that validates options and dispatches to a source."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+from ..errors import ConfigError
+from .base import DatasetSplits
+from .registry import SourceRequest, available_sources, get_source
+
+# Importing the source modules registers them.
+from . import imagefolder as _imagefolder  # noqa: F401  isort: skip
+from . import mnist_family as _mnist_family  # noqa: F401  isort: skip
+
+IMAGEFOLDER = "imagefolder"
+_IMAGEFOLDER_PREFIX = IMAGEFOLDER + ":"  # DatasetSplits.name of an imagefolder, accepted back as input
+
+
+def _looks_like_path(text: str) -> bool:
+    """A bare word such as "cifar10" is a (mistyped) source name; anything path-shaped is a path."""
+    return "://" in text or "/" in text or os.sep in text or text.startswith((".", "~")) or os.path.exists(text)
+
+
+def _request(
+    root: str | None, val_fraction: float, seed: int, image_size: int | None, mask_threshold: int, require_captions: bool
+) -> SourceRequest:
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 <= val_fraction < 1:
+        raise ConfigError(f"val_fraction must be a number in [0, 1), got {val_fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise ConfigError(f"image_size must be a positive integer or None, got {image_size!r}")
+    if isinstance(mask_threshold, bool) or not isinstance(mask_threshold, int) or not 0 <= mask_threshold <= 255:
+        raise ConfigError(f"mask_threshold must be an integer in 0..255, got {mask_threshold!r}")
+    return SourceRequest(
+        root=root,
+        val_fraction=float(val_fraction),
+        seed=seed,
+        image_size=image_size,
+        mask_threshold=mask_threshold,
+        require_captions=bool(require_captions),
+    )
+
+
+def load_dataset(
+    name_or_path: str,
+    *,
+    root: str | None = None,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    image_size: int | None = None,
+    mask_threshold: int = 0,
+    require_captions: bool = False,
+) -> DatasetSplits:
+    """Load a registered source by name, or an imagefolder dataset by path or fsspec URI.
+
+    ``root`` points a named source at its files; for an imagefolder given by path it must be
+    left out (or equal the path), since two different locations would be ambiguous.
+    """
+    request = _request(root, val_fraction, seed, image_size, mask_threshold, require_captions)
+    loader = get_source(name_or_path)
+    if loader is not None:
+        return loader(request)
+
+    path = name_or_path.removeprefix(_IMAGEFOLDER_PREFIX)
+    if path == name_or_path and not _looks_like_path(path):
+        raise ConfigError(
+            f"unknown dataset {name_or_path!r}: not a registered source ({', '.join(available_sources())}) "
+            "and no such directory"
+        )
+    if root is not None and root.rstrip("/") != path.rstrip("/"):
+        raise ConfigError(f"dataset path {path!r} and root {root!r} disagree; give the imagefolder location once")
+    return get_source(IMAGEFOLDER)(replace(request, root=path))
