@@ -12,6 +12,7 @@ from .registry import SourceRequest, available_sources, get_source
 # Importing the source modules registers them.
 from . import imagefolder as _imagefolder  # noqa: F401  isort: skip
 from . import mnist_family as _mnist_family  # noqa: F401  isort: skip
+from . import cluttered as _cluttered  # noqa: F401  isort: skip
 
 IMAGEFOLDER = "imagefolder"
 _IMAGEFOLDER_PREFIX = IMAGEFOLDER + ":"  # DatasetSplits.name of an imagefolder, accepted back as input
