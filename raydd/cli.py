@@ -34,6 +34,9 @@ EvalEpochs = Annotated[Optional[int], typer.Option("--eval-epochs", help="Epochs
 Sets = Annotated[Optional[list[str]], typer.Option("--set", help="Any config field, e.g. --set distill.batch_real=128 (repeatable).")]
 ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="A YAML file with config fields (applied over the preset).")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+Workers = Annotated[int, typer.Option("--workers", help="Ray Train workers; each owns a shard of the classes.")]
+Address = Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray started for this command).")]
+NoRay = Annotated[bool, typer.Option("--no-ray", help="Run in this process without Ray (debugging).")]
 
 
 def user_errors(fn):
@@ -112,16 +115,40 @@ def distill(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, pre
             eval_models: EvalModels = None, eval_epochs: EvalEpochs = None, set_: Sets = None,
             config: ConfigFile = None,
             resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
+            workers: Workers = 1, address: Address = None, no_ray: NoRay = False,
             quiet: Quiet = False) -> None:
-    """Distill a synthetic set into a run directory."""
-    from raydd.distill import run_distillation
-
+    """Distill a synthetic set into a run directory (Ray Train; --no-ray for a plain process)."""
     _setup_torch()
     cfg = _config(preset, config, set_, dataset=dataset, method=method, ipc=ipc, seed=seed, device=device,
                   iterations=iterations, eval_models=eval_models, eval_epochs=eval_epochs)
     out = _resume_target(out, resume) or _default_out(cfg)
-    run_distillation(cfg, out, resume=resume, show_progress=not quiet)
+    _distill(cfg, out, resume=resume, workers=workers, address=address, no_ray=no_ray, quiet=quiet)
     typer.echo(f"synthetic set: {out}/synthetic.safetensors\npicture: {out}/synthetic.png")
+
+
+def _distill(cfg, out: str, *, resume: bool, workers: int, address: str | None, no_ray: bool, quiet: bool):
+    if no_ray:
+        if workers != 1 or address:
+            raise RayddError("--no-ray runs one local process: drop --workers/--address")
+        from raydd.distill import run_distillation
+
+        return run_distillation(cfg, out, resume=resume, show_progress=not quiet)
+    from raydd.pipeline.train import distill_with_ray
+
+    return distill_with_ray(cfg, out, workers=workers, resume=resume, address=address, show_progress=not quiet)
+
+
+def _eval_runner(cfg, no_ray: bool, quiet: bool):
+    """Evaluation models as Ray tasks (one CPU each, or a GPU share), or in-process with --no-ray."""
+    if no_ray:
+        return None
+    from raydd.pipeline.cluster import available_gpus
+    from raydd.pipeline.fanout import ray_runner
+
+    gpus = available_gpus()
+    if cfg.device != "cpu" and gpus > 0:
+        return ray_runner(cpus_per_task=1, gpus_per_task=min(1.0, gpus / max(1, cfg.eval.models)), show_progress=not quiet)
+    return ray_runner(cpus_per_task=1, show_progress=not quiet)
 
 
 def _resume_target(out: str | None, resume: bool) -> str | None:
@@ -136,11 +163,9 @@ def evaluate(run_dir: Annotated[str, typer.Argument(help="A run directory holdin
              eval_models: EvalModels = None, eval_epochs: EvalEpochs = None, device: Device = None,
              set_: Sets = None,
              split: Annotated[str, typer.Option("--split", help="test (final figures) or val (for selection).")] = "test",
-             quiet: Quiet = False) -> None:
+             address: Address = None, no_ray: NoRay = False, quiet: Quiet = False) -> None:
     """Train fresh networks on a run's synthetic set and test them (writes eval.json)."""
-    from raydd.config import parse_set
-    from raydd.rundir import RunDir
-    from raydd.config import config_from_dict
+    from raydd.config import config_from_dict, parse_set
     from raydd.workflows import evaluate_run
 
     _setup_torch()
@@ -154,7 +179,11 @@ def evaluate(run_dir: Annotated[str, typer.Argument(help="A run directory holdin
             else:
                 base[key] = value
     cfg = config_from_dict(base)
-    result = evaluate_run(run_dir, cfg, split=split, show_progress=not quiet)
+    if not no_ray:
+        from raydd.pipeline.cluster import init_ray
+
+        init_ray(address)
+    result = evaluate_run(run_dir, cfg, split=split, runner=_eval_runner(cfg, no_ray, quiet), show_progress=not quiet)
     _print_accuracy(f"{result.get('method')} ipc={result.get('ipc')} on {result.get('dataset')} ({split})", result)
     typer.echo(f"eval: {run_dir}/eval.json")
 
@@ -166,9 +195,10 @@ def run(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, preset:
         eval_models: EvalModels = None, eval_epochs: EvalEpochs = None, set_: Sets = None,
         config: ConfigFile = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run in --out.")] = False,
+        workers: Workers = 1, address: Address = None, no_ray: NoRay = False,
         quiet: Quiet = False) -> None:
-    """Distill, then evaluate: the whole job in one command."""
-    from raydd.distill import run_distillation
+    """Distill, then evaluate: the whole job in one command (on a local Ray unless --address/--no-ray)."""
+    from raydd.rundir import RunDir
     from raydd.workflows import evaluate_run
 
     _setup_torch()
@@ -176,8 +206,11 @@ def run(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, preset:
                   iterations=iterations, eval_models=eval_models, eval_epochs=eval_epochs)
     out = _resume_target(out, resume) or _default_out(cfg)
     typer.echo(f"run directory: {out}", err=True)
-    run_distillation(cfg, out, resume=resume, show_progress=not quiet)
-    result = evaluate_run(out, cfg, show_progress=not quiet)
+    _distill(cfg, out, resume=resume, workers=workers, address=address, no_ray=no_ray, quiet=quiet)
+    if resume and RunDir(out).has("eval.json"):
+        result = RunDir(out).read_json("eval.json")
+    else:
+        result = evaluate_run(out, cfg, runner=_eval_runner(cfg, no_ray, quiet), show_progress=not quiet)
     _print_accuracy(f"{cfg.distill.method} ipc={cfg.distill.ipc} on {result['dataset']}", result)
     typer.echo(f"synthetic set picture: {out}/synthetic.png")
     typer.echo(f"eval: {out}/eval.json")
@@ -188,7 +221,8 @@ def run(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, preset:
 def baseline(kind: Annotated[str, typer.Option("--kind", help="random (real subset of the same IPC) or full (whole training set).")] = "random",
              dataset: Dataset = None, ipc: Ipc = None, preset: Preset = "quick", out: Out = None, seed: Seed = None,
              device: Device = None, eval_models: EvalModels = None, eval_epochs: EvalEpochs = None,
-             set_: Sets = None, config: ConfigFile = None, quiet: Quiet = False) -> None:
+             set_: Sets = None, config: ConfigFile = None, address: Address = None, no_ray: NoRay = False,
+             quiet: Quiet = False) -> None:
     """Evaluate a reference training set under the same protocol as a synthetic set."""
     from raydd.workflows import run_baseline
 
@@ -196,7 +230,11 @@ def baseline(kind: Annotated[str, typer.Option("--kind", help="random (real subs
     cfg = _config(preset, config, set_, dataset=dataset, method=None, ipc=ipc, seed=seed, device=device,
                   iterations=None, eval_models=eval_models, eval_epochs=eval_epochs)
     out = out or _default_out(cfg, kind=f"baseline-{kind}")
-    result = run_baseline(kind, cfg, out, show_progress=not quiet)
+    if not no_ray:
+        from raydd.pipeline.cluster import init_ray
+
+        init_ray(address)
+    result = run_baseline(kind, cfg, out, runner=_eval_runner(cfg, no_ray, quiet), show_progress=not quiet)
     _print_accuracy(f"baseline {kind} on {result['dataset']}" + (f" ipc={cfg.distill.ipc}" if kind == "random" else ""), result)
     typer.echo(f"eval: {out}/eval.json")
 

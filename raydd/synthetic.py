@@ -65,17 +65,30 @@ class SyntheticSet:
         class_names: list[str],
         mean: tuple[float, ...],
         std: tuple[float, ...],
+        classes: list[int] | None = None,
     ) -> "SyntheticSet":
-        """``real``: distinct random real images of each class; ``noise``: standard normal pixels."""
+        """``real``: distinct random real images of each class; ``noise``: standard normal pixels.
+
+        With ``classes`` only those classes are initialised (the others stay zero): a worker that owns
+        a shard of the classes gets exactly the rows a single process would have given them.
+        """
         k = len(class_names)
         shape = pool.images.shape[1:]
         labels = torch.arange(k).repeat_interleave(ipc)
+        owned = set(range(k) if classes is None else classes)
         if init == "noise":
-            images = torch.randn((k * ipc, *shape), generator=generator(seed, "init-noise"))
+            images = torch.stack([
+                torch.randn((ipc, *shape), generator=generator(seed, "init-noise", c)) if c in owned
+                else torch.zeros((ipc, *shape)) for c in range(k)
+            ]).reshape(k * ipc, *shape)
             init_ids = [""] * (k * ipc)
         elif init == "real":
             chunks, init_ids = [], []
             for c in range(k):
+                if c not in owned:
+                    chunks.append(torch.zeros((ipc, *shape)))
+                    init_ids.extend([""] * ipc)
+                    continue
                 index, _ = pool.sample_indices([c], ipc, seed, "init-real")
                 if len(index) < ipc:
                     raise RunDirError(

@@ -99,7 +99,8 @@ def test_cli_run_end_to_end_on_an_imagefolder(tmp_path):
     out = tmp_path / "run"
     result = CliRunner().invoke(app, ["run", "--dataset", str(data), "--out", str(out), "--iterations", "3",
                                       "--eval-epochs", "3", "--eval-models", "2", "--ipc", "2", "--device", "cpu",
-                                      "--set", "distill.batch_real=4", "--set", "data.val_fraction=0.25", "--quiet"])
+                                      "--set", "distill.batch_real=4", "--set", "data.val_fraction=0.25", "--quiet",
+                                      "--no-ray"])
     assert result.exit_code == 0, result.output
     assert "accuracy" in result.output and "synthetic.png" in result.output
     ev = json.loads((out / "eval.json").read_text())
@@ -113,7 +114,7 @@ def test_cli_bad_image_is_one_clear_error_and_writes_nothing(tmp_path):
     data = write_imagefolder(tmp_path / "data")
     (data / "train" / "img002.png").write_bytes(b"not a png")
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["distill", "--dataset", str(data), "--out", str(out), "--quiet"])
+    result = CliRunner().invoke(app, ["distill", "--dataset", str(data), "--out", str(out), "--quiet", "--no-ray"])
     assert result.exit_code == 2
     assert "img002.png" in result.output and "Traceback" not in result.output
     assert not out.exists()

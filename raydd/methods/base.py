@@ -69,6 +69,7 @@ class Distiller:
     default_lr_img = 1.0
     default_iterations = 1000
     uses_dsa = True
+    needs_sync = False  # True when a step reads other classes' synthetic images (a ``sync`` hook)
 
     def __init__(
         self,
@@ -100,6 +101,10 @@ class Distiller:
 
     def step(self, iteration: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    def shard_weight(self) -> float:
+        """Factor that turns this shard's reported loss into its share of the whole-run loss (sum)."""
+        return 1.0
 
     def own_images(self) -> torch.Tensor:
         return self.images[self.own_rows]

@@ -36,6 +36,7 @@ def reference_loops(ipc: int) -> tuple[int, int]:
 class GradientMatching(Distiller):
     default_lr_img = 0.1
     default_iterations = 1000
+    needs_sync = True
 
     def __init__(self, *args, sync: Callable[[torch.Tensor], None] | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -91,6 +92,10 @@ class GradientMatching(Distiller):
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+
+    def shard_weight(self) -> float:
+        # The reported loss is a mean over the shard's classes; the run's is a mean over all classes.
+        return len(self.classes) / self.syn.num_classes
 
     def step(self, iteration: int) -> dict[str, torch.Tensor]:
         net = self.net_spec.build(derive_seed(self.seed, "net", iteration), self.device)

@@ -1,0 +1,177 @@
+"""Class-sharded distillation with Ray Train.
+
+K ``TorchTrainer`` workers each own a contiguous range of classes, read only those classes' images,
+and draw the iteration's network and batches from the shared run seed, so together they compute what
+one process computes (DM exactly per class; DC/DSA exchange the synthetic images once per outer step
+because the inner network training reads all classes). At each checkpoint the shards are combined with
+one all-reduce and rank 0 writes the run directory's checkpoint (the same format as a single-process
+run) and reports it to Ray Train. A worker that dies is restarted by ``FailureConfig`` and continues
+from the last checkpoint; the per-iteration seeds make the replayed iterations identical.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from raydd.config import Config, config_from_dict
+from raydd.distill import check_names, finish, load_splits, prepare, resolve_device
+from raydd.errors import ConfigError, RayddError
+from raydd.methods import method_class
+from raydd.pipeline import cluster
+from raydd.pipeline.cluster import available_cpus, available_gpus, init_ray
+from raydd.pipeline.sharding import assemble, shard_classes, sum_across_workers
+from raydd.realpool import RealPool
+from raydd.rundir import CHECKPOINT, RunDir
+from raydd.synthetic import SyntheticSet
+
+
+def _shard_state(distiller) -> dict[str, torch.Tensor]:
+    """The whole run's optimiser state, assembled from every worker's rows."""
+    rows = distiller.own_rows
+    state = {"images": assemble(distiller.images, rows).cpu()}
+    momentum = distiller.optimizer.state.get(distiller.images, {}).get("momentum_buffer")
+    if momentum is None:
+        momentum = torch.zeros_like(distiller.images)
+    state["momentum"] = assemble(momentum, rows).cpu()
+    return state
+
+
+def _load_start(run: RunDir) -> tuple[dict[str, torch.Tensor], int] | None:
+    """Ray's restored checkpoint if this is a restart, else the run directory's (a --resume)."""
+    import ray.train
+
+    restored = ray.train.get_checkpoint()
+    if restored is not None:
+        with restored.as_directory() as folder:
+            return RunDir(folder).load_checkpoint()
+    return run.load_checkpoint()
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+
+    torch.set_num_threads(config["threads"])
+    cfg = config_from_dict(config["cfg"])
+    run = RunDir(config["out"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device() if config["use_gpu"] else torch.device("cpu")
+
+    splits = load_splits(cfg)
+    classes = shard_classes(splits.num_classes, world)[rank]
+    by_class = splits.train.indices_by_class()
+    mine = torch.cat([by_class[c] for c in classes]).sort().values
+    pool = RealPool.from_data(splits, splits.train.subset(mine), device)
+    syn = SyntheticSet.initialise(pool, ipc=cfg.distill.ipc, init=cfg.distill.init, seed=cfg.seed,
+                                  class_names=splits.class_names, mean=splits.mean, std=splits.std, classes=classes)
+    cls = method_class(cfg.distill.method)
+    kwargs = {}
+    if world > 1 and cls.needs_sync:
+        kwargs["sync"] = lambda images: images.data.copy_(assemble(images, own_rows).to(images.device))
+    distiller = cls(cfg.distill, pool, syn, classes=classes, seed=cfg.seed, device=device,
+                    flip_ok=splits.flip_ok, **kwargs)
+    own_rows = distiller.own_rows
+    total = distiller.iterations
+
+    start = 0
+    loaded = _load_start(run)
+    if loaded is not None:
+        state, start = loaded
+        distiller.load_state_dict(state)
+    fail_at = config.get("fail_once_at")
+    t0 = time.perf_counter()
+    for iteration in range(start, total):
+        metrics = distiller.step(iteration)
+        done = iteration + 1
+        if fail_at is not None and done == fail_at and rank == world - 1 and not run.has("fault-injected"):
+            run.write_json("fault-injected", {"iteration": done, "rank": rank})
+            os._exit(1)  # a hard worker death, as a preempted node would look
+        log_now = done % cfg.distill.log_every == 0 or done == total
+        checkpoint_now = done % cfg.distill.checkpoint_every == 0 or done == total
+        if not (log_now or checkpoint_now):
+            continue
+        loss = float(sum_across_workers(metrics["loss"] * distiller.shard_weight()))
+        row = {"iteration": done, "loss": loss, "seconds": round(time.perf_counter() - t0, 3)}
+        if log_now and rank == 0:
+            run.log_metrics(row)
+            eta = (time.perf_counter() - t0) / max(1, done - start) * (total - done)
+            print(f"raydd: {cfg.distill.method} iteration {done}/{total} loss {loss:.4g} eta {eta:.0f}s", flush=True)
+        if checkpoint_now:
+            state = _shard_state(distiller)
+            if rank == 0:
+                run.save_checkpoint(state, done)
+                with tempfile.TemporaryDirectory() as folder:
+                    RunDir(folder).save_checkpoint(state, done)
+                    ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(folder))
+            else:
+                ray.train.report(row)
+
+
+def distill_with_ray(
+    cfg: Config,
+    out: str,
+    *,
+    workers: int = 1,
+    resume: bool = False,
+    address: str | None = None,
+    max_failures: int = 2,
+    show_progress: bool = True,
+    fail_once_at: int | None = None,
+) -> SyntheticSet:
+    """Distill with ``workers`` Ray Train workers, each owning a shard of the classes."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    check_names(cfg)
+    splits = load_splits(cfg)  # data errors before anything is written or started
+    if not 1 <= workers <= splits.num_classes:
+        raise ConfigError(f"--workers must be between 1 and the number of classes ({splits.num_classes}), got {workers}")
+    want_gpu = cfg.device.startswith("cuda") or cfg.device == "auto"
+    run = RunDir(out)
+    run.prepare(cfg, resume=resume)
+    init_ray(address)
+    use_gpu = want_gpu and available_gpus() >= workers
+    if cfg.device.startswith("cuda") and not use_gpu:
+        raise ConfigError(f"device {cfg.device!r}: the Ray cluster offers {available_gpus():g} GPUs for {workers} workers")
+    threads = max(1, math.floor(available_cpus() / workers)) if not use_gpu else 1
+    cluster.check_resources(workers, cpus_per_worker=1 if use_gpu else threads, gpus_per_worker=1 if use_gpu else 0)
+
+    state = prepare(cfg, splits, torch.device("cpu"))  # init ids and metadata, as a single process makes them
+    if resume:
+        checkpoint = run.load_checkpoint()
+        run.truncate_metrics(checkpoint[1] if checkpoint else 0)
+    if not resume or not run.has("members.json"):
+        run.write_config(cfg)
+        run.write_members(state.pool.ids, splits.name)
+
+    storage = os.path.abspath(f"{out}/ray") if "://" not in out else f"{out}/ray"
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"cfg": cfg.to_dict(), "out": run.path if "://" in out else os.path.abspath(out),
+                           "threads": threads, "use_gpu": use_gpu, "fail_once_at": fail_once_at},
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": 1 if use_gpu else threads}),
+        run_config=RunConfig(name="distill", storage_path=storage,
+                             failure_config=FailureConfig(max_failures=max_failures)),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise RayddError(f"distillation failed on a Ray worker: {result.error}")
+    loaded = run.load_checkpoint()
+    if loaded is None:
+        raise RayddError(f"{run.file(CHECKPOINT)}: the workers finished without a final checkpoint")
+    tensors, done = loaded
+    syn = state.syn
+    syn.images = tensors["images"]
+    syn.meta["iterations"] = done
+    syn.meta["workers"] = workers
+    finish(run, syn)
+    return syn
