@@ -1,11 +1,15 @@
 """Accuracy benchmark: method (random, DM, DC, DSA) x IPC under one preset, as a markdown table.
 
-    .venv/bin/python jobs/benchmark_accuracy.py --preset quick --ipc 1 10 --seeds 0 1 2 \
-        --work-dir runs/bench-accuracy --output docs/benchmarks/accuracy-quick.md
+    .venv/bin/python jobs/benchmark_accuracy.py --preset quick --methods random dm --ipc 1 10 --seeds 0 1 \
+        --work-dir runs/bench-accuracy
+    .venv/bin/python jobs/benchmark_accuracy.py --work-dir runs/bench-accuracy --table-only \
+        --output docs/benchmarks/accuracy-quick.md
 
-Each (method, ipc, seed) is its own run directory under --work-dir; finished runs are reused, so a
-killed benchmark continues where it stopped. Accuracy is pooled over seeds x evaluation models:
-mean ± std (population) of the per-model last-epoch test accuracies.
+Each (method, ipc, seed) is its own run directory under --work-dir; finished runs are reused and a
+killed distillation resumes from its checkpoint, so the benchmark can be stopped and continued, and
+several invocations (say, more seeds for the cheap rows) can fill one directory. The table is built
+from every finished run found there. Accuracy is pooled over seeds x evaluation models: mean ± std
+(population) of the per-model last-epoch test accuracies.
 """
 
 from __future__ import annotations
@@ -16,10 +20,12 @@ import platform
 import shutil
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from raydd.config import build_config
 from raydd.distill import run_distillation
@@ -44,13 +50,67 @@ def run_one(method: str, ipc: int, seed: int, args) -> dict:
     else:
         overrides["distill"]["method"] = method
         cfg = build_config(args.preset, overrides=overrides, sets=sets)
-        resume = run.has("config.yaml")
-        run_distillation(cfg, str(out), resume=resume, show_progress=False)
+        run_distillation(cfg, str(out), resume=run.has("config.yaml"), show_progress=not args.quiet)
         distill_s = time.perf_counter() - start
-        result = evaluate_run(str(out), cfg, show_progress=False)
-    timing = {"distill_seconds": distill_s, "total_seconds": time.perf_counter() - start}
+        result = evaluate_run(str(out), cfg, show_progress=not args.quiet)
+    timing = {"distill_seconds": distill_s, "total_seconds": time.perf_counter() - start,
+              "torch_threads": torch.get_num_threads()}
     run.write_json("timing.json", timing)
     return {**result, **timing}
+
+
+def collect(work_dir: Path) -> list[dict]:
+    groups: dict[tuple, list] = defaultdict(list)
+    for ev_path in sorted(work_dir.glob("*/eval.json")):
+        run_dir = ev_path.parent
+        if not (run_dir / "timing.json").exists():
+            continue
+        ev = json.loads(ev_path.read_text())
+        timing = json.loads((run_dir / "timing.json").read_text())
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+        method = ev.get("method") or cfg["distill"]["method"]
+        iterations = ev.get("iterations")
+        key = (method, cfg["distill"]["ipc"], cfg["preset"], iterations)
+        groups[key].append({"ev": ev, "timing": timing, "seed": cfg["seed"], "cfg": cfg})
+    rows = []
+    for (method, ipc, preset, iterations), runs in groups.items():
+        accs = np.array([a for r in runs for a in r["ev"]["accuracy"]["per_model"]])
+        c = runs[0]["cfg"]
+        rows.append({
+            "method": method, "ipc": ipc, "preset": preset, "iterations": iterations,
+            "batch_real": c["distill"]["batch_real"], "eval_epochs": c["eval"]["epochs"],
+            "seeds": sorted(r["seed"] for r in runs), "mean": 100 * accs.mean(), "std": 100 * accs.std(),
+            "n": len(accs),
+            "distill_seconds": float(np.mean([r["timing"]["distill_seconds"] for r in runs])),
+            "seconds": float(np.mean([r["timing"]["total_seconds"] for r in runs])),
+        })
+    order = {"random": 0, "dm": 1, "dc": 2, "dsa": 3}
+    return sorted(rows, key=lambda r: (r["ipc"], order.get(r["method"], 9), r["iterations"] or 0))
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}. "
+        "Accuracy = mean ± std over seeds x evaluation models (n), last epoch, real test split.\n",
+        "| method | IPC | iterations | batch_real | eval epochs | seeds | accuracy % | n | distill s/run | total s/run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        its = "—" if r["method"] == "random" else r["iterations"]
+        br = "—" if r["method"] == "random" else r["batch_real"]
+        lines.append(f"| {r['method']} | {r['ipc']} | {its} | {br} | {r['eval_epochs']} | "
+                     f"{','.join(map(str, r['seeds']))} | {r['mean']:.2f} ± {r['std']:.2f} | {r['n']} | "
+                     f"{r['distill_seconds']:.0f} | {r['seconds']:.0f} |")
+    notes = []
+    for r in rows:
+        base = next((b for b in rows if b["method"] == "random" and b["ipc"] == r["ipc"]), None)
+        if base is None or r is base:
+            continue
+        sd = float(np.hypot(r["std"], base["std"]))
+        margin = (r["mean"] - base["mean"]) / sd if sd > 0 else float("inf")
+        notes.append(f"- {r['method']} IPC {r['ipc']} ({r['iterations']} iterations): "
+                     f"{r['mean'] - base['mean']:+.2f} points over random = {margin:.1f} × the combined std")
+    return "\n".join(lines + [""] + notes)
 
 
 def main() -> None:
@@ -59,53 +119,27 @@ def main() -> None:
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--methods", nargs="+", default=["random", "dm", "dc", "dsa"])
     p.add_argument("--ipc", nargs="+", type=int, default=[1, 10])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--work-dir", default="runs/bench-accuracy")
-    p.add_argument("--output", default=None, help="also write the markdown table here")
-    p.add_argument("--set", action="append", help="extra config field, e.g. eval.models=2 (repeatable)")
+    p.add_argument("--output", default=None, help="also write the markdown table here (and the rows as .json)")
+    p.add_argument("--set", action="append", help="extra config field, e.g. distill.iterations=100 (repeatable)")
+    p.add_argument("--table-only", action="store_true", help="only build the table from finished runs")
+    p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
 
-    rows = []
-    for ipc in args.ipc:
-        for method in args.methods:
-            results = []
-            for seed in args.seeds:
-                r = run_one(method, ipc, seed, args)
-                results.append(r)
-                print(f"{method:>6} ipc={ipc:<3} seed={seed}: {100 * r['accuracy']['mean']:.2f} "
-                      f"({r['total_seconds']:.0f} s)", file=sys.stderr, flush=True)
-            accs = np.array([a for r in results for a in r["accuracy"]["per_model"]])
-            rows.append({
-                "method": method, "ipc": ipc, "mean": 100 * accs.mean(), "std": 100 * accs.std(), "n": len(accs),
-                "seconds": float(np.mean([r["total_seconds"] for r in results])),
-                "distill_seconds": float(np.mean([r["distill_seconds"] for r in results])),
-                "iterations": None if method == "random" else results[0].get("iterations"),
-            })
-
-    cfg = build_config(args.preset)
-    header = (f"Preset `{args.preset}` on {args.dataset}; seeds {args.seeds}; {cfg.eval.models} evaluation "
-              f"models per seed ({cfg.eval.model}, {cfg.eval.epochs} epochs); machine: {platform.machine()}, "
-              f"{torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}; torch {torch.__version__}.\n")
-    lines = [header, "| method | IPC | accuracy % (mean ± std) | n | distill s / run | total s / run |",
-             "|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['method']} | {r['ipc']} | {r['mean']:.2f} ± {r['std']:.2f} | {r['n']} | "
-                     f"{r['distill_seconds']:.0f} | {r['seconds']:.0f} |")
-    # Margin over the random-real baseline, in units of the two standard deviations combined.
-    for ipc in args.ipc:
-        base = next((r for r in rows if r["method"] == "random" and r["ipc"] == ipc), None)
-        if base is None:
-            continue
-        for r in rows:
-            if r["ipc"] == ipc and r["method"] != "random":
-                sd = float(np.hypot(r["std"], base["std"])) or float("nan")
-                lines.append(f"\n- {r['method']} IPC {ipc}: {r['mean'] - base['mean']:+.2f} points over random "
-                             f"({(r['mean'] - base['mean']) / sd:.1f} combined std)")
-    table = "\n".join(lines)
-    print(table)
+    if not args.table_only:
+        for ipc in args.ipc:
+            for method in args.methods:
+                for seed in args.seeds:
+                    r = run_one(method, ipc, seed, args)
+                    print(f"{method:>6} ipc={ipc:<3} seed={seed}: {100 * r['accuracy']['mean']:.2f} "
+                          f"({r['total_seconds']:.0f} s)", file=sys.stderr, flush=True)
+    rows = collect(Path(args.work_dir))
+    text = table(rows)
+    print(text)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(table + "\n")
+        Path(args.output).write_text(text + "\n")
         Path(args.output).with_suffix(".json").write_text(json.dumps(rows, indent=2))
 
 

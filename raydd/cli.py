@@ -257,6 +257,48 @@ def show(run_dir: Annotated[str, typer.Argument(help="A run directory holding sy
 
 @app.command()
 @user_errors
+def tune(out: Annotated[str, typer.Option("--out", help="Search directory (local path or fsspec URI): best.yaml, trials.csv, trials.json, tune/.")],
+         space: Annotated[Optional[Path], typer.Option("--space", help="YAML search space: dotted config keys mapped to a list (a choice) or a range (uniform, loguniform, randint with low and high); see docs/cluster.md.")] = None,
+         dataset: Dataset = None, method: Method = None, ipc: Ipc = None, preset: Preset = "quick",
+         seed: Seed = None, device: Device = None, iterations: Iterations = None,
+         eval_models: EvalModels = None, eval_epochs: EvalEpochs = None, set_: Sets = None,
+         config: ConfigFile = None,
+         num_samples: Annotated[int, typer.Option("--num-samples", help="Trials to sample.")] = 8,
+         max_concurrent: Annotated[int, typer.Option("--max-concurrent", help="Trials running at once.")] = 2,
+         scheduler: Annotated[str, typer.Option("--scheduler", help="asha (stop weak trials early) or fifo.")] = "asha",
+         grace_iterations: Annotated[Optional[int], typer.Option("--grace-iterations", help="Iterations before ASHA may stop a trial (default: a quarter of the run).")] = None,
+         report_every: Annotated[Optional[int], typer.Option("--report-every", help="Iterations between validation reports (default: the grace).")] = None,
+         cpus_per_trial: Annotated[float, typer.Option("--cpus-per-trial", help="CPUs (and torch threads) per trial.")] = 1,
+         gpus_per_trial: Annotated[float, typer.Option("--gpus-per-trial", help="GPUs per trial.")] = 0,
+         address: Address = None,
+         resume: Annotated[bool, typer.Option("--resume", help="Continue the search in --out as it was started.")] = False,
+         quiet: Quiet = False) -> None:
+    """Search distillation settings with Ray Tune, selecting on validation accuracy (writes best.yaml)."""
+    from raydd.pipeline.tune import load_space, tune_search
+
+    _setup_torch()
+    if space is None and not resume:
+        raise RayddError("--space is required (a YAML file of dotted config keys), unless --resume")
+    cfg = _config(preset, config, set_, dataset=dataset, method=method, ipc=ipc, seed=seed, device=device,
+                  iterations=iterations, eval_models=eval_models, eval_epochs=eval_epochs)
+    result = tune_search(cfg, out, space=load_space(space) if space is not None and not resume else {},
+                         num_samples=num_samples, max_concurrent=max_concurrent, scheduler=scheduler,
+                         resume=resume, address=address, grace_iterations=grace_iterations,
+                         report_every=report_every, cpus_per_trial=cpus_per_trial,
+                         gpus_per_trial=gpus_per_trial, show_progress=not quiet)
+    typer.echo(f"\n  {'trial':<14} {'status':<14} {'val acc':>8} {'iters':>6}  values")
+    for t in result.trials:
+        acc = "-" if t["val_accuracy"] is None else f"{100 * t['val_accuracy']:.2f}"
+        values = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items())
+        typer.echo(f"  {t['trial_id']:<14} {t['status']:<14} {acc:>8} {t['iterations']:>6}  {values}")
+    typer.echo(f"best: trial {result.best_trial_id}, validation accuracy {100 * result.best_val_accuracy:.2f} "
+               f"after {result.best_iterations} iterations")
+    typer.echo(f"best config: {result.out}/best.yaml (use: raydd run --config {result.out}/best.yaml ...)")
+    typer.echo(f"trials: {result.out}/trials.csv")
+
+
+@app.command()
+@user_errors
 def presets() -> None:
     """List the presets and print their settings."""
     from raydd.config import available_presets, preset_dict

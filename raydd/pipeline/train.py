@@ -20,11 +20,11 @@ from typing import Any
 import torch
 
 from raydd.config import Config, config_from_dict
-from raydd.distill import check_names, finish, load_splits, prepare, resolve_device
+from raydd.distill import check_names, finish, load_splits, prepare, write_initial
 from raydd.errors import ConfigError, RayddError
 from raydd.methods import method_class
 from raydd.pipeline import cluster
-from raydd.pipeline.cluster import available_cpus, available_gpus, init_ray
+from raydd.pipeline.cluster import available_cpus, init_ray
 from raydd.pipeline.sharding import assemble, shard_classes, sum_across_workers
 from raydd.realpool import RealPool
 from raydd.rundir import CHECKPOINT, RunDir
@@ -138,9 +138,11 @@ def distill_with_ray(
     run = RunDir(out)
     run.prepare(cfg, resume=resume)
     init_ray(address)
-    use_gpu = want_gpu and available_gpus() >= workers
+    # An autoscaling cluster may have no GPU node yet: count what it can scale to.
+    gpus = cluster.obtainable_resources().get("GPU", 0.0)
+    use_gpu = want_gpu and gpus >= workers
     if cfg.device.startswith("cuda") and not use_gpu:
-        raise ConfigError(f"device {cfg.device!r}: the Ray cluster offers {available_gpus():g} GPUs for {workers} workers")
+        raise ConfigError(f"device {cfg.device!r}: the Ray cluster offers {gpus:g} GPUs for {workers} workers")
     threads = max(1, math.floor(available_cpus() / workers)) if not use_gpu else 1
     cluster.check_resources(workers, cpus_per_worker=1 if use_gpu else threads, gpus_per_worker=1 if use_gpu else 0)
 
@@ -151,6 +153,7 @@ def distill_with_ray(
     if not resume or not run.has("members.json"):
         run.write_config(cfg)
         run.write_members(state.pool.ids, splits.name)
+        write_initial(run, state.syn)
 
     storage = os.path.abspath(f"{out}/ray") if "://" not in out else f"{out}/ray"
     trainer = TorchTrainer(

@@ -1,0 +1,325 @@
+"""Connecting to Ray: a quiet local cluster by default, or an existing cluster by address.
+
+A laptop run starts Ray in-process sized to the machine (no dashboard, a modest object store, logs at
+ERROR); ``ray job submit`` runs and ``--address`` connect to the cluster that is already there.
+
+Ray's own failure mode for a wrong address, a too-small cluster or an unreadable bucket is to wait
+(sometimes forever). The checks here turn each of those into one ``ClusterError`` that names the
+address, the numbers or the URI, before any work is scheduled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import socket
+import sys
+import uuid
+from contextlib import contextmanager
+from typing import Iterator
+from urllib.parse import urlsplit
+
+from raydd.errors import RayddError
+
+# Environment every raydd process (driver, Ray workers) should run with; set before ray is imported.
+QUIET_ENV = {
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",  # ray.train.report otherwise waits for a 2 s poll
+    "RAY_DEDUP_LOGS": "1",
+    "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "0"),
+}
+
+CONNECT_TIMEOUT_S = 3.0  # a reachable head answers a TCP connect in milliseconds
+STORAGE_TIMEOUT_S = 20.0  # credential lookups (instance metadata) can take a few seconds each
+REMOTE_PROTOCOLS = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss")
+
+
+class ClusterError(RayddError):
+    """Ray could not be reached or cannot provide what was asked for."""
+
+
+def apply_quiet_env() -> None:
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+def worker_env() -> dict[str, str]:
+    """Runtime environment variables for Ray workers: one torch thread per CPU Ray gives them."""
+    return {"OMP_NUM_THREADS": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", "RAY_AUTH_MODE": "disabled",
+            "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+# -- reaching a cluster ---------------------------------------------------------------------------
+HOW_TO_START = ("start a head with `ray start --head --port=6379` (then pass --address HOST:6379) or set "
+                "RAY_ADDRESS to a running cluster's address")
+
+
+def parse_address(address: str) -> tuple[str, int] | None:
+    """``host:port`` / ``ray://host:port`` -> (host, port); ``auto`` / ``local`` -> None (nothing to probe)."""
+    text = address.strip()
+    if text in ("auto", "local", ""):
+        return None
+    parts = urlsplit(text if "://" in text else f"//{text}")
+    if parts.scheme not in ("", "ray"):
+        raise ClusterError(f"Ray address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto "
+                           f"(an http:// address is the dashboard's, for `ray job submit --address`)")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None:
+        raise ClusterError(f"Ray address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    return parts.hostname, port
+
+
+def check_reachable(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+    """A TCP connect to the head, so a wrong address fails in seconds instead of Ray's long retries."""
+    target = parse_address(address)
+    if target is None:
+        return
+    host, port = target
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise ClusterError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); {HOW_TO_START}") from None
+
+
+def submitted_job_env_vars() -> dict[str, str] | None:
+    """Inside a `ray job submit` driver: the job's runtime-env variables (None outside a job).
+
+    Ray refuses a driver ``runtime_env`` that sets a variable the job already sets, so the driver only
+    adds the ones the job left out.
+    """
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return None
+    try:
+        runtime_env = json.loads(raw).get("runtime_env") or {}
+    except (ValueError, AttributeError):
+        return {}
+    return dict(runtime_env.get("env_vars") or {})
+
+
+def init_ray(address: str | None = None, *, num_cpus: int | None = None, object_store_mb: int | None = None):
+    """Start or join Ray. ``address=None``: join RAY_ADDRESS if set (ray job submit), else start locally."""
+    apply_quiet_env()
+    import ray
+
+    if ray.is_initialized():
+        return ray
+    job_env = submitted_job_env_vars()
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address and (job_env is None or address != os.environ.get("RAY_ADDRESS")):
+        check_reachable(address)  # a job's RAY_ADDRESS comes from Ray itself: nothing to check
+    env_vars = {k: v for k, v in worker_env().items() if k not in (job_env or {})}
+    kwargs = dict(logging_config=ray.LoggingConfig(log_level="ERROR"), log_to_driver=True,
+                  runtime_env={"env_vars": env_vars})
+    try:
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            store = (object_store_mb or int(os.environ.get("RAYDD_OBJECT_STORE_MB", "512"))) * 1024 * 1024
+            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, object_store_memory=store,
+                     _node_ip_address="127.0.0.1", **kwargs)
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
+        where = address or "a local cluster"
+        hint = f"; {HOW_TO_START}" if address else ""
+        raise ClusterError(f"could not connect to Ray at {where}: {exc}{hint}") from None
+    return ray
+
+
+def available_cpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("CPU", 0.0))
+
+
+def available_gpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+@contextmanager
+def ray_session(address: str | None = None, **kwargs) -> Iterator[object]:
+    """Init Ray for a block; shut it down afterwards only if this block started it."""
+    apply_quiet_env()
+    import ray
+
+    started = not ray.is_initialized()
+    handle = init_ray(address, **kwargs)
+    try:
+        yield handle
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# -- what the cluster can give --------------------------------------------------------------------
+def autoscaler_limits() -> dict[str, float] | None:
+    """The most CPU/GPU the autoscaler may ever provide, or None on a fixed-size cluster.
+
+    Ray publishes the cluster launcher's node types in the GCS; this reads them through Ray's state
+    API (private, so any failure counts as "not autoscaling").
+    """
+    try:
+        from ray._private import state
+
+        limits = state.state.get_max_resources_from_cluster_config()
+    except Exception:  # noqa: BLE001 - an internal API: absence means no autoscaler information
+        return None
+    return {k: float(v) for k, v in limits.items()} if limits else None
+
+
+def obtainable_resources() -> dict[str, float]:
+    """CPU and GPU the cluster has now or can scale to: an autoscaling cluster may start with 0 GPUs."""
+    import ray
+
+    now = ray.cluster_resources()
+    limits = autoscaler_limits() or {}
+    return {k: max(float(now.get(k, 0.0)), limits.get(k, 0.0)) for k in ("CPU", "GPU")}
+
+
+def _largest_node() -> dict[str, float]:
+    import ray
+
+    best: dict[str, float] = {"CPU": 0.0, "GPU": 0.0}
+    for node in ray.nodes():
+        if node.get("Alive"):
+            res = node.get("Resources", {})
+            for key in best:
+                best[key] = max(best[key], float(res.get(key, 0.0)))
+    return best
+
+
+def check_resources(workers: int, cpus_per_worker: float = 1, gpus_per_worker: float = 0, *,
+                    autoscaling: bool | None = None) -> None:
+    """Refuse a request the cluster can never satisfy (Ray would wait for it forever).
+
+    ``autoscaling=None`` asks Ray whether an autoscaler publishes node types; with one, the request is
+    compared with the most the autoscaler may launch, otherwise with what the cluster has now.
+    ``autoscaling=True`` without published limits skips the check (nodes may still arrive).
+    """
+    import ray
+
+    want = {"CPU": workers * cpus_per_worker, "GPU": workers * gpus_per_worker}
+    now = {k: float(ray.cluster_resources().get(k, 0.0)) for k in want}
+    limits = autoscaler_limits() if autoscaling is not False else None
+    if autoscaling and limits is None:
+        return
+    if limits is not None:
+        ceiling = {k: max(now[k], limits.get(k, 0.0)) for k in want}
+        where = "the autoscaler's largest cluster"
+    else:
+        ceiling = now
+        where = "this Ray cluster (not autoscaling)"
+    short = [k for k in want if want[k] > ceiling[k] + 1e-9]
+    if short:
+        asked = ", ".join(f"{want[k]:g} {k}" for k in short)
+        offered = ", ".join(f"{ceiling[k]:g} {k}" for k in short)
+        plural = "s" if workers != 1 else ""
+        raise ClusterError(
+            f"{workers} worker{plural} x ({cpus_per_worker:g} CPU, {gpus_per_worker:g} GPU) need {asked}, "
+            f"but {where} offers {offered}; use fewer workers or fewer resources per worker, or add nodes"
+        )
+    if limits is None:
+        per_worker = {"CPU": cpus_per_worker, "GPU": gpus_per_worker}
+        node = _largest_node()
+        too_big = [k for k in per_worker if per_worker[k] > node[k] + 1e-9]
+        if too_big:
+            need = ", ".join(f"{per_worker[k]:g} {k}" for k in too_big)
+            have = ", ".join(f"{node[k]:g} {k}" for k in too_big)
+            raise ClusterError(f"one worker needs {need}, but the largest node has {have}")
+
+
+# -- remote storage -------------------------------------------------------------------------------
+def _protocol(uri: str) -> str:
+    return uri.split("://", 1)[0].lower() if "://" in uri else "file"
+
+
+def _probe(uri: str, write: bool) -> None:
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    if fs.exists(path):
+        fs.info(path)  # credentials and read permission, not just the bucket's existence
+    if write:
+        marker = f"{path.rstrip('/')}/.raydd-write-test-{uuid.uuid4().hex[:8]}"
+        fs.pipe(marker, b"ok")
+        fs.rm(marker)
+
+
+def check_storage(uri: str, *, write: bool = False, timeout_s: float = STORAGE_TIMEOUT_S) -> None:
+    """Make sure an object-store location (``s3://``, ``gs://``, ...) is usable before a run depends on it.
+
+    A missing fsspec driver (s3fs, gcsfs) or missing credentials otherwise shows up much later, in a
+    Ray worker's traceback. Local paths pass through untouched.
+    """
+    protocol = _protocol(uri)
+    if protocol not in REMOTE_PROTOCOLS:
+        return
+    import fsspec
+
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except (ImportError, ValueError) as exc:
+        package = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}.get(protocol, "adlfs")
+        raise ClusterError(f"{uri}: the fsspec driver for {protocol}:// is not installed "
+                           f"(pip install {package}); {exc}") from None
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    future = pool.submit(_probe, uri, write)
+    try:
+        future.result(timeout=timeout_s)
+    except concurrent.futures.TimeoutError:
+        raise ClusterError(f"{uri}: no answer from the object store within {timeout_s:g} s "
+                           "(network, endpoint or credential lookup)") from None
+    except Exception as exc:  # noqa: BLE001 - botocore/google errors have no common base
+        what = "credentials (e.g. AWS_PROFILE / GOOGLE_APPLICATION_CREDENTIALS) or permissions"
+        raise ClusterError(f"{uri}: cannot {'write' if write else 'read'} it, check {what}: "
+                           f"{type(exc).__name__}: {exc}") from None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+# -- job entrypoints --------------------------------------------------------------------------------
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The config flags every jobs/ script shares (the same layers as the `raydd` CLI)."""
+    parser.add_argument("--preset", default="quick", help="quick (2-core CPU) or paper (GPU)")
+    parser.add_argument("--config", default=None, help="YAML file of config fields over the preset")
+    parser.add_argument("--dataset", default=None, help="fashion-mnist, mnist, or an imagefolder path / URI")
+    parser.add_argument("--method", default=None, help="dm | dc | dsa")
+    parser.add_argument("--ipc", type=int, default=None, help="synthetic images per class")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="any config field, e.g. --set distill.batch_real=128 (repeatable)")
+    parser.add_argument("--address", default=None,
+                        help="Ray address; default RAY_ADDRESS (set by `ray job submit`), else a local Ray")
+
+
+def config_from_arguments(args: argparse.Namespace):
+    from raydd.config import build_config
+
+    flags = {"data": {"name": args.dataset}, "distill": {"method": args.method, "ipc": args.ipc},
+             "seed": args.seed, "device": args.device}
+    return build_config(args.preset, file=args.config, overrides=_given(flags), sets=args.sets)
+
+
+def _given(flags: dict) -> dict:
+    """Drop flags left at None (and sections left empty) so they don't override the preset."""
+    kept = {k: _given(v) if isinstance(v, dict) else v for k, v in flags.items()}
+    return {k: v for k, v in kept.items() if v is not None and v != {}}
+
+
+def run_job(main, argv: list[str] | None = None) -> int:
+    """Run a jobs/ entrypoint: a user error prints one line and exits 2 (as the CLI does), bugs keep tracebacks."""
+    try:
+        main(argv)
+    except RayddError as exc:
+        print(f"raydd: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    return 0

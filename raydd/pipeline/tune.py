@@ -1,0 +1,421 @@
+"""Ray Tune search over distillation settings: many short distill + validate trials, ASHA stops the weak.
+
+A search space is data: dotted config keys mapped to a list (a choice) or a range
+(``("loguniform", lo, hi)`` in Python, ``{loguniform: [lo, hi]}`` in YAML). Every trial is the base
+config with its sampled values set, distilled in chunks into its own run directory
+(``OUT/trials/<trial_id>``, resumed between chunks) and evaluated on the *validation* split after
+each chunk; ``val_accuracy`` is what ASHA compares and what picks the best trial. Test data is never
+looked at: ``raydd run --config OUT/best.yaml`` is where the test figure comes from.
+
+Trials run in-process inside their Tune actor (no nested Ray Train or Ray tasks): each holds
+``cpus_per_trial`` CPUs and trains with that many torch threads, so ``max_concurrent`` trials share
+the machine without the nested-resource deadlock RAY_NOTES describes.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from raydd.config import Config, config_from_dict, dump_yaml
+from raydd.errors import ConfigError, RayddError, RunDirError
+from raydd.pipeline.cluster import check_resources, check_storage, ray_session
+from raydd.storage import exists, read_text, write_text_atomic
+
+METRIC = "val_accuracy"
+EXPERIMENT = "tune"  # Ray's experiment directory: OUT/tune
+SCHEDULERS = ("asha", "fifo")
+LIST_KINDS = ("choice", "grid")
+RANGE_KINDS = ("uniform", "loguniform", "randint")
+
+
+@dataclass
+class TuneResult:
+    best_params: dict[str, Any]
+    best_val_accuracy: float
+    best_trial_id: str
+    best_iterations: int
+    trials: list[dict[str, Any]] = field(default_factory=list)
+    out: str = ""
+    experiment_path: str = ""
+
+
+# -- the search space -------------------------------------------------------------------------------
+def _kind_and_args(key: str, spec: Any) -> tuple[str, list]:
+    if isinstance(spec, list):
+        return "choice", list(spec)
+    if isinstance(spec, tuple) and spec and isinstance(spec[0], str):
+        kind, args = spec[0], list(spec[1:])
+    elif isinstance(spec, dict) and len(spec) == 1:
+        kind, raw = next(iter(spec.items()))
+        args = list(raw) if isinstance(raw, (list, tuple)) else [raw]
+    else:
+        raise ConfigError(f"search space {key}: expected a list of values or a range such as "
+                          f"('loguniform', 0.01, 10) / {{loguniform: [0.01, 10]}}, got {spec!r}")
+    if kind in LIST_KINDS and len(args) == 1 and isinstance(args[0], (list, tuple)):
+        args = list(args[0])  # ("choice", [a, b]) as well as ("choice", a, b)
+    return kind, args
+
+
+def normalize_space(space: dict[str, Any]) -> dict[str, dict[str, list]]:
+    """Python or YAML space -> ``{key: {kind: [args]}}`` (JSON-safe, so it can be saved with the search).
+
+    A list is a random choice; ``grid`` tries every value (times ``num_samples``); ``uniform``,
+    ``loguniform`` and ``randint`` take ``[low, high]``.
+    """
+    if not isinstance(space, dict) or not space:
+        raise ConfigError("search space: expected a non-empty mapping of dotted config keys to lists or ranges")
+    out: dict[str, dict[str, list]] = {}
+    for key, spec in space.items():
+        kind, args = _kind_and_args(key, spec)
+        if kind in LIST_KINDS:
+            if not args:
+                raise ConfigError(f"search space {key}: the list of values is empty")
+        elif kind not in RANGE_KINDS:
+            raise ConfigError(f"search space {key}: unknown kind {kind!r}; use a list, "
+                              f"{', '.join([*LIST_KINDS, *RANGE_KINDS])}")
+        elif len(args) != 2 or not all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in args):
+            raise ConfigError(f"search space {key}: {kind} needs two numbers [low, high], got {args!r}")
+        elif not args[0] < args[1] or (kind == "loguniform" and args[0] <= 0):
+            raise ConfigError(f"search space {key}: {kind} needs low < high (and low > 0 for loguniform), "
+                              f"got {args!r}")
+        out[str(key)] = {kind: args}
+    return out
+
+
+def load_space(path: str | Path) -> dict[str, Any]:
+    """A YAML space file: ``distill.lr_img: {loguniform: [0.1, 100]}``, ``distill.init: [real, noise]``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"search space file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of dotted config keys to lists or ranges")
+    return data
+
+
+def tune_domains(space: dict[str, dict[str, list]]) -> dict[str, Any]:
+    """The normalised space as Ray Tune sampling domains."""
+    from ray import tune
+
+    makers = {"choice": tune.choice, "grid": tune.grid_search, "uniform": tune.uniform,
+              "loguniform": tune.loguniform, "randint": tune.randint}
+    domains = {}
+    for key, spec in space.items():
+        kind, args = next(iter(spec.items()))
+        domains[key] = makers[kind](args) if kind in LIST_KINDS else makers[kind](*args)
+    return domains
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (from Tune's samplers) -> Python values, so YAML/JSON writers accept them."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (list, dict, str)) else value
+
+
+def nest(params: dict[str, Any]) -> dict[str, Any]:
+    """``{"distill.lr_img": 1.0}`` -> ``{"distill": {"lr_img": 1.0}}`` (the shape of a preset / --set)."""
+    nested: dict[str, Any] = {}
+    for key, value in params.items():
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = _plain(value)
+    return nested
+
+
+def _deep_update(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    for key, value in layer.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def trial_config(base: dict[str, Any], params: dict[str, Any]) -> Config:
+    """The base config with a trial's sampled values set (unknown keys fail like a bad --set)."""
+    return config_from_dict(_deep_update(copy.deepcopy(base), nest(params)))
+
+
+def check_space(base: dict[str, Any], space: dict[str, dict[str, list]]) -> None:
+    """Build a config for every choice and both ends of every range: key typos fail before Ray starts."""
+    for key, spec in space.items():
+        kind, args = next(iter(spec.items()))
+        for value in args:
+            try:
+                trial_config(base, {key: value})
+            except ConfigError as exc:
+                raise ConfigError(f"search space {key}={value!r}: {exc}") from None
+
+
+# -- one trial --------------------------------------------------------------------------------------
+def total_iterations(cfg: Config) -> int:
+    from raydd.methods import method_class
+
+    d = cfg.distill
+    return d.iterations if d.iterations is not None else method_class(d.method).default_iterations
+
+
+def chunk_targets(total: int, every: int, done: int) -> list[int]:
+    """Iteration counts at which a trial evaluates and reports; a finished trial re-reports its end."""
+    marks = sorted({*range(every, total, every), total})
+    return [m for m in marks if m > done] or [total]
+
+
+def run_trial(params: dict[str, Any], *, base: dict[str, Any], out: str, report_every: int, threads: int) -> None:
+    """Tune function trainable: distill a chunk, validate, report; repeat until ASHA or the end stops it.
+
+    A restarted trial (``FailureConfig`` or ``Tuner.restore``) continues from its run directory's
+    checkpoint: the directory is named by the trial id, which Tune keeps across restores.
+    """
+    import torch
+    from ray import tune
+
+    from raydd.distill import load_splits, run_distillation
+    from raydd.rundir import RunDir
+    from raydd.workflows import evaluate_run
+
+    torch.set_num_threads(threads)
+    cfg = trial_config(base, params)
+    run = RunDir(f"{out}/trials/{tune.get_context().get_trial_id()}")
+    splits = load_splits(cfg)
+    total = total_iterations(cfg)
+    checkpoint = run.load_checkpoint() if run.has("config.yaml") else None
+    done = checkpoint[1] if checkpoint else 0
+    t0 = time.perf_counter()
+    for target in chunk_targets(total, report_every, done):
+        step = copy.deepcopy(cfg)
+        step.distill.iterations = target
+        run_distillation(step, run.path, resume=run.has("config.yaml"), splits=splits, show_progress=False)
+        result = evaluate_run(run.path, step, split="val", show_progress=False)
+        accuracy = result["accuracy"]
+        tune.report({METRIC: float(accuracy["mean"]), "val_accuracy_std": float(accuracy["std"]),
+                     "iterations": target, "seconds": round(time.perf_counter() - t0, 3),
+                     "split": result["protocol"].get("tested_on", "val"), "run_dir": run.path})
+
+
+# -- the search -------------------------------------------------------------------------------------
+def _absolute(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)
+
+
+def _localize_data_paths(base: dict[str, Any]) -> dict[str, Any]:
+    """Relative dataset paths would break inside trial actors; pin them to this process's directory."""
+    data = base.get("data", {})
+    for key in ("name", "root"):
+        value = data.get(key)
+        if isinstance(value, str) and "://" not in value and os.path.exists(value):
+            data[key] = os.path.abspath(value)
+    return base
+
+
+def _scheduler(kind: str, total: int, grace: int):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if kind == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="iterations", max_t=total, grace_period=grace, reduction_factor=2)
+
+
+def _settings(cfg: Config, space: dict[str, Any], *, num_samples: int, max_concurrent: int, scheduler: str,
+              grace_iterations: int | None, report_every: int | None, cpus_per_trial: float,
+              gpus_per_trial: float) -> dict[str, Any]:
+    """Everything that defines a search, saved as OUT/search.json so a resume repeats it exactly."""
+    if scheduler not in SCHEDULERS:
+        raise ConfigError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+    if num_samples < 1 or max_concurrent < 1:
+        raise ConfigError("num_samples and max_concurrent must be >= 1")
+    if cpus_per_trial <= 0 or gpus_per_trial < 0:
+        raise ConfigError("cpus_per_trial must be > 0 and gpus_per_trial >= 0")
+    from raydd.distill import check_names
+
+    check_names(cfg)
+    base = _localize_data_paths(cfg.to_dict())
+    normalized = normalize_space(space)
+    check_space(base, normalized)
+    total = total_iterations(cfg)
+    if total < 1:
+        raise ConfigError("distill.iterations must be >= 1 for a search")
+    grace = min(total, grace_iterations or max(1, total // 4))
+    every = min(total, report_every or grace)
+    if grace < 1 or every < 1:
+        raise ConfigError("grace_iterations and report_every must be >= 1")
+    return {"base": base, "space": normalized, "num_samples": num_samples, "max_concurrent": max_concurrent,
+            "scheduler": scheduler, "total_iterations": total, "grace_iterations": grace,
+            "report_every": every, "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
+            "metric": METRIC, "mode": "max", "split": "val"}
+
+
+def _trainable(settings: dict[str, Any], out: str):
+    from ray import tune
+
+    threads = max(1, math.floor(settings["cpus_per_trial"]))
+    fn = tune.with_parameters(run_trial, base=settings["base"], out=out, report_every=settings["report_every"],
+                              threads=threads)
+    return tune.with_resources(fn, {"cpu": settings["cpus_per_trial"], "gpu": settings["gpus_per_trial"]})
+
+
+def _tuner(settings: dict[str, Any], out: str, resume: bool, show_progress: bool):
+    from ray import tune
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    path = f"{out}/{EXPERIMENT}"
+    trainable = _trainable(settings, out)
+    if resume:
+        if not tune.Tuner.can_restore(path):
+            raise RunDirError(f"{path}: no Tune experiment to resume")
+        return tune.Tuner.restore(path, trainable, resume_errored=True)
+    return tune.Tuner(
+        trainable,
+        param_space=tune_domains(settings["space"]),
+        tune_config=tune.TuneConfig(
+            metric=METRIC, mode="max", num_samples=settings["num_samples"],
+            max_concurrent_trials=settings["max_concurrent"],
+            scheduler=_scheduler(settings["scheduler"], settings["total_iterations"], settings["grace_iterations"]),
+            search_alg=BasicVariantGenerator(random_state=settings["base"].get("seed", 0)),
+            trial_dirname_creator=lambda trial: trial.trial_id,
+        ),
+        run_config=tune.RunConfig(name=EXPERIMENT, storage_path=out, verbose=1 if show_progress else 0,
+                                  failure_config=tune.FailureConfig(max_failures=1)),
+    )
+
+
+def tune_search(
+    cfg: Config,
+    out: str,
+    *,
+    space: dict[str, Any],
+    num_samples: int = 8,
+    max_concurrent: int = 2,
+    scheduler: str = "asha",
+    resume: bool = False,
+    address: str | None = None,
+    grace_iterations: int | None = None,
+    report_every: int | None = None,
+    cpus_per_trial: float = 1,
+    gpus_per_trial: float = 0,
+    show_progress: bool = True,
+) -> TuneResult:
+    """Search ``space`` around ``cfg``; write best.yaml, trials.csv, trials.json and tune/ into ``out``.
+
+    ``grace_iterations``: distillation iterations every trial runs before ASHA may stop it (default a
+    quarter of the run); ``report_every``: iterations between validation reports (default the grace).
+    ``resume=True`` continues the search in ``out`` as it was started (its saved settings win over
+    ``cfg`` and ``space``).
+    """
+    out = _absolute(str(out).rstrip("/"))
+    check_storage(out, write=True)
+    settings_file = f"{out}/search.json"
+    if resume:
+        if not exists(settings_file):
+            raise RunDirError(f"{out}: no search to resume (search.json is missing)")
+        settings = json.loads(read_text(settings_file))
+    else:
+        if exists(settings_file) or exists(f"{out}/{EXPERIMENT}"):
+            raise RunDirError(f"{out}: already holds a search; continue it with --resume or pick another --out")
+        check_storage(cfg.data.name)  # a dataset URI must be readable before trials are scheduled
+        settings = _settings(cfg, space, num_samples=num_samples, max_concurrent=max_concurrent,
+                             scheduler=scheduler, grace_iterations=grace_iterations, report_every=report_every,
+                             cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
+    # Trials must see the job's working directory (relative dataset paths), not their trial folder.
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    with ray_session(address):
+        check_resources(1, settings["cpus_per_trial"], settings["gpus_per_trial"])
+        if not resume:
+            write_text_atomic(settings_file, json.dumps(settings, indent=2))
+        grid = _tuner(settings, out, resume, show_progress).fit()
+        trials = collect_trials(grid, settings)
+    return write_outputs(out, settings, trials, grid.experiment_path)
+
+
+# -- results ----------------------------------------------------------------------------------------
+def collect_trials(grid, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per trial: its values, last validation accuracy, iterations reached and how it ended."""
+    rows = []
+    for result in grid:
+        metrics = result.metrics or {}
+        iterations = int(metrics.get("iterations", 0) or 0)
+        if result.error is not None:
+            status = "error"
+        elif iterations >= settings["total_iterations"]:
+            status = "completed"
+        elif iterations > 0:
+            status = "stopped_early"
+        else:
+            status = "no_result"
+        rows.append({
+            "trial_id": os.path.basename(str(result.path).rstrip("/")),
+            "status": status,
+            METRIC: metrics.get(METRIC),
+            "val_accuracy_std": metrics.get("val_accuracy_std"),
+            "iterations": iterations,
+            "seconds": metrics.get("seconds"),
+            "params": {k: _plain(v) for k, v in (result.config or {}).items()},
+            "run_dir": metrics.get("run_dir"),
+            "error": None if result.error is None else f"{type(result.error).__name__}: {result.error}"[:500],
+        })
+    return sorted(rows, key=lambda r: r["trial_id"])
+
+
+def pick_best(trials: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Highest validation accuracy among trials that ran to the end (else among any that reported).
+
+    A trial ASHA stopped was already behind its peers at that point; comparing it with finished
+    trials at its earlier iteration count would favour short runs.
+    """
+    scored = [t for t in trials if t[METRIC] is not None and t["status"] != "error"]
+    finished = [t for t in scored if t["status"] == "completed"]
+    pool = finished or scored
+    return max(pool, key=lambda t: (t[METRIC], t["iterations"])) if pool else None
+
+
+def trials_csv(trials: list[dict[str, Any]], keys: list[str]) -> str:
+    buffer = io.StringIO()
+    columns = ["trial_id", "status", METRIC, "val_accuracy_std", "iterations", "seconds", *keys, "run_dir", "error"]
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    for t in trials:
+        writer.writerow({**{c: t.get(c) for c in columns if c not in keys}, **{k: t["params"].get(k) for k in keys}})
+    return buffer.getvalue()
+
+
+def best_yaml(best: dict[str, Any], settings: dict[str, Any], count: int) -> str:
+    base = settings["base"]
+    header = [
+        f"# raydd tune: best of {count} trials by validation accuracy (split val; test data never used)",
+        f"# trial {best['trial_id']}: val_accuracy {best[METRIC]:.4f} after {best['iterations']} iterations",
+        f"# base: preset {base.get('preset')}, method {base['distill']['method']}, ipc {base['distill']['ipc']}, "
+        f"dataset {base['data']['name']}",
+        "# use: raydd run --config best.yaml (with the same dataset, method and ipc flags)",
+    ]
+    return "\n".join(header) + "\n" + dump_yaml(nest(best["params"]))
+
+
+def write_outputs(out: str, settings: dict[str, Any], trials: list[dict[str, Any]], experiment_path: str) -> TuneResult:
+    keys = list(settings["space"])
+    write_text_atomic(f"{out}/trials.csv", trials_csv(trials, keys))
+    best = pick_best(trials)
+    summary = {"metric": METRIC, "mode": "max", "split": "val", "best": best, "trials": trials,
+               "experiment_path": experiment_path, "total_iterations": settings["total_iterations"]}
+    write_text_atomic(f"{out}/trials.json", json.dumps(summary, indent=2, default=str))
+    if best is None:
+        errors = [t["error"] for t in trials if t["error"]]
+        raise RayddError(f"{out}: no trial reported a validation accuracy"
+                         + (f"; first error: {errors[0]}" if errors else ""))
+    write_text_atomic(f"{out}/best.yaml", best_yaml(best, settings, len(trials)))
+    return TuneResult(best_params=best["params"], best_val_accuracy=best[METRIC], best_trial_id=best["trial_id"],
+                      best_iterations=best["iterations"], trials=trials, out=out, experiment_path=experiment_path)
