@@ -4,13 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then
+# System packages: the Fashion-MNIST files, and Chromium to render reports headless (report checks).
+missing=""
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || missing="$missing dataset-fashion-mnist"
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
+if [ -n "$missing" ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq dataset-fashion-mnist >/dev/null
+    apt-get install -y -qq $missing >/dev/null
   else
-    echo "setup: Debian's dataset-fashion-mnist is not installed; raydd will use RAYDD_DATA, its cache or download" >&2
+    echo "setup: missing Debian packages:$missing (raydd falls back to RAYDD_DATA/cache/download for the data)" >&2
   fi
 fi
 

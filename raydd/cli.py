@@ -48,7 +48,7 @@ def user_errors(fn):
             typer.echo(f"raydd: error: {exc}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            typer.echo("raydd: interrupted; continue with --resume", err=True)
+            typer.echo("raydd: interrupted (a distillation continues with --resume --out RUN_DIR)", err=True)
             raise typer.Exit(130) from None
 
     return wrapper
@@ -295,6 +295,80 @@ def tune(out: Annotated[str, typer.Option("--out", help="Search directory (local
                f"after {result.best_iterations} iterations")
     typer.echo(f"best config: {result.out}/best.yaml (use: raydd run --config {result.out}/best.yaml ...)")
     typer.echo(f"trials: {result.out}/trials.csv")
+
+
+@app.command()
+@user_errors
+def preprocess(
+    source: Annotated[str, typer.Option("--source", help="fashion-mnist, cluttered-fashion-mnist, mnist, or an imagefolder path / fsspec URI.")],
+    out: Annotated[str, typer.Option("--out", help="Output directory (local path or fsspec URI); manifest.json is written last.")],
+    root: Annotated[Optional[str], typer.Option("--root", help="Where a named source's files are.")] = None,
+    splits: Annotated[str, typer.Option("--splits", help="Comma-separated splits to write.")] = "train,val,test",
+    val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of train carved out as the validation split.")] = 0.1,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the validation split.")] = 0,
+    image_size: Annotated[Optional[int], typer.Option("--image-size", help="Resize images to N x N.")] = None,
+    segmenter: Annotated[str, typer.Option("--segmenter", help="auto (the dataset's masks, else threshold) | none | threshold[:t] | grabcut[:iters] | annotations | sam:<vit_b|vit_l|vit_h>:<checkpoint>")] = "auto",
+    captioner: Annotated[str, typer.Option("--captioner", help="none | <coca model>:<weights file or pretrained tag>: captions images that have none.")] = "none",
+    text_encoder: Annotated[str, typer.Option("--text-encoder", help="minilm | openclip:<model>[:<weights>] | none")] = "minilm",
+    allow_missing_captions: Annotated[bool, typer.Option("--allow-missing-captions", help="Embed a missing caption as zeros instead of failing.")] = False,
+    actors: Annotated[int, typer.Option("--actors", help="Actors per stage (mask, caption, text encoder).")] = 1,
+    cpus_per_actor: Annotated[float, typer.Option("--cpus-per-actor", help="Fractional by default so reads and writes keep a CPU.")] = 0.5,
+    gpus_per_actor: Annotated[float, typer.Option("--gpus-per-actor", help="GPU share of each model actor (SAM, CoCa, text encoder).")] = 0.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per batch handed to an actor.")] = 256,
+    cache_dir: Annotated[Optional[str], typer.Option("--cache-dir", help="Embedding/mask cache of the actors (default: $XDG_CACHE_HOME/raydd on each node).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier preprocessing output in --out.")] = False,
+    address: Address = None,
+    quiet: Quiet = False,
+) -> None:
+    """Preprocess a dataset into partitioned Parquet with Ray Data: masks, captions, caption embeddings."""
+    from raydd.pipeline.preprocess import preprocess_to_parquet
+
+    preprocess_to_parquet(
+        source, out, root=root, splits=[s.strip() for s in splits.split(",") if s.strip()],
+        val_fraction=val_fraction, seed=seed, image_size=image_size, segmenter=segmenter, captioner=captioner,
+        text_encoder=text_encoder, require_captions=not allow_missing_captions, actors=actors,
+        cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, batch_size=batch_size, cache_dir=cache_dir,
+        overwrite=overwrite, address=address, show_progress=not quiet,
+    )
+    typer.echo(f"manifest: {out.rstrip('/')}/manifest.json\nuse it with: --dataset parquet:{out}")
+
+
+@app.command()
+@user_errors
+def report(run_dirs: Annotated[Optional[list[str]], typer.Argument(
+               help="Run directories: one gives its full report, several a comparison table.", show_default=False)] = None,
+           tune: Annotated[Optional[str], typer.Option(
+               "--tune", help="A `raydd tune` output directory (trials.json, best.yaml): write the search's report.")] = None,
+           out: Annotated[Optional[str], typer.Option(
+               "--out", "-o", help="The page (.html) or a folder for report.html. Default: RUN_DIR/report.html; "
+                                   "<common parent>/comparison/report.html for several runs; TUNE_DIR/report.html.")] = None) -> None:
+    """Write a self-contained HTML report (images embedded, opens offline) of one run, several runs, or a search."""
+    from raydd.report import write_report, write_tune_report
+
+    if not run_dirs and not tune:
+        raise RayddError("report: give RUN_DIR [RUN_DIR ...], --tune DIR, or both")
+    if run_dirs and tune and out:
+        raise RayddError("--out names one page: report the runs and the search in two commands")
+    if run_dirs:
+        typer.echo(write_report(list(run_dirs), out=out))
+    if tune:
+        typer.echo(write_tune_report(tune, out=out))
+
+
+@app.command("show-data")
+@user_errors
+def show_data(dataset: Dataset = None,
+              output: Annotated[str, typer.Option("--output", "-o", help="PNG path.")] = "data.png",
+              per_class: Annotated[int, typer.Option("--per-class", help="Images per class.")] = 4,
+              set_: Sets = None) -> None:
+    """Write a grid of real images with their mask outlines and captions."""
+    from raydd.data.cluttered import show_data_grid
+    from raydd.distill import load_splits
+
+    cfg = _config("quick", None, set_, dataset=dataset, method=None, ipc=None, seed=None, device=None,
+                  iterations=None, eval_models=None, eval_epochs=None)
+    show_data_grid(load_splits(cfg), per_class, output)
+    typer.echo(output)
 
 
 @app.command()

@@ -64,6 +64,59 @@ class EvalConfig:
 
 
 @dataclass
+class MultiModalConfig:
+    """The four enhancements (docs/method.md) and what they read: captions and masks."""
+
+    text_encoder: str = "minilm"  # minilm | openclip:<model>[:<tag or path>]
+    segmenter: str = "auto"  # auto (the dataset's masks, else threshold) | threshold | grabcut | sam:<v>:<ckpt>
+    cc: bool = False  # caption concatenation
+    cc_dim: int = 128  # P: caption embedding -> cc_dim
+    cc_alpha: float = 1.0  # DM: weight of the projected caption in the matched embedding
+    caption_dropout: float = 0.5  # probability a caption is replaced by 0 while training the fused net
+    learn_caption_emb: bool = False  # optimise the synthetic caption embeddings too
+    cm: bool = False  # caption matching
+    lambda_cm: float = 0.1
+    tau: float = 10.0
+    class_templates: bool = False  # CM only: "a photo of a {class}" when a dataset has no captions
+    mfa: bool = False  # masked feature alignment (DM)
+    lambda_mfa: float = 0.5
+    mfa_level: str = "input"  # input | feature
+    mgm: bool = False  # masked gradient matching (DC/DSA)
+    lambda_mgm: float = 0.5
+    mask_init: bool = False  # synthetic images start from object-isolated real images
+    fill: str = "mean"  # background of isolated images: mean | blur | noise
+
+    @property
+    def uses_captions(self) -> bool:
+        return self.cc or self.cm
+
+    @property
+    def uses_masks(self) -> bool:
+        return self.mfa or self.mgm or self.mask_init
+
+    def switches(self) -> dict[str, object]:
+        on = {k: getattr(self, k) for k in ("cc", "cm", "mfa", "mgm", "mask_init") if getattr(self, k)}
+        return on
+
+
+@dataclass
+class AuditConfig:
+    """Privacy audit sizes (docs/privacy.md). Defaults are the quick preset's: run directories written
+    before this section existed read it back as these values and must still resume under quick."""
+
+    preset: str = "quick"  # the audit preset these sizes came from (recorded in audit.json)
+    members: int = 500  # audited members (seeded sample of members.json); as many non-members from test
+    shadows: int = 4  # LiRA shadow pipelines per target kind (complementary halves of the population)
+    targets: int = 1  # target models per kind; their scores are pooled
+    epochs: int | None = 40  # epochs of models trained on synthetic-sized sets (None: eval.epochs)
+    real_epochs: int | None = 20  # epochs of models trained on real member samples/halves (None: eval.epochs)
+    shadow_iterations: int | None = 10  # distillation iterations of each shadow (None: the run's)
+    variance: str = "auto"  # LiRA OUT variance: auto | global | per_example
+    nn_pool: int | None = 5000  # real training images searched in feature space (None: all members)
+    nn_queries: int = 50  # real images per class whose nearest same-class neighbour sets the reference
+
+
+@dataclass
 class Config:
     preset: str = "paper"
     seed: int = 0
@@ -71,6 +124,8 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    mm: MultiModalConfig = field(default_factory=MultiModalConfig)
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -203,12 +258,21 @@ def build_config(
         cfg.preset = preset
         return cfg
 
-    # The preset may size each method differently (DC's inner loops cost far more than DM's
-    # iterations); the user's layers still win over those per-method values.
-    method = assemble({}).distill.method
-    cfg = assemble(per_method.get(method, {}))
+    # The preset may size each method (and method at an IPC, key "dsa@1") differently: DC's inner
+    # loops cost far more than DM's iterations. The user's layers still win over these values.
+    probe = assemble({})
+    method, ipc = probe.distill.method, probe.distill.ipc
+    block = _deep_merge(per_method.get(method, {}), per_method.get(f"{method}@{ipc}", {}))
+    cfg = assemble(block)
     validate(cfg)
     return cfg
+
+
+def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
@@ -231,6 +295,14 @@ def validate(cfg: Config) -> None:
         (e.epochs >= 1, "eval.epochs must be >= 1"),
         (e.augment in ("dsa", "none"), f"eval.augment must be dsa or none, got {e.augment!r}"),
         (0.0 <= cfg.data.val_fraction < 1.0, "data.val_fraction must be in [0, 1)"),
+        (cfg.mm.fill in ("mean", "blur", "noise"), f"mm.fill must be mean, blur or noise, got {cfg.mm.fill!r}"),
+        (cfg.mm.mfa_level in ("input", "feature"), f"mm.mfa_level must be input or feature, got {cfg.mm.mfa_level!r}"),
+        (0.0 <= cfg.mm.lambda_mfa <= 1.0 and 0.0 <= cfg.mm.lambda_mgm <= 1.0, "mm.lambda_mfa/lambda_mgm must be in [0, 1]"),
+        (0.0 <= cfg.mm.caption_dropout < 1.0, "mm.caption_dropout must be in [0, 1)"),
+        (not cfg.mm.mfa or d.method == "dm", "mm.mfa (masked feature alignment) applies to dm; use mm.mgm with dc/dsa"),
+        (not cfg.mm.mgm or d.method in ("dc", "dsa"), "mm.mgm (masked gradient matching) applies to dc/dsa; use mm.mfa with dm"),
+        (not cfg.mm.class_templates or not cfg.mm.cc,
+         "mm.class_templates may feed caption matching only: as a caption input (cc) it would hand the label to the classifier"),
     ]
     for ok, message in checks:
         if not ok:

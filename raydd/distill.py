@@ -7,7 +7,7 @@ progress, metrics, checkpoints and the final artifacts.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
@@ -16,6 +16,7 @@ from raydd.config import Config
 from raydd.data import DatasetSplits, load_dataset
 from raydd.errors import ConfigError
 from raydd.methods import method_class
+from raydd.modalities import CaptionEmbeddings, attach_masks, embed_captions
 from raydd.models import available_models
 from raydd.progress import progress_bar
 from raydd.realpool import RealPool
@@ -54,19 +55,43 @@ class DistillState:
     syn: SyntheticSet
 
 
-def prepare(cfg: Config, splits: DatasetSplits, device: torch.device) -> DistillState:
-    pool = RealPool.from_data(splits, splits.train, device)
+def load_inputs(cfg: Config, splits: DatasetSplits | None = None) -> tuple[DatasetSplits, CaptionEmbeddings | None]:
+    """The dataset with the masks and caption embeddings the switches need (errors before any write)."""
+    splits = splits if splits is not None else load_splits(cfg)
+    splits = attach_masks(cfg, splits)
+    return splits, embed_captions(cfg, splits)
+
+
+def prepare(cfg: Config, splits: DatasetSplits, device: torch.device, captions: CaptionEmbeddings | None = None,
+            classes: list[int] | None = None) -> DistillState:
+    """Real pool (only ``classes`` when given) and the initial synthetic set with its metadata."""
+    data, emb = splits.train, captions.train if captions is not None else None
+    if classes is not None:
+        by_class = data.indices_by_class()
+        mine = torch.cat([by_class[c] for c in classes]).sort().values
+        data, emb = data.subset(mine), emb[mine] if emb is not None else None
+    pool = RealPool.from_data(splits, data, device, caption_emb=emb)
     syn = SyntheticSet.initialise(pool, ipc=cfg.distill.ipc, init=cfg.distill.init, seed=cfg.seed,
-                                  class_names=splits.class_names, mean=splits.mean, std=splits.std)
+                                  class_names=splits.class_names, mean=splits.mean, std=splits.std, classes=classes,
+                                  isolate_fill=cfg.mm.fill if cfg.mm.mask_init else None)
     syn.meta.update({
         "method": cfg.distill.method,
         "dataset": splits.name,
         "init": cfg.distill.init,
         "flip_ok": splits.flip_ok,
         "preset": cfg.preset,
-        "enhancements": {},
+        "enhancements": cfg.mm.switches(),
+        "multimodal": asdict(cfg.mm),
+        "caption_encoder": captions.encoder if captions is not None else None,
+        "captions_from_templates": bool(captions and captions.from_templates),
     })
     return DistillState(splits, pool, syn)
+
+
+def build_distiller(cfg: Config, state: DistillState, device: torch.device, classes: list[int] | None = None,
+                    **kwargs):
+    return method_class(cfg.distill.method)(cfg.distill, state.pool, state.syn, classes=classes, seed=cfg.seed,
+                                            device=device, flip_ok=state.splits.flip_ok, mm=cfg.mm, **kwargs)
 
 
 def run_distillation(
@@ -84,13 +109,11 @@ def run_distillation(
     """
     check_names(cfg)
     device = resolve_device(cfg.device)
-    splits = splits if splits is not None else load_splits(cfg)  # data errors surface before any write
+    splits, captions = load_inputs(cfg, splits)  # data errors surface before any write
     run = RunDir(out)
     run.prepare(cfg, resume=resume)
-    state = prepare(cfg, splits, device)
-    distiller = method_class(cfg.distill.method)(
-        cfg.distill, state.pool, state.syn, classes=None, seed=cfg.seed, device=device, flip_ok=splits.flip_ok
-    )
+    state = prepare(cfg, splits, device, captions)
+    distiller = build_distiller(cfg, state, device)
     total = distiller.iterations
 
     start_iteration = 0
@@ -104,6 +127,7 @@ def run_distillation(
     if not resume or not run.has("members.json"):
         run.write_config(cfg)
         run.write_members(state.pool.ids, splits.name)
+        write_initial(run, state.syn)
 
     t0 = time.perf_counter()
     bar = progress_bar(range(start_iteration, total), desc=f"{cfg.distill.method} ipc{cfg.distill.ipc}",
@@ -125,6 +149,12 @@ def run_distillation(
     syn.meta["iterations"] = total
     finish(run, syn)
     return syn
+
+
+def write_initial(run: RunDir, syn: SyntheticSet) -> None:
+    """The starting point, for the report's before/after view."""
+    write_grid(run.file("synthetic_init.png"), syn.denormalized(), syn.labels, syn.class_names,
+               title=f"initial ({syn.meta.get('init', '')}) ipc={syn.ipc}")
 
 
 def finish(run: RunDir, syn: SyntheticSet) -> None:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from raydd.augment import DSA
 from raydd.config import EvalConfig
+from raydd.models.fusion import build_fused_seeded, drop_captions
 from raydd.models.init import build_seeded
 from raydd.progress import progress_bar
 from raydd.seeding import derive_seed, generator
@@ -38,21 +39,32 @@ class EvalJob:
     index: int
     flip_ok: bool = True
     epochs: int | None = None  # overrides cfg.epochs (full-data baseline)
+    train_captions: torch.Tensor | None = None  # caption embeddings: train a caption-fused network
+    test_captions: torch.Tensor | None = None
+    cc_dim: int = 128
+    caption_dropout: float = 0.5
+
+    @property
+    def fused(self) -> bool:
+        return self.train_captions is not None
+
+
+def build_eval_network(job: EvalJob, device: torch.device) -> torch.nn.Module:
+    channels, height, width = job.train_images.shape[1:]
+    seed = derive_seed(job.seed, "eval-net", job.model, job.index, "fused" if job.fused else "image")
+    shape = dict(channels=channels, num_classes=job.num_classes, image_size=(height, width))
+    if job.fused:
+        return build_fused_seeded(job.model, seed, device, caption_dim=job.train_captions.shape[1],
+                                  cc_dim=job.cc_dim, **shape)
+    return build_seeded(job.model, seed, device, **shape)
 
 
 def train_network(job: EvalJob, device: torch.device, show_progress: bool = False) -> torch.nn.Module:
     cfg = job.cfg
-    channels, height, width = job.train_images.shape[1:]
-    net = build_seeded(
-        job.model,
-        derive_seed(job.seed, "eval-net", job.model, job.index),
-        device,
-        channels=channels,
-        num_classes=job.num_classes,
-        image_size=(height, width),
-    )
+    net = build_eval_network(job, device)
     images = job.train_images.to(device)
     labels = job.train_labels.to(device)
+    captions = job.train_captions.to(device) if job.fused else None
     dsa = DSA(cfg.dsa_strategy, flip=job.flip_ok) if cfg.augment == "dsa" else None
     epochs = job.epochs or cfg.epochs
     lr = cfg.lr
@@ -73,7 +85,11 @@ def train_network(job: EvalJob, device: torch.device, show_progress: bool = Fals
             x = images[idx]
             if dsa is not None:
                 x = dsa(x, g_aug)
-            loss = F.cross_entropy(net(x), labels[idx])
+            if captions is not None:
+                logits = net(x, drop_captions(captions[idx], job.caption_dropout, g_aug))
+            else:
+                logits = net(x)
+            loss = F.cross_entropy(logits, labels[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -85,13 +101,15 @@ def train_network(job: EvalJob, device: torch.device, show_progress: bool = Fals
 
 
 @torch.no_grad()
-def accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int, device: torch.device) -> float:
+def accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int, device: torch.device,
+             captions: torch.Tensor | None = None) -> float:
     net.eval()
     correct = 0
     for start in range(0, images.shape[0], batch):
         x = images[start : start + batch].to(device)
         y = labels[start : start + batch].to(device)
-        correct += (net(x).argmax(dim=1) == y).sum()
+        logits = net(x, captions[start : start + batch].to(device)) if captions is not None else net(x)
+        correct += (logits.argmax(dim=1) == y).sum()
     return float(correct) / max(1, images.shape[0])
 
 
@@ -99,7 +117,8 @@ def run_job(job: EvalJob, device: torch.device | str = "cpu", show_progress: boo
     device = torch.device(device)
     start = time.perf_counter()
     net = train_network(job, device, show_progress)
-    acc = accuracy(net, job.test_images, job.test_labels, job.cfg.batch_test, device)
+    acc = accuracy(net, job.test_images, job.test_labels, job.cfg.batch_test, device,
+                   captions=job.test_captions if job.fused else None)
     return {"model": job.model, "index": job.index, "accuracy": acc, "seconds": time.perf_counter() - start}
 
 
@@ -138,6 +157,9 @@ def evaluate_images(
     models: list[str] | None = None,
     runner: Callable[[list[EvalJob]], list[dict[str, Any]]] | None = None,
     show_progress: bool = True,
+    captions: tuple[torch.Tensor, torch.Tensor] | None = None,
+    cc_dim: int = 128,
+    caption_dropout: float = 0.5,
 ) -> dict[str, Any]:
     """Train ``cfg.models`` networks per architecture on the given images; test each once.
 
@@ -145,9 +167,13 @@ def evaluate_images(
     process, the Ray layer passes one that fans them out as tasks.
     """
     archs = models or [cfg.model, *cfg.cross_arch]
+    caption_kwargs = {}
+    if captions is not None:
+        caption_kwargs = dict(train_captions=captions[0].cpu(), test_captions=captions[1].cpu(), cc_dim=cc_dim,
+                              caption_dropout=caption_dropout)
     jobs = [
         EvalJob(train_images.cpu(), train_labels.cpu(), test_images.cpu(), test_labels.cpu(), arch, num_classes,
-                cfg, seed, i, flip_ok, epochs)
+                cfg, seed, i, flip_ok, epochs, **caption_kwargs)
         for arch in archs
         for i in range(cfg.models)
     ]
@@ -167,3 +193,20 @@ def evaluate_images(
     if not all(math.isfinite(r["accuracy"]) for r in results):
         raise RuntimeError("an evaluation model produced a non-finite accuracy")
     return out
+
+
+def caption_only_accuracy(train_captions: torch.Tensor, train_labels: torch.Tensor, test_captions: torch.Tensor,
+                          test_labels: torch.Tensor, num_classes: int, *, seed: int, steps: int = 300) -> float:
+    """A linear classifier on caption embeddings alone (whole training split): what captions explain."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(derive_seed(seed, "caption-only"))
+        head = torch.nn.Linear(train_captions.shape[1], num_classes)
+    optimizer = torch.optim.Adam(head.parameters(), lr=0.01, weight_decay=1e-5)
+    x, y = train_captions.float(), train_labels
+    for _ in range(steps):
+        loss = F.cross_entropy(head(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        return float((head(test_captions.float()).argmax(1) == test_labels).float().mean())

@@ -21,9 +21,11 @@ class RealPool:
     class_indices: list[torch.Tensor]  # per class: int64 indices into images (CPU)
     ids: list[str]
     masks: torch.Tensor | None = None  # float32 [N, 1, H, W] in {0, 1}, on device
+    caption_emb: torch.Tensor | None = None  # float32 [N, d], on device
 
     @classmethod
-    def from_data(cls, splits: DatasetSplits, data: ImageData, device: torch.device) -> "RealPool":
+    def from_data(cls, splits: DatasetSplits, data: ImageData, device: torch.device,
+                  caption_emb: torch.Tensor | None = None) -> "RealPool":
         images = splits.normalize(data.images.to(device))
         masks = data.masks.to(device=device, dtype=torch.float32) if data.masks is not None else None
         return cls(
@@ -32,6 +34,7 @@ class RealPool:
             class_indices=data.indices_by_class(),
             ids=list(data.ids),
             masks=masks,
+            caption_emb=caption_emb.to(device=device, dtype=torch.float32) if caption_emb is not None else None,
         )
 
     @property

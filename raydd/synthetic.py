@@ -66,11 +66,15 @@ class SyntheticSet:
         mean: tuple[float, ...],
         std: tuple[float, ...],
         classes: list[int] | None = None,
+        isolate_fill: str | None = None,
     ) -> "SyntheticSet":
         """``real``: distinct random real images of each class; ``noise``: standard normal pixels.
 
         With ``classes`` only those classes are initialised (the others stay zero): a worker that owns
         a shard of the classes gets exactly the rows a single process would have given them.
+        ``isolate_fill`` (mask-aware init) starts from the object-isolated images instead. Caption
+        embeddings, when the pool has them, start from the captions of the initial images (the
+        class mean under noise init).
         """
         k = len(class_names)
         shape = pool.images.shape[1:]
@@ -94,12 +98,32 @@ class SyntheticSet:
                     raise RunDirError(
                         f"class {class_names[c]!r} has {len(index)} training images, fewer than ipc={ipc}"
                     )
-                chunks.append(pool.images[index].cpu())
+                picked = pool.images[index]
+                if isolate_fill is not None:
+                    from raydd.masking import isolate
+
+                    if pool.masks is None:
+                        raise RunDirError("mask-aware init needs masks, and the training data has none")
+                    picked = isolate(picked, pool.masks[index], isolate_fill, generator(seed, "init-fill", c,
+                                                                                      device=picked.device))
+                chunks.append(picked.cpu())
                 init_ids.extend(pool.ids[i] for i in index.tolist())
             images = torch.cat(chunks)
         else:
             raise ValueError(f"unknown init {init!r}")
+        caption_emb = None
+        if pool.caption_emb is not None:
+            d = pool.caption_emb.shape[1]
+            caption_emb = torch.zeros(k * ipc, d)
+            for c in sorted(owned):
+                rows = slice(c * ipc, (c + 1) * ipc)
+                if init == "real":
+                    index, _ = pool.sample_indices([c], ipc, seed, "init-real")
+                    caption_emb[rows] = pool.caption_emb[index].cpu()
+                else:
+                    caption_emb[rows] = pool.caption_emb[pool.class_indices[c].to(pool.caption_emb.device)].mean(0).cpu()
         return cls(
+            caption_emb=caption_emb,
             images=images.float().contiguous(),
             labels=labels,
             ipc=ipc,

@@ -11,7 +11,8 @@ from raydd.config import Config
 from raydd.data import DatasetSplits
 from raydd.distill import check_names, finish, load_splits, resolve_device
 from raydd.errors import RunDirError
-from raydd.evaluate import EvalJob, evaluate_images, protocol
+from raydd.evaluate import EvalJob, caption_only_accuracy, evaluate_images, protocol
+from raydd.modalities import embed_captions
 from raydd.realpool import RealPool
 from raydd.rundir import RunDir
 from raydd.synthetic import SyntheticSet
@@ -42,6 +43,8 @@ def evaluate_set(syn: SyntheticSet, splits: DatasetSplits, cfg: Config, *, split
         seed=cfg.seed, device=resolve_device(cfg.device), flip_ok=splits.flip_ok, runner=runner,
         show_progress=show_progress,
     )
+    if syn.caption_emb is not None:
+        result.update(_caption_figures(syn, splits, cfg, split, test_x, test_y, runner, show_progress))
     result["protocol"] = protocol(cfg.eval, split)
     result["preset"] = cfg.preset
     result["dataset"] = splits.name
@@ -49,6 +52,29 @@ def evaluate_set(syn: SyntheticSet, splits: DatasetSplits, cfg: Config, *, split
     result["method"] = syn.meta.get("method")
     result["iterations"] = syn.meta.get("iterations")
     return result
+
+
+def _caption_figures(syn: SyntheticSet, splits: DatasetSplits, cfg: Config, split: str, test_x, test_y,
+                     runner: Runner | None, show_progress: bool) -> dict[str, Any]:
+    """Image+caption accuracy of a caption-fused network, and the caption-only baseline beside it."""
+    captions = embed_captions(cfg, splits)
+    if captions is None:
+        return {}
+    test_t = captions.split("test" if split == "test" else "val")
+    if captions.from_templates or test_t is None:
+        # Class-name templates would hand the label to the classifier at test time.
+        return {"accuracy_image_caption": None,
+                "caption_note": "captions are class-name templates: refused as a test-time input"}
+    fused = evaluate_images(
+        syn.images.detach(), syn.labels, test_x, test_y, num_classes=syn.num_classes, cfg=cfg.eval, seed=cfg.seed,
+        device=resolve_device(cfg.device), flip_ok=splits.flip_ok, runner=runner, show_progress=show_progress,
+        models=[cfg.eval.model], captions=(syn.caption_emb, test_t), cc_dim=cfg.mm.cc_dim,
+        caption_dropout=cfg.mm.caption_dropout,
+    )
+    only = caption_only_accuracy(captions.train, splits.train.labels, test_t, test_y, syn.num_classes, seed=cfg.seed)
+    return {"accuracy_image_caption": fused["accuracy"], "caption_only": {"accuracy": only,
+            "model": "linear classifier on caption embeddings of the whole training split"},
+            "caption_encoder": captions.encoder}
 
 
 def evaluate_run(run_dir: str, cfg: Config | None = None, *, split: str = "test", runner: Runner | None = None,

@@ -13,8 +13,10 @@ from .registry import SourceRequest, available_sources, get_source
 from . import imagefolder as _imagefolder  # noqa: F401  isort: skip
 from . import mnist_family as _mnist_family  # noqa: F401  isort: skip
 from . import cluttered as _cluttered  # noqa: F401  isort: skip
+from . import parquet as _parquet  # noqa: F401  isort: skip
 
 IMAGEFOLDER = "imagefolder"
+PARQUET = "parquet"
 _IMAGEFOLDER_PREFIX = IMAGEFOLDER + ":"  # DatasetSplits.name of an imagefolder, accepted back as input
 
 
@@ -56,6 +58,9 @@ def load_dataset(
 ) -> DatasetSplits:
     """Load a registered source by name, or an imagefolder dataset by path or fsspec URI.
 
+    ``"parquet:<path>"``, or a path whose directory holds a ``manifest.json``, reads a directory
+    written by ``raydd preprocess``.
+
     ``root`` points a named source at its files; for an imagefolder given by path it must be
     left out (or equal the path), since two different locations would be ambiguous.
     """
@@ -63,6 +68,13 @@ def load_dataset(
     loader = get_source(name_or_path)
     if loader is not None:
         return loader(request)
+
+    # A preprocessed directory: "parquet:<path>", or any path holding a manifest.json.
+    parquet_path = name_or_path.removeprefix(PARQUET + ":")
+    if parquet_path != name_or_path or (_looks_like_path(name_or_path) and _parquet.is_preprocessed_dir(name_or_path)):
+        if root is not None and root.rstrip("/") != parquet_path.rstrip("/"):
+            raise ConfigError(f"dataset path {parquet_path!r} and root {root!r} disagree; give the location once")
+        return get_source(PARQUET)(replace(request, root=parquet_path))
 
     path = name_or_path.removeprefix(_IMAGEFOLDER_PREFIX)
     if path == name_or_path and not _looks_like_path(path):

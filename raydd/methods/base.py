@@ -14,10 +14,11 @@ from typing import Callable
 import torch
 
 from raydd.augment import DSA
-from raydd.config import DistillConfig
+from raydd.config import DistillConfig, MultiModalConfig
 from raydd.errors import ConfigError
 from raydd.models.init import build_seeded
 from raydd.realpool import RealPool
+from raydd.seeding import derive_seed
 from raydd.synthetic import SyntheticSet
 
 _METHODS: dict[str, type["Distiller"]] = {}
@@ -81,8 +82,10 @@ class Distiller:
         seed: int,
         device: torch.device,
         flip_ok: bool = True,
+        mm: MultiModalConfig | None = None,
     ) -> None:
         self.cfg = cfg
+        self.mm = mm or MultiModalConfig()
         self.pool = pool
         self.syn = syn
         self.classes = list(range(syn.num_classes)) if classes is None else sorted(classes)
@@ -93,7 +96,14 @@ class Distiller:
         self.images = syn.images.detach().to(device).requires_grad_(True)
         self.own_rows = syn.rows_of(self.classes).to(device)
         lr = cfg.lr_img if cfg.lr_img is not None else self.default_lr_img
+        self.captions: torch.Tensor | None = None
+        if self.mm.uses_captions:
+            if syn.caption_emb is None or pool.caption_emb is None:
+                raise ValueError("caption switches are on but the data carries no caption embeddings")
+            self.captions = syn.caption_emb.detach().to(device).requires_grad_(self.mm.learn_caption_emb)
         self.optimizer = torch.optim.SGD([self.images], lr=lr, momentum=cfg.momentum)
+        if self.captions is not None and self.mm.learn_caption_emb:
+            self.optimizer.add_param_group({"params": [self.captions]})
 
     @property
     def iterations(self) -> int:
@@ -109,24 +119,48 @@ class Distiller:
     def own_images(self) -> torch.Tensor:
         return self.images[self.own_rows]
 
+    def own_captions(self) -> torch.Tensor:
+        return self.captions[self.own_rows]
+
+    def caption_projection(self, iteration: int, caption_dim: int) -> torch.nn.Linear:
+        """P for caption concatenation in DM: a random projection drawn with the iteration's network."""
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(derive_seed(self.seed, "caption-projection", iteration))
+            project = torch.nn.Linear(caption_dim, self.mm.cc_dim)
+        return project.to(self.device).requires_grad_(False)
+
     def export(self) -> SyntheticSet:
         """The current synthetic set (CPU tensors) for saving or evaluation."""
         self.syn.images = self.images.detach().cpu().clone()
+        if self.captions is not None:
+            self.syn.caption_emb = self.captions.detach().cpu().clone()
         return self.syn
 
     # -- checkpoint state -----------------------------------------------------------------------
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        named = {"images": self.images}
+        if self.captions is not None:
+            named["captions"] = self.captions
+        return named
+
     def state_dict(self) -> dict[str, torch.Tensor]:
-        state = {"images": self.images.detach().cpu().contiguous()}
-        momentum = self.optimizer.state.get(self.images, {}).get("momentum_buffer")
-        if momentum is not None:
-            state["momentum"] = momentum.detach().cpu().contiguous()
+        state = {}
+        for name, tensor in self._tensors().items():
+            state[name] = tensor.detach().cpu().contiguous()
+            momentum = self.optimizer.state.get(tensor, {}).get("momentum_buffer")
+            if momentum is not None:
+                state[f"{name}_momentum" if name != "images" else "momentum"] = momentum.detach().cpu().contiguous()
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        with torch.no_grad():
-            self.images.copy_(state["images"].to(self.device))
-        if "momentum" in state:
-            self.optimizer.state[self.images]["momentum_buffer"] = state["momentum"].to(self.device).clone()
+        for name, tensor in self._tensors().items():
+            if name not in state:
+                continue
+            with torch.no_grad():
+                tensor.copy_(state[name].to(self.device))
+            key = f"{name}_momentum" if name != "images" else "momentum"
+            if key in state:
+                self.optimizer.state[tensor]["momentum_buffer"] = state[key].to(self.device).clone()
 
     def _image_step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)

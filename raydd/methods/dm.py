@@ -1,16 +1,22 @@
-"""Distribution matching (DM): match mean embeddings of real and synthetic images per class.
+"""Distribution matching (DM) and its multi-modal enhancements.
 
-Each iteration draws a fresh randomly initialised network with frozen weights; the loss is
+Each iteration draws a fresh randomly initialised network with frozen weights; the base loss is
 sum_c || mean phi(A(x_c)) - mean phi(A(s_c)) ||^2 with the same augmentation draw A for the real and
 the synthetic images of class c. All owned classes go through the network in one batched pass.
+
+Enhancements (docs/method.md): caption concatenation matches [phi ; alpha P t] (P a random projection
+drawn with the network), caption matching pulls each synthetic feature toward caption-weighted real
+features, masked feature alignment blends in the loss against object-isolated real images.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
+from raydd.masking import isolate
 from raydd.methods.base import Distiller, register_method
-from raydd.methods.losses import class_means, mean_feature_distance
+from raydd.methods.losses import blend, caption_matching_loss, class_means, mean_feature_distance
 from raydd.seeding import derive_seed, generator
 
 
@@ -20,6 +26,7 @@ class DMDistiller(Distiller):
     default_iterations = 20000
 
     def step(self, iteration: int) -> dict[str, torch.Tensor]:
+        mm = self.mm
         net = self.net_spec.build(derive_seed(self.seed, "net", iteration), self.device)
         net.train()
         net.requires_grad_(False)
@@ -27,28 +34,69 @@ class DMDistiller(Distiller):
         k = len(self.classes)
         real_index, real_group = self.pool.sample_indices(self.classes, self.cfg.batch_real, self.seed, "real", iteration)
         real = self.pool.images[real_index]
+        masks = self.pool.masks[real_index] if mm.mfa else None
         syn = self.own_images()
         syn_group = torch.arange(k, device=self.device).repeat_interleave(self.syn.ipc)
 
+        isolated = None
+        if mm.mfa and mm.mfa_level == "input":
+            isolated = isolate(real, masks, mm.fill, generator(self.seed, "fill", iteration, device=self.device))
         if self.dsa is not None:
             # Draw for every class of the dataset, then pick the owned ones: the draw a class gets
             # does not depend on the shard it lives in.
-            draw = self.dsa.draw(self.syn.num_classes, self.syn.image_size, generator(self.seed, "dsa", iteration, device=self.device))
+            draw = self.dsa.draw(self.syn.num_classes, self.syn.image_size,
+                                 generator(self.seed, "dsa", iteration, device=self.device))
             owned = torch.tensor(self.classes, device=self.device)
-            real = self.dsa.apply(real, draw, groups=owned[real_group])
+            if masks is not None:
+                real, masks = self.dsa.apply(real, draw, groups=owned[real_group], masks=masks)
+            else:
+                real = self.dsa.apply(real, draw, groups=owned[real_group])
+            if isolated is not None:
+                isolated = self.dsa.apply(isolated, draw, groups=owned[real_group])
             syn = self.dsa.apply(syn, draw, groups=owned[syn_group])
 
         if has_batch_statistics(net):
+            if mm.uses_masks or mm.uses_captions:
+                raise NotImplementedError("multi-modal DM with batch-norm networks is not supported; use convnet")
             # Batch norm would mix the statistics of classes sharing a batch: one class at a time.
             real_means = torch.stack([self._embed_mean(net, real[real_group == i], False) for i in range(k)])
             syn_means = torch.stack([self._embed_mean(net, syn[syn_group == i], True) for i in range(k)])
-        else:
-            with torch.no_grad():
-                real_means = class_means(net.embed(real), real_group, k)
-            syn_means = class_means(net.embed(syn), syn_group, k)
-        loss = mean_feature_distance(real_means, syn_means)
+            loss = mean_feature_distance(real_means, syn_means)
+            self._image_step(loss)
+            return {"loss": loss.detach()}
+
+        with torch.no_grad():
+            real_features = net.embed(real)
+            if isolated is not None:
+                isolated_features = net.embed(isolated)
+            elif mm.mfa:  # feature level: keep object positions of the last feature map
+                fmap = net.feature_map(real)
+                small = F.adaptive_avg_pool2d(masks, fmap.shape[-2:])
+                isolated_features = (fmap * small).flatten(1)
+        syn_features = net.embed(syn)
+        syn_means = class_means(syn_features, syn_group, k)
+        terms: dict[str, torch.Tensor] = {}
+        terms["loss_dm"] = mean_feature_distance(class_means(real_features, real_group, k), syn_means)
+        loss = terms["loss_dm"]
+        if mm.mfa:
+            terms["loss_mfa"] = mean_feature_distance(class_means(isolated_features, real_group, k), syn_means)
+            loss = blend(terms["loss_dm"], terms["loss_mfa"], mm.lambda_mfa)
+        if mm.cc or mm.cm:
+            t = self.pool.caption_emb[real_index]
+            u = self.own_captions()
+        if mm.cc:
+            project = self.caption_projection(iteration, t.shape[1])
+            terms["loss_cc"] = mean_feature_distance(class_means(mm.cc_alpha * project(t), real_group, k),
+                                                     class_means(mm.cc_alpha * project(u), syn_group, k))
+            loss = loss + terms["loss_cc"]
+        if mm.cm:
+            terms["loss_cm"] = caption_matching_loss(syn_features, u, syn_group, real_features, t, real_group, mm.tau)
+            loss = loss + mm.lambda_cm * terms["loss_cm"]
         self._image_step(loss)
-        return {"loss": loss.detach()}
+        out = {"loss": loss.detach()}
+        if len(terms) > 1:
+            out.update({name: value.detach() for name, value in terms.items()})
+        return out
 
     @staticmethod
     def _embed_mean(net: torch.nn.Module, x: torch.Tensor, grad: bool) -> torch.Tensor:

@@ -17,8 +17,10 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from raydd.masking import isolate
 from raydd.methods.base import Distiller, register_method
-from raydd.methods.losses import gradient_distance
+from raydd.methods.losses import blend, caption_matching_loss, gradient_distance
+from raydd.models.fusion import build_fused_seeded, drop_captions
 from raydd.seeding import derive_seed, generator
 
 # Reference outer/inner loop counts by images per class.
@@ -45,15 +47,26 @@ class GradientMatching(Distiller):
         self.inner_loop = self.cfg.inner_loop if self.cfg.inner_loop is not None else inner
         self.sync = sync
 
-    def _augment_pair(self, real, syn, c, draw):
+    def build_network(self, iteration: int) -> torch.nn.Module:
+        seed = derive_seed(self.seed, "net", iteration)
+        if not self.mm.cc:
+            return self.net_spec.build(seed, self.device)
+        spec = self.net_spec
+        return build_fused_seeded(spec.model, seed, self.device, caption_dim=self.captions.shape[1],
+                                  cc_dim=self.mm.cc_dim, channels=spec.channels, num_classes=spec.num_classes,
+                                  image_size=spec.image_size)
+
+    def _logits(self, net: torch.nn.Module, x: torch.Tensor, captions: torch.Tensor | None) -> torch.Tensor:
+        return net(x, captions) if self.mm.cc else net(x)
+
+    def _augment(self, x: torch.Tensor, c: int, draw) -> torch.Tensor:
         if self.dsa is None:
-            return real, syn
-        real_groups = torch.full((real.shape[0],), c, dtype=torch.int64, device=self.device)
-        syn_groups = torch.full((syn.shape[0],), c, dtype=torch.int64, device=self.device)
-        return self.dsa.apply(real, draw, groups=real_groups), self.dsa.apply(syn, draw, groups=syn_groups)
+            return x
+        return self.dsa.apply(x, draw, groups=torch.full((x.shape[0],), c, dtype=torch.int64, device=self.device))
 
     def matching_loss(self, net: torch.nn.Module, iteration: int, outer: int) -> torch.Tensor:
         """Sum over owned classes of the gradient distance (one class at a time, as the reference)."""
+        mm = self.mm
         params = [p for p in net.parameters() if p.requires_grad]
         draw = None
         if self.dsa is not None:
@@ -62,20 +75,39 @@ class GradientMatching(Distiller):
         loss = self.images.new_zeros(())
         for c in self.classes:
             index, _ = self.pool.sample_indices([c], self.cfg.batch_real, self.seed, "real", iteration, outer)
-            real = self.pool.images[index]
-            syn = self.images[self.syn.class_rows(c)]
-            real, syn = self._augment_pair(real, syn, c, draw)
+            real_raw = self.pool.images[index]
+            real = self._augment(real_raw, c, draw)
+            syn = self._augment(self.images[self.syn.class_rows(c)], c, draw)
+            t = self.pool.caption_emb[index] if self.captions is not None else None
+            u = self.captions[self.syn.class_rows(c)] if self.captions is not None else None
             target_real = torch.full((real.shape[0],), c, dtype=torch.int64, device=self.device)
             target_syn = torch.full((syn.shape[0],), c, dtype=torch.int64, device=self.device)
-            g_real = torch.autograd.grad(F.cross_entropy(net(real), target_real), params)
-            g_real = [g.detach() for g in g_real]
-            g_syn = torch.autograd.grad(F.cross_entropy(net(syn), target_syn), params, create_graph=True)
-            loss = loss + gradient_distance(g_real, list(g_syn))
+
+            def real_gradients(x: torch.Tensor) -> list[torch.Tensor]:
+                grads = torch.autograd.grad(F.cross_entropy(self._logits(net, x, t), target_real), params)
+                return [g.detach() for g in grads]
+
+            g_syn = list(torch.autograd.grad(F.cross_entropy(self._logits(net, syn, u), target_syn), params,
+                                             create_graph=True))
+            distance = gradient_distance(real_gradients(real), g_syn)
+            if mm.mgm:
+                fill_gen = generator(self.seed, "fill", iteration, outer, c, device=self.device)
+                isolated = self._augment(isolate(real_raw, self.pool.masks[index], mm.fill, fill_gen), c, draw)
+                distance = blend(distance, gradient_distance(real_gradients(isolated), g_syn), mm.lambda_mgm)
+            loss = loss + distance
+            if mm.cm:
+                with torch.no_grad():
+                    real_features = net.embed(real)
+                groups_real = torch.zeros(real.shape[0], dtype=torch.int64, device=self.device)
+                groups_syn = torch.zeros(syn.shape[0], dtype=torch.int64, device=self.device)
+                loss = loss + mm.lambda_cm * caption_matching_loss(net.embed(syn), u, groups_syn, real_features, t,
+                                                                   groups_real, mm.tau)
         return loss
 
     def train_network(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer, iteration: int, outer: int) -> None:
         """``inner_loop`` epochs of SGD on the (detached) synthetic set, augmented for DSA."""
         images = self.images.detach()
+        captions = self.captions.detach() if self.captions is not None else None
         labels = self.syn.labels.to(self.device)
         n = images.shape[0]
         batch = self.cfg.batch_syn_train
@@ -88,7 +120,8 @@ class GradientMatching(Distiller):
                 x = images[idx]
                 if self.dsa is not None:
                     x = self.dsa(x, g_aug)
-                loss = F.cross_entropy(net(x), labels[idx])
+                u = drop_captions(captions[idx], self.mm.caption_dropout, g_aug) if captions is not None else None
+                loss = F.cross_entropy(self._logits(net, x, u), labels[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -98,7 +131,7 @@ class GradientMatching(Distiller):
         return len(self.classes) / self.syn.num_classes
 
     def step(self, iteration: int) -> dict[str, torch.Tensor]:
-        net = self.net_spec.build(derive_seed(self.seed, "net", iteration), self.device)
+        net = self.build_network(iteration)
         net.train()
         net_optimizer = torch.optim.SGD(net.parameters(), lr=self.cfg.lr_net)
         total = self.images.new_zeros(())
@@ -110,6 +143,8 @@ class GradientMatching(Distiller):
                 break
             if self.sync is not None:
                 self.sync(self.images)
+                if self.captions is not None and self.mm.learn_caption_emb:
+                    self.sync(self.captions)
             self.train_network(net, net_optimizer, iteration, outer)
         # Reference reports the loss averaged over classes and outer steps.
         return {"loss": total / (len(self.classes) * self.outer_loop)}

