@@ -92,9 +92,13 @@ def _print_accuracy(title: str, result: dict[str, Any]) -> None:
     typer.echo(f"\n{title}")
     typer.echo(f"  {'model':<12} {'accuracy (mean ± std)':<24} per model")
     rows = [(result.get("model", "convnet3"), acc)] + list(result.get("cross_arch", {}).items())
+    if result.get("accuracy_image_caption"):
+        rows.append((f"{result.get('model', 'convnet3')}+caption", result["accuracy_image_caption"]))
     for name, a in rows:
         per = " ".join(f"{100 * x:.2f}" for x in a["per_model"])
         typer.echo(f"  {name:<12} {100 * a['mean']:6.2f} ± {100 * a['std']:<14.2f} {per}")
+    if result.get("caption_only"):
+        typer.echo(f"  caption-only baseline (linear, whole train split): {100 * result['caption_only']['accuracy']:.2f}")
     proto = result.get("protocol", {})
     typer.echo(f"  protocol: preset {result.get('preset')}, {proto.get('epochs')} epochs, {acc['n']} models, "
                f"tested on {proto.get('tested_on')}, accuracy at the last epoch")
@@ -212,8 +216,11 @@ def run(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, preset:
     else:
         result = evaluate_run(out, cfg, runner=_eval_runner(cfg, no_ray, quiet), show_progress=not quiet)
     _print_accuracy(f"{cfg.distill.method} ipc={cfg.distill.ipc} on {result['dataset']}", result)
+    from raydd.report import write_report
+
     typer.echo(f"synthetic set picture: {out}/synthetic.png")
     typer.echo(f"eval: {out}/eval.json")
+    typer.echo(f"report: {write_report([out])}")
 
 
 @app.command()

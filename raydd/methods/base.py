@@ -126,7 +126,7 @@ class Distiller:
         """P for caption concatenation in DM: a random projection drawn with the iteration's network."""
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(derive_seed(self.seed, "caption-projection", iteration))
-            project = torch.nn.Linear(caption_dim, self.mm.cc_dim)
+            project = torch.nn.Linear(caption_dim, self.mm.cc_dim, bias=False)
         return project.to(self.device).requires_grad_(False)
 
     def export(self) -> SyntheticSet:

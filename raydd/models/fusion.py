@@ -17,8 +17,11 @@ from raydd.models.init import build_seeded
 class CaptionFusion(nn.Module):
     def __init__(self, image_net: nn.Module, caption_dim: int, cc_dim: int, num_classes: int) -> None:
         super().__init__()
+        # The image network's own read-out is replaced by the fused one (and must not sit unused
+        # among the parameters whose gradients are matched).
+        image_net.classifier = nn.Identity()
         self.image_net = image_net
-        self.project = nn.Linear(caption_dim, cc_dim)
+        self.project = nn.Linear(caption_dim, cc_dim, bias=False)  # no bias: a zero caption adds nothing
         self.classifier = nn.Linear(image_net.feature_dim + cc_dim, num_classes)
         self.feature_dim = image_net.feature_dim
 

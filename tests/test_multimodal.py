@@ -1,0 +1,137 @@
+"""The four enhancements: reductions to the base losses, the fused network, and a run with every switch on."""
+
+import json
+
+import pytest
+import torch
+
+from raydd.config import build_config
+from raydd.distill import run_distillation
+from raydd.masking import isolate
+from raydd.methods.losses import caption_matching_loss, class_means, mean_feature_distance
+from raydd.models.fusion import CaptionFusion
+from raydd.models.init import build_seeded
+from tests.helpers import write_imagefolder
+
+
+def test_caption_matching_targets_the_class_mean_when_all_captions_are_equal():
+    torch.manual_seed(0)
+    real = torch.randn(12, 5)
+    real_groups = torch.tensor([0] * 7 + [1] * 5)
+    syn = torch.randn(2, 5)
+    syn_groups = torch.tensor([0, 1])
+    same = torch.ones(12, 4)
+    loss = caption_matching_loss(syn, torch.ones(2, 4), syn_groups, real, same, real_groups, tau=10.0)
+    # One synthetic image per class: exactly the DM loss.
+    dm = mean_feature_distance(class_means(real, real_groups, 2), class_means(syn, syn_groups, 2))
+    assert loss.item() == pytest.approx(dm.item(), rel=1e-5)
+
+
+def test_caption_matching_follows_the_most_similar_caption():
+    real = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    captions = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    syn = torch.zeros(1, 2, requires_grad=True)
+    loss = caption_matching_loss(syn, torch.tensor([[1.0, 0.0]]), torch.tensor([0]), real, captions,
+                                 torch.tensor([0, 0]), tau=100.0)
+    # tau large: the target is (almost exactly) the feature whose caption equals the synthetic one.
+    assert loss.item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_isolation_with_full_masks_is_the_identity_and_fills_the_background():
+    x = torch.randn(3, 2, 8, 8)
+    for fill in ("mean", "blur", "noise"):
+        assert torch.equal(isolate(x, torch.ones(3, 1, 8, 8), fill, torch.Generator().manual_seed(0)), x)
+    empty = isolate(x, torch.zeros(3, 1, 8, 8), "mean")
+    assert torch.equal(empty, torch.zeros_like(x))
+
+
+def test_fused_network_with_zero_captions_is_the_image_network():
+    net = build_seeded("convnet3", 0, "cpu", channels=1, num_classes=4, image_size=(28, 28))
+    fused = CaptionFusion(net, caption_dim=6, cc_dim=3, num_classes=4)
+    assert all(p.grad is None for p in fused.parameters())
+    assert "image_net.classifier.weight" not in dict(fused.named_parameters())
+    x = torch.randn(5, 1, 28, 28)
+    image_only = torch.nn.functional.linear(net.embed(x), fused.classifier.weight[:, : net.feature_dim],
+                                            fused.classifier.bias)
+    assert torch.allclose(fused(x, torch.zeros(5, 6)), image_only, atol=1e-5)
+    assert torch.allclose(fused(x), image_only, atol=1e-5)
+    assert not torch.allclose(fused(x, torch.randn(5, 6)), image_only, atol=1e-3)
+
+
+def _captioned_data(tmp_path):
+    data = write_imagefolder(tmp_path / "data", num_classes=3, n_train=8, size=16)
+    return data
+
+
+def _cfg(data, method, **mm):
+    return build_config("quick", overrides={
+        "device": "cpu", "data": {"name": str(data), "val_fraction": 0.25},
+        "distill": {"method": method, "ipc": 2, "iterations": 3, "batch_real": 4, "checkpoint_every": 2,
+                    "log_every": 1, "outer_loop": 2, "inner_loop": 1},
+        "eval": {"models": 1, "epochs": 2}, "mm": {"segmenter": "threshold", **mm}})
+
+
+@pytest.mark.parametrize("method,switches", [
+    ("dm", {"cc": True, "cm": True, "mfa": True, "mask_init": True, "learn_caption_emb": True}),
+    ("dsa", {"cc": True, "cm": True, "mgm": True, "mask_init": True}),
+])
+def test_every_switch_on_runs_end_to_end(tmp_path, method, switches):
+    from raydd.workflows import evaluate_run
+
+    data = _captioned_data(tmp_path)
+    cfg = _cfg(data, method, **switches)
+    out = tmp_path / "run"
+    syn = run_distillation(cfg, str(out), show_progress=False)
+    assert syn.caption_emb is not None and syn.caption_emb.shape == (6, 384)
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["enhancements"] == {k: v for k, v in switches.items() if k != "learn_caption_emb"}
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    if method == "dm":
+        assert {"loss_dm", "loss_mfa", "loss_cc", "loss_cm"} <= set(rows[-1])
+    result = evaluate_run(str(out), cfg, show_progress=False)
+    assert 0.0 <= result["accuracy_image_caption"]["mean"] <= 1.0
+    assert 0.0 <= result["caption_only"]["accuracy"] <= 1.0
+
+
+def test_masked_dm_with_all_ones_masks_equals_plain_dm(tmp_path):
+    from raydd.distill import load_inputs, prepare, build_distiller
+
+    data = _captioned_data(tmp_path)
+    plain_cfg = _cfg(data, "dm")
+    masked_cfg = _cfg(data, "dm", mfa=True, lambda_mfa=0.7)
+    splits, _ = load_inputs(plain_cfg)
+    from dataclasses import replace
+
+    ones = torch.ones_like(splits.train.images[:, :1])
+    splits = replace(splits, train=replace(splits.train, masks=ones))
+    losses = []
+    for cfg in (plain_cfg, masked_cfg):
+        cfg.mm.segmenter = "auto"
+        state = prepare(cfg, splits, torch.device("cpu"))
+        losses.append(build_distiller(cfg, state, torch.device("cpu")).step(0)["loss"].item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_missing_caption_is_a_clear_error_before_anything_is_written(tmp_path):
+    from raydd.errors import DataError
+
+    data = _captioned_data(tmp_path)
+    lines = (data / "train" / "metadata.jsonl").read_text().splitlines()
+    row = json.loads(lines[3])
+    row["caption"] = "  "
+    lines[3] = json.dumps(row)
+    (data / "train" / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=row["file_name"]):
+        run_distillation(_cfg(data, "dm", cc=True), str(tmp_path / "run"), show_progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_caption_switches_on_a_dataset_without_captions_are_refused(tmp_path):
+    from raydd.errors import ConfigError
+    from tests.helpers import tiny_splits
+
+    with pytest.raises(ConfigError, match="no captions"):
+        run_distillation(_cfg("unused", "dm", cc=True), str(tmp_path / "run"), splits=tiny_splits(),
+                         show_progress=False)
+    with pytest.raises(ConfigError, match="hand the label"):
+        build_config("quick", sets=["mm.cc=true", "mm.class_templates=true"])
