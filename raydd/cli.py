@@ -380,6 +380,29 @@ def show_data(dataset: Dataset = None,
 
 @app.command()
 @user_errors
+def ablate(datasets: Annotated[Optional[list[str]], typer.Option("--dataset", help="Datasets (repeatable); default cluttered-fashion-mnist and fashion-mnist (mask rows only).")] = None,
+           methods: Annotated[Optional[list[str]], typer.Option("--method", help="Base methods (repeatable); default dm and dsa.")] = None,
+           ipc: Annotated[int, typer.Option("--ipc", help="Synthetic images per class.")] = 10,
+           seeds: Annotated[Optional[list[int]], typer.Option("--seed", help="Seeds (repeatable); default 0 1 2.")] = None,
+           preset: Preset = "quick",
+           work_dir: Annotated[str, typer.Option("--work-dir", help="One run directory per row and seed; finished runs are reused.")] = "runs/ablation",
+           output: Annotated[Optional[str], typer.Option("--output", help="Also write the markdown table here.")] = None,
+           set_: Sets = None) -> None:
+    """Base, each enhancement alone, and all together: one protocol, several seeds, a table."""
+    from raydd.ablation import AblationSpec, ablation_table, run_ablation
+
+    _setup_torch()
+    spec = AblationSpec(datasets or ["cluttered-fashion-mnist", "fashion-mnist"], methods or ["dm", "dsa"], ipc,
+                        seeds or [0, 1, 2], preset, set_ or [])
+    table = ablation_table(run_ablation(spec, work_dir, log=lambda line: typer.echo(line, err=True)))
+    typer.echo(table)
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(table + "\n")
+
+
+@app.command()
+@user_errors
 def presets() -> None:
     """List the presets and print their settings."""
     from raydd.config import available_presets, preset_dict

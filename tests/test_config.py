@@ -27,8 +27,8 @@ def test_layers_apply_in_order(tmp_path):
 
 
 def test_per_method_preset_values_yield_to_the_user():
-    assert build_config("quick", overrides={"distill": {"method": "dsa"}}).distill.iterations == 10
-    assert build_config("quick", overrides={"distill": {"method": "dsa", "ipc": 1}}).distill.iterations == 200
+    assert build_config("quick", overrides={"distill": {"method": "dsa"}}).distill.iterations == 5
+    assert build_config("quick", overrides={"distill": {"method": "dsa", "ipc": 1}}).distill.iterations == 100
     assert build_config("quick", overrides={"distill": {"method": "dm"}}).distill.iterations == 200
     cfg = build_config("quick", sets=["distill.method=dsa", "distill.iterations=3"])
     assert cfg.distill.iterations == 3

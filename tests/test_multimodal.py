@@ -135,3 +135,17 @@ def test_caption_switches_on_a_dataset_without_captions_are_refused(tmp_path):
                          show_progress=False)
     with pytest.raises(ConfigError, match="hand the label"):
         build_config("quick", sets=["mm.cc=true", "mm.class_templates=true"])
+
+
+def test_ablation_rows_and_table():
+    from raydd.ablation import ablation_table, rows_for
+
+    assert list(rows_for("dm", True)) == ["base", "+cc", "+cm", "+mfa", "+mask_init", "+all"]
+    assert rows_for("dsa", False) == {"base": {}, "+mgm": {"mgm": True}, "+mask_init": {"mask_init": True},
+                                      "+all": {"mgm": True, "mask_init": True}}
+    ev = lambda accs: {"accuracy": {"per_model": accs}}  # noqa: E731
+    table = ablation_table([
+        {"dataset": "d", "method": "dm", "row": "base", "seed": 0, "eval": ev([0.5, 0.7])},
+        {"dataset": "d", "method": "dm", "row": "+mfa", "seed": 0, "eval": ev([0.7, 0.9])},
+    ])
+    assert "| d | dm | +mfa | 80.00 ± 10.00 | +20.00 ± 10.00 |" in table

@@ -1,0 +1,35 @@
+"""The enhancement ablation as a job (same as `raydd ablate`):
+
+    .venv/bin/python jobs/ablation.py --datasets cluttered-fashion-mnist fashion-mnist --methods dm dsa \
+        --ipc 10 --seeds 0 1 2 --work-dir runs/ablation --output docs/benchmarks/ablation-quick.md
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from raydd.ablation import AblationSpec, ablation_table, run_ablation
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=["cluttered-fashion-mnist", "fashion-mnist"])
+    p.add_argument("--methods", nargs="+", default=["dm", "dsa"])
+    p.add_argument("--ipc", type=int, default=10)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--preset", default="quick")
+    p.add_argument("--work-dir", default="runs/ablation")
+    p.add_argument("--set", action="append", help="extra config field (repeatable)")
+    p.add_argument("--output", default=None)
+    args = p.parse_args()
+    spec = AblationSpec(args.datasets, args.methods, args.ipc, args.seeds, args.preset, args.set)
+    table = ablation_table(run_ablation(spec, args.work_dir))
+    print(table)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
