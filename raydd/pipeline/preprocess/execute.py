@@ -1,0 +1,112 @@
+"""Running the stages on Ray: resources checked up front, Ray Data settings, errors unwrapped."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import pyarrow as pa
+
+from raydd.data import parquet as schema
+from raydd.errors import RayddError
+from raydd.pipeline.cluster import ClusterError, check_resources, obtainable_resources
+
+from .output import Output
+from .rows import conform
+from .stages import StagePlan
+
+WRITE_CPUS = 0.5  # what each write task reserves: fractional, so it fits beside the actor pools
+
+
+@contextmanager
+def data_context(show_progress: bool) -> Iterator[None]:
+    """Ray Data settings for this pipeline, restored afterwards (the context is per process)."""
+    from ray.data import DataContext
+    from ray.data._internal.tensor_extensions.arrow import FixedShapeTensorFormat  # no public name in 2.60
+
+    context = DataContext.get_current()
+    wanted = {
+        # Arrow's own tensor type: the files stay readable by pyarrow without Ray's extension types.
+        "arrow_fixed_shape_tensor_format": FixedShapeTensorFormat.ARROW_NATIVE,
+        # Raise the UDF's own exception (wrapped in a RayTaskError whose cause it is), not UserCodeException.
+        "raise_original_map_exception": True,
+        "enable_progress_bars": show_progress and os.environ.get("RAYDD_PROGRESS", "1") not in ("0", "false", "off"),
+    }
+    saved = {name: getattr(context, name) for name in wanted}
+    for name, value in wanted.items():
+        setattr(context, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(context, name, value)
+
+
+def user_error(error: BaseException) -> RayddError | None:
+    """The RayddError a Ray failure carries (``RayTaskError.cause``, exception chains), if any."""
+    from ray.exceptions import RayError
+
+    pending: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, RayddError) and not isinstance(current, RayError):
+            return current
+        cause = getattr(current, "cause", None)
+        pending += [cause if isinstance(cause, BaseException) else None, current.__cause__, current.__context__]
+    return None
+
+
+def check_capacity(stages: Sequence[StagePlan], actors: int, cpus_per_actor: float) -> None:
+    """Ray waits forever for resources it will never get; say so instead, with the numbers."""
+    for stage in stages:
+        check_resources(actors, cpus_per_actor, stage.gpus)
+    have = obtainable_resources()
+    cpus = len(stages) * actors * cpus_per_actor
+    if cpus + WRITE_CPUS > have["CPU"] + 1e-9:
+        raise ClusterError(
+            f"{len(stages)} stage(s) x {actors} actor(s) x {cpus_per_actor:g} CPU = {cpus:g} CPU, plus {WRITE_CPUS:g} "
+            f"for writing, but the cluster offers {have['CPU']:g} CPU (a pool that takes every CPU deadlocks); "
+            "lower actors or cpus_per_actor"
+        )
+    gpus = actors * sum(stage.gpus for stage in stages)
+    if gpus > have["GPU"] + 1e-9:
+        raise ClusterError(f"the actor pools need {gpus:g} GPU in all, the cluster offers {have['GPU']:g}")
+
+
+def run_pipeline(blocks: Sequence[pa.Table], stages: Sequence[StagePlan], out: Output, *, actors: int,
+                 cpus_per_actor: float, batch_size: int, image_shape: Sequence[int],
+                 show_progress: bool = True) -> None:
+    """Stream ``blocks`` through the stages' actor pools into partitioned Parquet under ``out``."""
+    import ray
+    import ray.data
+
+    with data_context(show_progress):
+        dataset = ray.data.from_arrow(list(blocks))
+        for stage in stages:
+            dataset = dataset.map_batches(
+                stage.actor,
+                fn_constructor_kwargs=stage.kwargs,
+                compute=ray.data.ActorPoolStrategy(size=actors),
+                num_cpus=cpus_per_actor,
+                num_gpus=stage.gpus,
+                batch_size=batch_size,
+                batch_format="numpy",
+                udf_modifying_row_count=False,
+            )
+        dataset = dataset.map_batches(conform, fn_kwargs={"image_shape": tuple(image_shape)},
+                                      batch_format="pyarrow", batch_size=None, num_cpus=WRITE_CPUS,
+                                      udf_modifying_row_count=False)
+        path, filesystem = out.ray_target()
+        try:
+            dataset.write_parquet(path, filesystem=filesystem, partition_cols=list(schema.PARTITION_COLUMNS),
+                                  ray_remote_args={"num_cpus": WRITE_CPUS})
+        except Exception as error:  # noqa: BLE001 - Ray wraps everything; keep only what the user can act on
+            found = user_error(error)
+            if found is None:
+                raise
+            raise found.with_traceback(None) from None
