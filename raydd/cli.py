@@ -37,6 +37,7 @@ Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 Workers = Annotated[int, typer.Option("--workers", help="Ray Train workers; each owns a shard of the classes.")]
 Address = Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray started for this command).")]
 NoRay = Annotated[bool, typer.Option("--no-ray", help="Run in this process without Ray (debugging).")]
+TensorBoard = Annotated[bool, typer.Option("--tensorboard", help="Also write metrics.jsonl as TensorBoard event files (RUN_DIR/tensorboard; needs the tensorboard package).")]
 
 
 def user_errors(fn):
@@ -119,27 +120,39 @@ def distill(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, pre
             eval_models: EvalModels = None, eval_epochs: EvalEpochs = None, set_: Sets = None,
             config: ConfigFile = None,
             resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
-            workers: Workers = 1, address: Address = None, no_ray: NoRay = False,
+            workers: Workers = 1, address: Address = None, no_ray: NoRay = False, tensorboard: TensorBoard = False,
             quiet: Quiet = False) -> None:
     """Distill a synthetic set into a run directory (Ray Train; --no-ray for a plain process)."""
     _setup_torch()
     cfg = _config(preset, config, set_, dataset=dataset, method=method, ipc=ipc, seed=seed, device=device,
                   iterations=iterations, eval_models=eval_models, eval_epochs=eval_epochs)
     out = _resume_target(out, resume) or _default_out(cfg)
-    _distill(cfg, out, resume=resume, workers=workers, address=address, no_ray=no_ray, quiet=quiet)
+    _distill(cfg, out, resume=resume, workers=workers, address=address, no_ray=no_ray, quiet=quiet,
+             tensorboard=tensorboard)
     typer.echo(f"synthetic set: {out}/synthetic.safetensors\npicture: {out}/synthetic.png")
 
 
-def _distill(cfg, out: str, *, resume: bool, workers: int, address: str | None, no_ray: bool, quiet: bool):
+def _distill(cfg, out: str, *, resume: bool, workers: int, address: str | None, no_ray: bool, quiet: bool,
+             tensorboard: bool = False):
+    if tensorboard:  # fail on a missing package before hours of work, not after
+        from raydd.report.tensorboard import summary_writer_class
+
+        summary_writer_class()
     if no_ray:
         if workers != 1 or address:
             raise RayddError("--no-ray runs one local process: drop --workers/--address")
         from raydd.distill import run_distillation
 
-        return run_distillation(cfg, out, resume=resume, show_progress=not quiet)
-    from raydd.pipeline.train import distill_with_ray
+        syn = run_distillation(cfg, out, resume=resume, show_progress=not quiet)
+    else:
+        from raydd.pipeline.train import distill_with_ray
 
-    return distill_with_ray(cfg, out, workers=workers, resume=resume, address=address, show_progress=not quiet)
+        syn = distill_with_ray(cfg, out, workers=workers, resume=resume, address=address, show_progress=not quiet)
+    if tensorboard:
+        from raydd.report.tensorboard import mirror_metrics
+
+        typer.echo(f"tensorboard: {mirror_metrics(out)}")
+    return syn
 
 
 def _eval_runner(cfg, no_ray: bool, quiet: bool):
@@ -199,7 +212,7 @@ def run(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, preset:
         eval_models: EvalModels = None, eval_epochs: EvalEpochs = None, set_: Sets = None,
         config: ConfigFile = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run in --out.")] = False,
-        workers: Workers = 1, address: Address = None, no_ray: NoRay = False,
+        workers: Workers = 1, address: Address = None, no_ray: NoRay = False, tensorboard: TensorBoard = False,
         quiet: Quiet = False) -> None:
     """Distill, then evaluate: the whole job in one command (on a local Ray unless --address/--no-ray)."""
     from raydd.rundir import RunDir
@@ -210,7 +223,8 @@ def run(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, preset:
                   iterations=iterations, eval_models=eval_models, eval_epochs=eval_epochs)
     out = _resume_target(out, resume) or _default_out(cfg)
     typer.echo(f"run directory: {out}", err=True)
-    _distill(cfg, out, resume=resume, workers=workers, address=address, no_ray=no_ray, quiet=quiet)
+    _distill(cfg, out, resume=resume, workers=workers, address=address, no_ray=no_ray, quiet=quiet,
+             tensorboard=tensorboard)
     if resume and RunDir(out).has("eval.json"):
         result = RunDir(out).read_json("eval.json")
     else:

@@ -133,3 +133,22 @@ def test_every_command_has_help():
                     "show-data", "ablate"]:
         r = CliRunner().invoke(app, [command, "--help"])
         assert r.exit_code == 0 and "Usage" in r.output, command
+
+
+def test_tensorboard_flag_without_the_package_fails_before_any_work(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name in ("tensorboard", "tensorboardX"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    data = write_imagefolder(tmp_path / "data")
+    out = tmp_path / "run"
+    r = CliRunner().invoke(app, ["distill", "--dataset", str(data), "--out", str(out), "--no-ray", "--tensorboard",
+                                 "--quiet"])
+    assert r.exit_code == 2 and "pip install tensorboard" in r.output
+    assert not out.exists()
