@@ -100,7 +100,7 @@ def train_network(job: EvalJob, device: torch.device, show_progress: bool = Fals
     return net
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def accuracy(net: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch: int, device: torch.device,
              captions: torch.Tensor | None = None) -> float:
     net.eval()

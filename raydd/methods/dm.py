@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from raydd.masking import isolate
 from raydd.methods.base import Distiller, register_method
 from raydd.methods.losses import blend, caption_matching_loss, class_means, mean_feature_distance
+from raydd.models.init import channels_last
 from raydd.seeding import derive_seed, generator
 
 
@@ -27,7 +28,8 @@ class DMDistiller(Distiller):
 
     def step(self, iteration: int) -> dict[str, torch.Tensor]:
         mm = self.mm
-        net = self.net_spec.build(derive_seed(self.seed, "net", iteration), self.device)
+        # Channels-last weights: the convolutions run NHWC (faster on CPU and GPU; same values).
+        net = channels_last(self.net_spec.build(derive_seed(self.seed, "net", iteration), self.device))
         net.train()
         net.requires_grad_(False)
 
