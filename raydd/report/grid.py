@@ -39,7 +39,9 @@ def grid_png(images: torch.Tensor, labels: torch.Tensor, class_names: list[str],
                 ax.set_ylabel(class_names[c], rotation=0, ha="right", va="center", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout(pad=0.3)
+    # Leave the title its own band above the first row.
+    top = 1.0 - 0.3 / fig.get_figheight() if title else 1.0
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, top))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
