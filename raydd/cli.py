@@ -417,6 +417,23 @@ def ablate(datasets: Annotated[Optional[list[str]], typer.Option("--dataset", he
 
 @app.command()
 @user_errors
+def audit(run_dir: Annotated[str, typer.Argument(help="A run directory holding synthetic.safetensors and members.json.")],
+          preset: Annotated[Optional[str], typer.Option("--preset", help="Audit sizes: quick (2-core CPU) or paper (GPU). Default: the run's own.")] = None,
+          shadows: Annotated[Optional[int], typer.Option("--shadows", help="LiRA shadow pipelines per target kind.")] = None,
+          members: Annotated[Optional[int], typer.Option("--members", help="Audited members (as many non-members from the test split).")] = None,
+          set_: Sets = None, address: Address = None, no_ray: NoRay = False, quiet: Quiet = False) -> None:
+    """Privacy audit: membership inference (loss, LiRA) and nearest real images (writes audit.json, nn_pairs.png)."""
+    from raydd.audit import audit_command, format_audit_table
+
+    _setup_torch()
+    result = audit_command(run_dir, preset=preset, shadows=shadows, members=members, sets=set_ or [],
+                           address=address, no_ray=no_ray, quiet=quiet)
+    typer.echo(format_audit_table(result))
+    typer.echo(f"audit: {run_dir}/audit.json\nnearest pairs: {run_dir}/nn_pairs.png")
+
+
+@app.command()
+@user_errors
 def presets() -> None:
     """List the presets and print their settings."""
     from raydd.config import available_presets, preset_dict

@@ -108,12 +108,12 @@ class AuditConfig:
     members: int = 500  # audited members (seeded sample of members.json); as many non-members from test
     shadows: int = 4  # LiRA shadow pipelines per target kind (complementary halves of the population)
     targets: int = 1  # target models per kind; their scores are pooled
-    epochs: int | None = 40  # epochs of models trained on synthetic-sized sets (None: eval.epochs)
-    real_epochs: int | None = 20  # epochs of models trained on real member samples/halves (None: eval.epochs)
-    shadow_iterations: int | None = 10  # distillation iterations of each shadow (None: the run's)
+    epochs: int | None = 30  # epochs of models trained on synthetic-sized sets (None: eval.epochs)
+    real_epochs: int | None = 12  # epochs of models trained on real member samples/halves (None: eval.epochs)
+    shadow_iterations: int | None = 5  # distillation iterations of each shadow (None: the run's)
     variance: str = "auto"  # LiRA OUT variance: auto | global | per_example
-    nn_pool: int | None = 5000  # real training images searched in feature space (None: all members)
-    nn_queries: int = 50  # real images per class whose nearest same-class neighbour sets the reference
+    nn_pool: int | None = 3000  # real training images searched in feature space (None: all members)
+    nn_queries: int = 30  # real images per class whose nearest same-class neighbour sets the reference
 
 
 @dataclass

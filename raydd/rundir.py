@@ -62,10 +62,11 @@ class RunDir:
         if resume:
             previous = self.read_config().to_dict()
             current = cfg.to_dict()
-            # Only the length of the run may change on resume.
+            # Only the length of the run (and settings of later stages) may change on resume.
             for cfg_dict in (previous, current):
                 cfg_dict["distill"].pop("iterations", None)
-                cfg_dict.pop("device", None)
+                for later in ("device", "eval", "audit"):
+                    cfg_dict.pop(later, None)
             if previous != current:
                 raise RunDirError(
                     f"{self.path}: --resume with a different configuration than the run's config.yaml; "

@@ -25,7 +25,8 @@ sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
 
 # -- metrics ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("seed,n_in,n_out,decimals", [(0, 300, 500, 1), (1, 50, 40, 3), (2, 1000, 1000, 6), (3, 7, 5, 0)])
+@pytest.mark.parametrize("seed,n_in,n_out,decimals",
+                         [(0, 300, 500, 1), (1, 50, 40, 3), (2, 1000, 1000, 6), (3, 7, 5, 0)])
 def test_roc_auc_and_tpr_match_sklearn_including_ties(seed, n_in, n_out, decimals):
     rng = np.random.default_rng(seed)
     members = np.round(rng.normal(0.7, 1, n_in), decimals)
@@ -261,10 +262,10 @@ def tiny_run(tmp_path_factory):
 
 @pytest.mark.timeout(120)
 def test_audit_run_end_to_end_writes_every_figure(tiny_run):
-    from raydd.audit import audit_config, audit_run, format_audit_table
+    from raydd.audit import audit_command, format_audit_table
 
-    cfg = audit_config(str(tiny_run), preset="quick", shadows=2, members=100, sets=TINY_AUDIT)
-    result = audit_run(str(tiny_run), cfg, show_progress=False)
+    result = audit_command(str(tiny_run), preset="quick", shadows=2, members=100, sets=TINY_AUDIT, no_ray=True,
+                           quiet=True)
     saved = json.loads((tiny_run / "audit.json").read_text())
     assert saved["attacks"] == json.loads(json.dumps(result["attacks"]))
     for kind in ("synthetic", "real_members", "random_subset"):
@@ -283,7 +284,8 @@ def test_audit_run_end_to_end_writes_every_figure(tiny_run):
     assert len(json.loads((tiny_run / "nn_pairs.json").read_text())["pairs"]) == 3
     scores = json.loads((tiny_run / "audit" / "scores.json").read_text())
     assert len(scores["ids"]) == 24 and len(scores["scores"]["synthetic"]["lira"][0]) == 24
-    assert (tiny_run / "audit" / "shadow-1" / "synthetic.safetensors").exists()  # shadows distil through run_distillation
+    # Shadow sets are distilled by run_distillation into run directories of their own.
+    assert (tiny_run / "audit" / "shadow-1" / "synthetic.safetensors").exists()
     table = format_audit_table(result)
     assert "synthetic set" in table and "real members" in table and "random real subset" in table
 
@@ -318,9 +320,24 @@ def test_ray_runner_matches_the_in_process_runner(ray_local, tiny_run):
     population = draw_population(splits, RunDir(str(tiny_run)).read_json("members.json")["ids"], 12, cfg.seed)
     syn = SyntheticSet.load(str(tiny_run))
     jobs = plan_jobs(cfg, syn, splits, population, shadow_halves(population.labels, 2, cfg.seed), str(tiny_run))
-    jobs = [j for j in jobs if j.kind != "synthetic"][:2]
+    jobs = [j for j in jobs if j.kind == "real_members"][:1]  # one worker to start: the test's main cost
     remote = ray_audit_runner(show_progress=False)(jobs, population)
     local = local_runner(torch.device("cpu"), show_progress=False)(jobs, population)
     for r, l in zip(remote, local):
         assert (r["kind"], r["role"], r["index"]) == (l["kind"], l["role"], l["index"])
         assert torch.allclose(r["logits"], l["logits"], atol=1e-3), (r["logits"] - l["logits"]).abs().max()
+
+
+def test_audit_command_refuses_no_ray_with_an_address(tiny_run):
+    from raydd.audit import audit_command
+    from raydd.errors import RayddError
+
+    with pytest.raises(RayddError, match="--no-ray"):
+        audit_command(str(tiny_run), no_ray=True, address="127.0.0.1:6379")
+
+
+def test_quick_audit_section_equals_the_defaults():
+    """Run directories from before the audit section read it back as the defaults; they must resume under quick."""
+    from raydd.config import AuditConfig, build_config
+
+    assert build_config("quick").audit == AuditConfig()

@@ -130,7 +130,7 @@ def test_cli_unknown_method_and_model_are_named(tmp_path):
 
 def test_every_command_has_help():
     for command in ["distill", "evaluate", "run", "baseline", "show", "presets", "tune", "preprocess", "report",
-                    "show-data", "ablate"]:
+                    "show-data", "ablate", "audit"]:
         r = CliRunner().invoke(app, [command, "--help"])
         assert r.exit_code == 0 and "Usage" in r.output, command
 

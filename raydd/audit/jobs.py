@@ -100,8 +100,9 @@ def run_audit_job(job: AuditJob, population: Population, device: torch.device | 
     start = time.perf_counter()
     train_x, train_y = training_set(job, population, device)
     empty = torch.empty(0)
-    eval_job = EvalJob(train_x, train_y, empty, empty, job.cfg.eval.model, len(job.dataset.class_names),
-                       job.cfg.eval, job.seed, 0, job.dataset.flip_ok, job.epochs)
+    eval_job = EvalJob(train_images=train_x, train_labels=train_y, test_images=empty, test_labels=empty,
+                       model=job.cfg.eval.model, num_classes=len(job.dataset.class_names), cfg=job.cfg.eval,
+                       seed=job.seed, index=0, flip_ok=job.dataset.flip_ok, epochs=job.epochs)
     net = train_network(eval_job, device)
     logits = population_logits(net, job.dataset.normalize(population.images), job.cfg.eval.batch_test, device)
     result: dict[str, Any] = {"kind": job.kind, "role": job.role, "index": job.index, "logits": logits,

@@ -40,9 +40,10 @@ class Population:
 
     def subset(self, positions: torch.Tensor, class_names: list[str]) -> ImageData:
         index = positions.tolist()
+        captions = None if self.captions is None else [self.captions[i] for i in index]
+        masks = None if self.masks is None else self.masks[positions]
         return ImageData(self.images[positions], self.labels[positions], [self.ids[i] for i in index],
-                         list(class_names), captions=None if self.captions is None else [self.captions[i] for i in index],
-                         masks=None if self.masks is None else self.masks[positions])
+                         list(class_names), captions=captions, masks=masks)
 
 
 def _draw(count: int, size: int, seed: int, key: str) -> torch.Tensor:

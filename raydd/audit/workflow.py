@@ -10,6 +10,7 @@ and audit/scores.json (per-image scores, for re-analysis) into the run directory
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import asdict
 from typing import Any
@@ -112,7 +113,8 @@ def attack_kind(kind: str, jobs: list[AuditJob], results: list[dict[str, Any]], 
         "target_train_size": targets[0][1]["train_size"],
         "shadow_train_size_mean": sum(r["train_size"] for _, r in shadows) / len(shadows),
         "target_accuracy_members": sum(_accuracy(r["logits"], labels, is_member) for _, r in targets) / len(targets),
-        "target_accuracy_nonmembers": sum(_accuracy(r["logits"], labels, ~is_member) for _, r in targets) / len(targets),
+        "target_accuracy_nonmembers":
+            sum(_accuracy(r["logits"], labels, ~is_member) for _, r in targets) / len(targets),
         "lira_variance": used,
         "out_shadows_per_example_min": int(out_count.min()),
         "out_shadows_per_example_max": int(out_count.max()),
@@ -148,7 +150,8 @@ def protocol(cfg: Config, syn: SyntheticSet, population: Population) -> dict[str
         "model": e.model,
         "training": {"lr": e.lr, "momentum": e.momentum, "weight_decay": e.weight_decay, "batch": e.batch,
                      "augment": e.augment, "lr_schedule": "x0.1 after half the epochs"},
-        "lira": "offline, one-sided: -log P[Z > phi_target], Z ~ N(OUT mean, OUT std), phi = logit_y - logsumexp(others)",
+        "lira": "offline, one-sided: -log P[Z > phi_target], Z ~ N(OUT mean, OUT std), "
+                "phi = logit_y - logsumexp(others)",
         "lira_variance": a.variance,
         "shadow_halves": "complementary class-stratified halves of the population, in pairs",
         "scores": "pooled over the targets of a row",
@@ -174,7 +177,9 @@ def audit_run(run_dir: str, cfg: Config | None = None, *, runner: AuditRunner | 
     halves = shadow_halves(population.labels, cfg.audit.shadows, cfg.seed)
     device = resolve_device(cfg.device)
 
-    jobs = plan_jobs(cfg, syn, splits, population, halves, run.path)
+    # Shadow distillations write from Ray workers, whose working directory need not be ours.
+    shadow_root = run.path if "://" in run.path else os.path.abspath(run.path)
+    jobs = plan_jobs(cfg, syn, splits, population, halves, shadow_root)
     results = (runner or local_runner(device, show_progress))(jobs, population)
 
     attacks, models, scores = {}, {}, {}
