@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import torch
 
+from raydd.pipeline.fanout import gather_in_order
 from raydd.progress import progress_bar
 
 from .jobs import AuditJob, run_audit_job
@@ -43,16 +44,7 @@ def ray_audit_runner(cpus_per_task: float = 1, gpus_per_task: float = 0, show_pr
         population_ref = ray.put(population)
         threads, use_gpu = int(max(1, cpus_per_task)), gpus_per_task > 0
         pending = [remote.remote(job, population_ref, threads, use_gpu) for job in jobs]
-        order = {ref: i for i, ref in enumerate(pending)}
-        results: list[dict[str, Any] | None] = [None] * len(pending)
-        bar = progress_bar(range(len(pending)), desc="audit models", disable=not show_progress)
-        remaining = list(pending)
-        while remaining:
-            ready, remaining = ray.wait(remaining, num_returns=1)
-            results[order[ready[0]]] = ray.get(ready[0])
-            bar.update(1)
-        bar.close()
-        return results  # type: ignore[return-value]
+        return gather_in_order(pending, "audit models", show_progress)
 
     return runner
 

@@ -38,15 +38,22 @@ def ray_runner(cpus_per_task: float = 1, gpus_per_task: float = 0,
                           int(max(1, cpus_per_task)), gpus_per_task > 0)
             for job in jobs
         ]
-        order = {ref: i for i, ref in enumerate(pending)}
-        results: list[dict[str, Any] | None] = [None] * len(pending)
-        bar = progress_bar(range(len(pending)), desc="evaluation models", disable=not show_progress)
-        remaining = list(pending)
-        while remaining:
-            ready, remaining = ray.wait(remaining, num_returns=1)
-            results[order[ready[0]]] = ray.get(ready[0])
-            bar.update(1)
-        bar.close()
-        return results  # type: ignore[return-value]
+        return gather_in_order(pending, "evaluation models", show_progress)
 
     return runner
+
+
+def gather_in_order(pending: list, desc: str, show_progress: bool) -> list[Any]:
+    """Results of Ray object refs in submission order, with a bar that moves as each one finishes."""
+    import ray
+
+    order = {ref: i for i, ref in enumerate(pending)}
+    results: list[Any] = [None] * len(pending)
+    bar = progress_bar(range(len(pending)), desc=desc, disable=not show_progress)
+    remaining = list(pending)
+    while remaining:
+        ready, remaining = ray.wait(remaining, num_returns=1)
+        results[order[ready[0]]] = ray.get(ready[0])
+        bar.update(1)
+    bar.close()
+    return results
