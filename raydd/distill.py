@@ -148,6 +148,7 @@ def run_distillation(
     syn = distiller.export()
     syn.meta["iterations"] = total
     finish(run, syn)
+    write_caption_bank(run, syn, splits, captions)
     return syn
 
 
@@ -155,6 +156,22 @@ def write_initial(run: RunDir, syn: SyntheticSet) -> None:
     """The starting point, for the report's before/after view."""
     write_grid(run.file("synthetic_init.png"), syn.denormalized(), syn.labels, syn.class_names,
                title=f"initial ({syn.meta.get('init', '')}) ipc={syn.ipc}")
+
+
+def write_caption_bank(run: RunDir, syn: SyntheticSet, splits: DatasetSplits, captions: CaptionEmbeddings | None) -> None:
+    """captions.json: for each synthetic caption embedding, the nearest real caption (text + embedding).
+
+    Lets the report print a sentence beside each synthetic image without shipping every real caption.
+    """
+    if syn.caption_emb is None or captions is None or captions.from_templates or splits.train.captions is None:
+        return
+    u = torch.nn.functional.normalize(syn.caption_emb.float(), dim=1)
+    t = torch.nn.functional.normalize(captions.train.float(), dim=1)
+    nearest = (u @ t.T).argmax(dim=1).tolist()
+    bank = {"captions": [splits.train.captions[i] for i in nearest],
+            "caption_emb": captions.train[nearest].tolist(),
+            "source": "nearest real training caption of each synthetic caption embedding (cosine)"}
+    run.write_json("captions.json", bank)
 
 
 def finish(run: RunDir, syn: SyntheticSet) -> None:

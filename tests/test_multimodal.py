@@ -83,6 +83,8 @@ def test_every_switch_on_runs_end_to_end(tmp_path, method, switches):
     out = tmp_path / "run"
     syn = run_distillation(cfg, str(out), show_progress=False)
     assert syn.caption_emb is not None and syn.caption_emb.shape == (6, 384)
+    bank = json.loads((out / "captions.json").read_text())
+    assert len(bank["captions"]) == 6 and all(c.startswith("a picture of kind") for c in bank["captions"])
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["enhancements"] == {k: v for k, v in switches.items() if k != "learn_caption_emb"}
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

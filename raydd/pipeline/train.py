@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from raydd.config import Config, config_from_dict
-from raydd.distill import build_distiller, check_names, finish, load_inputs, prepare, write_initial
+from raydd.distill import (build_distiller, check_names, finish, load_inputs, prepare, write_caption_bank,
+                            write_initial)
 from raydd.errors import ConfigError, RayddError
 from raydd.methods import method_class
 from raydd.pipeline import cluster
@@ -167,4 +168,5 @@ def distill_with_ray(
     syn.meta["iterations"] = done
     syn.meta["workers"] = workers
     finish(run, syn)
+    write_caption_bank(run, syn, splits, captions)
     return syn
