@@ -14,6 +14,8 @@ import torch
 
 from raydd.config import Config
 from raydd.data import DatasetSplits, load_dataset
+from raydd.data.loader import parquet_location
+from raydd.data.parquet import read_manifest, read_parquet_splits
 from raydd.errors import ConfigError
 from raydd.methods import method_class
 from raydd.modalities import CaptionEmbeddings, attach_masks, embed_captions
@@ -34,10 +36,21 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def load_splits(cfg: Config) -> DatasetSplits:
+def load_splits(cfg: Config, classes: list[int] | None = None) -> DatasetSplits:
+    """The run's dataset; with ``classes``, a preprocessed (Parquet) dataset reads only those partitions."""
     d = cfg.data
+    location = parquet_location(d.name) if classes is not None else None
+    if location is not None:
+        return read_parquet_splits(location, classes=classes, image_size=d.image_size,
+                                   val_fraction=d.val_fraction, seed=cfg.seed)
     return load_dataset(d.name, root=d.root, val_fraction=d.val_fraction, seed=cfg.seed,
                         image_size=d.image_size, mask_threshold=d.mask_threshold)
+
+
+def dataset_class_count(cfg: Config) -> int | None:
+    """Number of classes of a preprocessed dataset, read from its manifest alone (None otherwise)."""
+    location = parquet_location(cfg.data.name)
+    return len(read_manifest(location)["classes"]) if location is not None else None
 
 
 def check_names(cfg: Config) -> None:

@@ -87,3 +87,18 @@ def test_more_workers_than_classes_is_a_clear_error(ray_local, data, tmp_path):
                                       "--workers", "9", "--quiet"])
     assert result.exit_code == 2 and "--workers" in result.output
     assert not (tmp_path / "x").exists()
+
+
+def test_sharded_workers_read_their_classes_from_parquet(ray_local, data, tmp_path):
+    from raydd.distill import load_splits
+    from raydd.pipeline.preprocess import preprocess_to_parquet
+
+    parquet = tmp_path / "pq"
+    preprocess_to_parquet(str(data), str(parquet), val_fraction=0.2, segmenter="threshold", text_encoder=None,
+                          show_progress=False)
+    cfg = tiny(f"parquet:{parquet}", "dm")
+    only = load_splits(cfg, classes=[1, 3])
+    assert set(only.train.labels.tolist()) == {1, 3} and only.class_names == load_splits(cfg).class_names
+    single = run_distillation(cfg, str(tmp_path / "single"), show_progress=False)
+    sharded = distill_with_ray(cfg, str(tmp_path / "ray"), workers=2, show_progress=False)
+    assert torch.allclose(single.images, sharded.images, atol=1e-5)

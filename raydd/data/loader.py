@@ -46,6 +46,16 @@ def _request(
     )
 
 
+def parquet_location(name_or_path: str) -> str | None:
+    """The directory of a preprocessed dataset named by ``name_or_path``, or None if it is not one."""
+    if get_source(name_or_path) is not None:
+        return None
+    path = name_or_path.removeprefix(PARQUET + ":")
+    if path != name_or_path or (_looks_like_path(name_or_path) and _parquet.is_preprocessed_dir(name_or_path)):
+        return path
+    return None
+
+
 def load_dataset(
     name_or_path: str,
     *,
@@ -70,8 +80,8 @@ def load_dataset(
         return loader(request)
 
     # A preprocessed directory: "parquet:<path>", or any path holding a manifest.json.
-    parquet_path = name_or_path.removeprefix(PARQUET + ":")
-    if parquet_path != name_or_path or (_looks_like_path(name_or_path) and _parquet.is_preprocessed_dir(name_or_path)):
+    parquet_path = parquet_location(name_or_path)
+    if parquet_path is not None:
         if root is not None and root.rstrip("/") != parquet_path.rstrip("/"):
             raise ConfigError(f"dataset path {parquet_path!r} and root {root!r} disagree; give the location once")
         return get_source(PARQUET)(replace(request, root=parquet_path))

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from raydd.config import Config, config_from_dict
-from raydd.distill import (build_distiller, check_names, finish, load_inputs, prepare, write_caption_bank,
-                            write_initial)
+from raydd.distill import (build_distiller, check_names, dataset_class_count, finish, load_inputs, load_splits,
+                            prepare, write_caption_bank, write_initial)
 from raydd.errors import ConfigError, RayddError
 from raydd.methods import method_class
 from raydd.pipeline import cluster
@@ -60,8 +60,14 @@ def train_loop(config: dict[str, Any]) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device() if config["use_gpu"] else torch.device("cpu")
 
-    splits, captions = load_inputs(cfg)
-    classes = shard_classes(splits.num_classes, world)[rank]
+    # A preprocessed (Parquet) dataset is partitioned by label: read only this worker's classes.
+    count = dataset_class_count(cfg)
+    if count is not None:
+        classes = shard_classes(count, world)[rank]
+        splits, captions = load_inputs(cfg, load_splits(cfg, classes=classes))
+    else:
+        splits, captions = load_inputs(cfg)
+        classes = shard_classes(splits.num_classes, world)[rank]
     state = prepare(cfg, splits, device, captions, classes=classes)
     kwargs = {}
     if world > 1 and method_class(cfg.distill.method).needs_sync:
