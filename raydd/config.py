@@ -26,6 +26,7 @@ class DataConfig:
     val_fraction: float = 0.1  # seeded validation split carved from train
     image_size: int | None = None  # resize imagefolder images to this square size
     mask_threshold: int = 0  # fashion-mnist foreground = pixel > threshold
+    prepared: str | None = None  # set by `raydd run`'s preprocessing stage: this source as Parquet
 
 
 @dataclass
@@ -117,6 +118,19 @@ class AuditConfig:
 
 
 @dataclass
+class PrepareConfig:
+    """The preprocessing stage of `raydd run` (Ray Data -> partitioned Parquet, reused across runs)."""
+
+    enabled: bool = True  # off: distill straight from the source (as `raydd distill` does)
+    root: str | None = None  # where preprocessed datasets live (None: $XDG_CACHE_HOME/raydd/prepared);
+    #                          on a multi-node cluster a shared URI (s3://, gs://) every node can read
+    actors: int = 1  # actors per stage
+    cpus_per_actor: float = 0.5
+    gpus_per_actor: float = 0.0
+    batch_size: int = 256
+
+
+@dataclass
 class Config:
     preset: str = "paper"
     seed: int = 0
@@ -126,6 +140,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     mm: MultiModalConfig = field(default_factory=MultiModalConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -7,7 +7,7 @@ progress, metrics, checkpoints and the final artifacts.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 import torch
@@ -15,7 +15,7 @@ import torch
 from raydd.config import Config
 from raydd.data import DatasetSplits, load_dataset
 from raydd.data.loader import parquet_location
-from raydd.data.parquet import read_manifest, read_parquet_splits
+from raydd.data.parquet import is_preprocessed_dir, read_manifest, read_parquet_splits
 from raydd.errors import ConfigError
 from raydd.methods import method_class
 from raydd.modalities import CaptionEmbeddings, attach_masks, embed_captions
@@ -36,20 +36,33 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def data_location(cfg: Config) -> str | None:
+    """The preprocessed (Parquet) directory the run reads, or None when it reads its source directly.
+
+    A run whose preprocessing stage wrote ``data.prepared`` reads that copy while it exists; if it
+    was deleted since, the source itself gives the same rows.
+    """
+    d = cfg.data
+    if d.prepared and is_preprocessed_dir(d.prepared.removeprefix("parquet:")):
+        return d.prepared.removeprefix("parquet:")
+    return parquet_location(d.name)
+
+
 def load_splits(cfg: Config, classes: list[int] | None = None) -> DatasetSplits:
     """The run's dataset; with ``classes``, a preprocessed (Parquet) dataset reads only those partitions."""
     d = cfg.data
-    location = parquet_location(d.name) if classes is not None else None
+    location = data_location(cfg)
     if location is not None:
-        return read_parquet_splits(location, classes=classes, image_size=d.image_size,
-                                   val_fraction=d.val_fraction, seed=cfg.seed)
+        splits = read_parquet_splits(location, classes=classes, image_size=d.image_size,
+                                     val_fraction=d.val_fraction, seed=cfg.seed)
+        return splits if parquet_location(d.name) is not None else replace(splits, name=d.name)
     return load_dataset(d.name, root=d.root, val_fraction=d.val_fraction, seed=cfg.seed,
                         image_size=d.image_size, mask_threshold=d.mask_threshold)
 
 
 def dataset_class_count(cfg: Config) -> int | None:
     """Number of classes of a preprocessed dataset, read from its manifest alone (None otherwise)."""
-    location = parquet_location(cfg.data.name)
+    location = data_location(cfg)
     return len(read_manifest(location)["classes"]) if location is not None else None
 
 

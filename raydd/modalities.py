@@ -50,6 +50,9 @@ def embed_captions(cfg: Config, splits: DatasetSplits) -> CaptionEmbeddings | No
             "caption the images (raydd preprocess --captioner ...) or, for caption matching only, "
             "--set mm.class_templates=true"
         )
+    stored = _stored_embeddings(cfg, splits)
+    if stored is not None:
+        return stored
     embedder = _embedder(cfg)
 
     def one(data: ImageData) -> torch.Tensor | None:
@@ -58,6 +61,35 @@ def embed_captions(cfg: Config, splits: DatasetSplits) -> CaptionEmbeddings | No
         return embedder.embed(data.captions, names=data.ids)
 
     return CaptionEmbeddings(one(splits.train), one(splits.val), one(splits.test), False, cfg.mm.text_encoder)
+
+
+def _stored_embeddings(cfg: Config, splits: DatasetSplits) -> CaptionEmbeddings | None:
+    """The embeddings a Ray Data preprocessing wrote with the run's own text encoder, or None.
+
+    Reading them (rather than encoding again) is what makes the preprocessing stage the one place
+    captions are encoded; a different encoder in the config encodes again.
+    """
+    from raydd.data.parquet import check_captions_present, read_caption_embeddings, read_manifest
+    from raydd.distill import data_location
+
+    url = data_location(cfg)
+    if url is None:
+        return None
+    encoder = read_manifest(url).get("text_encoder")
+    if not encoder or encoder.get("spec") != cfg.mm.text_encoder:
+        return None
+    check_captions_present(url, (splits.train, splits.val, splits.test))
+    split_names = read_manifest(url)["splits"]
+    classes = sorted({int(y) for data in (splits.train, splits.val, splits.test) for y in data.labels.tolist()})
+
+    def one(data: ImageData, split: str) -> torch.Tensor | None:
+        if len(data) == 0 or data.captions is None:
+            return None
+        # A validation split carved at read time lives in the train files.
+        return read_caption_embeddings(url, split if split in split_names else "train", data.ids, classes)
+
+    return CaptionEmbeddings(one(splits.train, "train"), one(splits.val, "val"), one(splits.test, "test"), False,
+                             cfg.mm.text_encoder)
 
 
 def attach_masks(cfg: Config, splits: DatasetSplits) -> DatasetSplits:

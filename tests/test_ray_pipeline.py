@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from raydd.cli import app
@@ -70,16 +71,40 @@ def test_evaluation_fan_out_matches_the_in_process_evaluation(ray_local):
     assert fanned["accuracy"]["per_model"] == local["accuracy"]["per_model"]
 
 
-def test_raydd_run_goes_through_ray_by_default(ray_local, data, tmp_path):
+def _run(data, out, *extra):
+    return CliRunner().invoke(app, ["run", "--dataset", str(data), "--out", str(out), "--iterations", "2",
+                                    "--eval-epochs", "2", "--eval-models", "2", "--ipc", "2", "--device", "cpu",
+                                    "--set", "distill.batch_real=4", "--set", "data.val_fraction=0.2", "--quiet",
+                                    *extra])
+
+
+def test_raydd_run_preprocesses_with_ray_data_then_distills_from_the_parquet(ray_local, data, tmp_path):
+    from raydd.synthetic import SyntheticSet
+
+    prepared = tmp_path / "prepared"
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["run", "--dataset", str(data), "--out", str(out), "--iterations", "2",
-                                      "--eval-epochs", "2", "--eval-models", "2", "--ipc", "2", "--device", "cpu",
-                                      "--set", "distill.batch_real=4", "--set", "data.val_fraction=0.2", "--quiet"])
+    result = _run(data, out, "--set", f"prepare.root={prepared}")
     assert result.exit_code == 0, result.output
+    for stage in ("preprocess", "distill", "evaluate", "report"):
+        assert stage in result.output
+    manifests = list(prepared.glob("*/manifest.json"))
+    assert len(manifests) == 1  # Ray Data wrote the Parquet copy of the source
+    assert list(manifests[0].parent.glob("split=train/label=*"))  # partitioned by label
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["data"]["prepared"] == str(manifests[0].parent) and cfg["data"]["name"] == str(data)
     assert (out / "ray" / "distill").is_dir()  # Ray Train's experiment directory: the Ray path ran
     ev = json.loads((out / "eval.json").read_text())
-    assert len(ev["accuracy"]["per_model"]) == 2
-    assert (out / "synthetic.png").exists() and "accuracy" in result.output
+    assert len(ev["accuracy"]["per_model"]) == 2 and ev["dataset"] == str(data)
+    assert (out / "synthetic.png").exists() and (out / "report.html").exists() and "accuracy" in result.output
+
+    again = _run(data, tmp_path / "again", "--set", f"prepare.root={prepared}")
+    assert again.exit_code == 0, again.output
+    assert "reusing" in again.output and len(list(prepared.glob("*/manifest.json"))) == 1
+
+    direct = _run(data, tmp_path / "direct", "--no-preprocess")
+    assert direct.exit_code == 0, direct.output
+    a, b = SyntheticSet.load(str(out)), SyntheticSet.load(str(tmp_path / "direct"))
+    assert torch.allclose(a.images, b.images, atol=1e-5)  # same rows, same seed: the same synthetic set
 
 
 def test_more_workers_than_classes_is_a_clear_error(ray_local, data, tmp_path):
@@ -102,3 +127,26 @@ def test_sharded_workers_read_their_classes_from_parquet(ray_local, data, tmp_pa
     single = run_distillation(cfg, str(tmp_path / "single"), show_progress=False)
     sharded = distill_with_ray(cfg, str(tmp_path / "ray"), workers=2, show_progress=False)
     assert torch.allclose(single.images, sharded.images, atol=1e-5)
+
+
+def test_a_parquet_run_reads_the_caption_embeddings_ray_data_wrote(ray_local, data, tmp_path, monkeypatch):
+    from raydd import modalities
+    from raydd.distill import load_splits
+    from raydd.pipeline.preprocess import preprocess_to_parquet
+
+    parquet = tmp_path / "pq"
+    preprocess_to_parquet(str(data), str(parquet), val_fraction=0.2, segmenter="threshold", text_encoder="minilm",
+                          show_progress=False)
+    direct_cfg = tiny(data, "dm")
+    direct_cfg.mm.cc = True
+    direct = modalities.embed_captions(direct_cfg, load_splits(direct_cfg))
+    stored_cfg = tiny(f"parquet:{parquet}", "dm")
+    stored_cfg.mm.cc = True
+
+    def no_encoder(cfg):
+        raise AssertionError("the stored embeddings should have been read, not encoded again")
+
+    monkeypatch.setattr(modalities, "_embedder", no_encoder)
+    stored = modalities.embed_captions(stored_cfg, load_splits(stored_cfg))
+    for split in ("train", "val", "test"):
+        assert torch.allclose(stored.split(split), direct.split(split), atol=1e-5)

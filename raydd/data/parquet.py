@@ -292,7 +292,7 @@ def read_parquet_splits(
     if image_size is not None and [image_size, image_size] != list(manifest["image_size"]):
         train, val, test = (_resized(d, image_size) for d in (train, val, test))
     if require_captions:
-        _check_captions_present(url, (train, val, test))
+        check_captions_present(url, (train, val, test))
     return DatasetSplits(
         name=f"{SOURCE_NAME}:{url}",
         train=train,
@@ -305,7 +305,7 @@ def read_parquet_splits(
     )
 
 
-def _check_captions_present(url: str, parts: Sequence[ImageData]) -> None:
+def check_captions_present(url: str, parts: Sequence[ImageData]) -> None:
     for data in parts:
         captions = data.captions if data.captions is not None else [None] * len(data)
         for image_id, caption in zip(data.ids, captions):
@@ -372,6 +372,7 @@ __all__ = [
     "COLUMNS",
     "MANIFEST_FILE",
     "is_preprocessed_dir",
+    "check_captions_present",
     "load_parquet",
     "read_caption_embeddings",
     "read_manifest",

@@ -57,3 +57,14 @@ def gather_in_order(pending: list, desc: str, show_progress: bool) -> list[Any]:
         bar.update(1)
     bar.close()
     return results
+
+
+def eval_runner(cfg, show_progress: bool = True) -> Callable[[list[EvalJob]], list[dict[str, Any]]]:
+    """The evaluation models of a run as Ray tasks: one CPU each, plus a GPU share when the run uses GPUs."""
+    from raydd.pipeline.cluster import available_gpus
+
+    gpus = available_gpus()
+    if cfg.device != "cpu" and gpus > 0:
+        return ray_runner(cpus_per_task=1, gpus_per_task=min(1.0, gpus / max(1, cfg.eval.models)),
+                          show_progress=show_progress)
+    return ray_runner(cpus_per_task=1, show_progress=show_progress)

@@ -32,6 +32,7 @@ def preprocess_to_parquet(
     val_fraction: float = 0.1,
     seed: int = 0,
     image_size: int | None = None,
+    mask_threshold: int = 0,
     segmenter: str | None = "auto",
     captioner: str | None = None,
     text_encoder: str | None = "minilm",
@@ -47,6 +48,7 @@ def preprocess_to_parquet(
 ) -> dict[str, Any]:
     """Preprocess a dataset source into partitioned Parquet at ``out``; return the manifest.
 
+    ``mask_threshold``: the foreground threshold of sources whose masks come from one (fashion-mnist).
     ``segmenter``: ``"auto"`` uses the dataset's own masks when it has them (``annotations``), else
     ``threshold``; ``None`` writes no masks. ``captioner`` (``<coca model>:<weights>``) captions rows
     that have none. ``text_encoder`` embeds the captions when there are any. With ``require_captions``
@@ -66,7 +68,8 @@ def preprocess_to_parquet(
     output.check_writable(overwrite)
 
     # 2. The data, and what it decides.
-    data = load_dataset(source, root=root, val_fraction=val_fraction, seed=seed, image_size=image_size)
+    data = load_dataset(source, root=root, val_fraction=val_fraction, seed=seed, image_size=image_size,
+                        mask_threshold=mask_threshold)
     parts = select_parts(data, split_names)
     if segmenter == "auto":
         segmenter_parts = describe_segmenter("annotations" if has_masks(parts) else "threshold")

@@ -1,0 +1,103 @@
+"""Commands that look at data and results: report, show-data, ablate, audit, presets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from raydd.cli.common import (
+    Address, Dataset, NoRay, Preset, Quiet, Sets, app, config_from_flags, setup_torch,
+    user_errors
+)
+from raydd.errors import RayddError
+
+
+@app.command()
+@user_errors
+def report(run_dirs: Annotated[Optional[list[str]], typer.Argument(
+               help="Run directories: one gives its full report, several a comparison table.", show_default=False)] = None,
+           tune: Annotated[Optional[str], typer.Option(
+               "--tune", help="A `raydd tune` output directory (trials.json, best.yaml): write the search's report.")] = None,
+           out: Annotated[Optional[str], typer.Option(
+               "--out", "-o", help="The page (.html) or a folder for report.html. Default: RUN_DIR/report.html; "
+                                   "<common parent>/comparison/report.html for several runs; TUNE_DIR/report.html.")] = None) -> None:
+    """Write a self-contained HTML report (images embedded, opens offline) of one run, several runs, or a search."""
+    from raydd.report import write_report, write_tune_report
+
+    if not run_dirs and not tune:
+        raise RayddError("report: give RUN_DIR [RUN_DIR ...], --tune DIR, or both")
+    if run_dirs and tune and out:
+        raise RayddError("--out names one page: report the runs and the search in two commands")
+    if run_dirs:
+        typer.echo(write_report(list(run_dirs), out=out))
+    if tune:
+        typer.echo(write_tune_report(tune, out=out))
+
+
+@app.command("show-data")
+@user_errors
+def show_data(dataset: Dataset = None,
+              output: Annotated[str, typer.Option("--output", "-o", help="PNG path.")] = "data.png",
+              per_class: Annotated[int, typer.Option("--per-class", help="Images per class.")] = 4,
+              set_: Sets = None) -> None:
+    """Write a grid of real images with their mask outlines and captions."""
+    from raydd.data.cluttered import show_data_grid
+    from raydd.distill import load_splits
+
+    cfg = config_from_flags("quick", None, set_, dataset=dataset, method=None, ipc=None, seed=None, device=None,
+                  iterations=None, eval_models=None, eval_epochs=None)
+    show_data_grid(load_splits(cfg), per_class, output)
+    typer.echo(output)
+
+
+@app.command()
+@user_errors
+def ablate(datasets: Annotated[Optional[list[str]], typer.Option("--dataset", help="Datasets (repeatable); default cluttered-fashion-mnist and fashion-mnist (mask rows only).")] = None,
+           methods: Annotated[Optional[list[str]], typer.Option("--method", help="Base methods (repeatable); default dm and dsa.")] = None,
+           ipc: Annotated[int, typer.Option("--ipc", help="Synthetic images per class.")] = 10,
+           seeds: Annotated[Optional[list[int]], typer.Option("--seed", help="Seeds (repeatable); default 0 1 2.")] = None,
+           preset: Preset = "quick",
+           work_dir: Annotated[str, typer.Option("--work-dir", help="One run directory per row and seed; finished runs are reused.")] = "runs/ablation",
+           output: Annotated[Optional[str], typer.Option("--output", help="Also write the markdown table here.")] = None,
+           set_: Sets = None) -> None:
+    """Base, each enhancement alone, and all together: one protocol, several seeds, a table."""
+    from raydd.ablation import AblationSpec, ablation_table, run_ablation
+
+    setup_torch()
+    spec = AblationSpec(datasets or ["cluttered-fashion-mnist", "fashion-mnist"], methods or ["dm", "dsa"], ipc,
+                        seeds or [0, 1, 2], preset, set_ or [])
+    table = ablation_table(run_ablation(spec, work_dir, log=lambda line: typer.echo(line, err=True)))
+    typer.echo(table)
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(table + "\n")
+
+
+@app.command()
+@user_errors
+def audit(run_dir: Annotated[str, typer.Argument(help="A run directory holding synthetic.safetensors and members.json.")],
+          preset: Annotated[Optional[str], typer.Option("--preset", help="Audit sizes: quick (2-core CPU) or paper (GPU). Default: the run's own.")] = None,
+          shadows: Annotated[Optional[int], typer.Option("--shadows", help="LiRA shadow pipelines per target kind.")] = None,
+          members: Annotated[Optional[int], typer.Option("--members", help="Audited members (as many non-members from the test split).")] = None,
+          set_: Sets = None, address: Address = None, no_ray: NoRay = False, quiet: Quiet = False) -> None:
+    """Privacy audit: membership inference (loss, LiRA) and nearest real images (writes audit.json, nn_pairs.png)."""
+    from raydd.audit import audit_command, format_audit_table
+
+    setup_torch()
+    result = audit_command(run_dir, preset=preset, shadows=shadows, members=members, sets=set_ or [],
+                           address=address, no_ray=no_ray, quiet=quiet)
+    typer.echo(format_audit_table(result))
+    typer.echo(f"audit: {run_dir}/audit.json\nnearest pairs: {run_dir}/nn_pairs.png")
+
+
+@app.command()
+@user_errors
+def presets() -> None:
+    """List the presets and print their settings."""
+    from raydd.config import available_presets, preset_dict
+
+    for name in available_presets():
+        typer.echo(f"# {name}\n{json.dumps(preset_dict(name), indent=2)}")
