@@ -246,7 +246,7 @@ def test_out_of_range_options_are_config_errors(options: dict) -> None:
 
 
 def test_register_source_makes_a_loader_reachable_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "_SOURCES", dict(registry._SOURCES))  # leave no test source behind
+    monkeypatch.setattr(registry.SOURCES, "_entries", dict(registry.SOURCES._entries))  # leave no test source behind
     name = "test-source"
     seen = []
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from raydd.registry import Registry
+
 from .base import DatasetSplits
 
 
@@ -22,26 +24,17 @@ class SourceRequest:
 
 SourceLoader = Callable[[SourceRequest], DatasetSplits]
 
-_SOURCES: dict[str, SourceLoader] = {}
+SOURCES: Registry[SourceLoader] = Registry("dataset source")
 
 
 def register_source(name: str) -> Callable[[SourceLoader], SourceLoader]:
     """Decorator: make ``load_dataset(name)`` call the decorated loader."""
-
-    def decorate(loader: SourceLoader) -> SourceLoader:
-        existing = _SOURCES.get(name)
-        if existing is not None and existing is not loader:
-            raise ValueError(f"dataset source {name!r} is already registered by {existing.__module__}")
-        _SOURCES[name] = loader
-        return loader
-
-    return decorate
+    return SOURCES.register(name)
 
 
 def available_sources() -> list[str]:
-    """Registered source names, sorted, for help texts and error messages."""
-    return sorted(_SOURCES)
+    return SOURCES.names()
 
 
 def get_source(name: str) -> SourceLoader | None:
-    return _SOURCES.get(name)
+    return SOURCES.get(name)

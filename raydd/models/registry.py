@@ -9,11 +9,12 @@ from typing import Any, Callable
 from torch import nn
 
 from raydd.errors import ConfigError
+from raydd.registry import Registry
 
 ModelBuilder = Callable[..., nn.Module]
 
 # Filled once at import time by the @register_model decorators in the model modules.
-_BUILDERS: dict[str, ModelBuilder] = {}
+MODELS: Registry[ModelBuilder] = Registry("model", lowercase=True)
 
 _REQUIRED_ARGUMENTS = ("channels", "num_classes", "image_size")
 
@@ -21,19 +22,12 @@ _REQUIRED_ARGUMENTS = ("channels", "num_classes", "image_size")
 def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
     """Decorator: make ``builder(channels=, num_classes=, image_size=, **options)`` reachable as ``name``."""
 
-    def decorate(builder: ModelBuilder) -> ModelBuilder:
-        key = name.lower()
-        if key in _BUILDERS:
-            raise ValueError(f"model name {name!r} is registered twice")
-        _BUILDERS[key] = builder
-        return builder
-
-    return decorate
+    return MODELS.register(name)
 
 
 def available_models() -> list[str]:
     """Registered model names, sorted, for error messages and CLIs."""
-    return sorted(_BUILDERS)
+    return MODELS.names()
 
 
 def get_model(
@@ -45,7 +39,7 @@ def get_model(
     **options: Any,
 ) -> nn.Module:
     """Build a freshly initialised model; bad names or options become a ``ConfigError``."""
-    builder = _BUILDERS.get(str(name).lower())
+    builder = MODELS.get(name)
     if builder is None:
         raise ConfigError(f"unknown model {name!r}; available models: {', '.join(available_models())}")
     _check_options(name, builder, options)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
+from ..registry import Registry
 from .batch import Batch, image_rows, images_from_tensor, mask_column, masks_to_tensor, row_names
 from .cache import ArrayCache, array_key, default_cache_root, producer_dir
 from .openclip_loading import file_fingerprint
@@ -55,28 +56,21 @@ class MaskBackend:
 
 
 SegmenterFactory = Callable[[str | None, dict[str, Any]], MaskBackend]  # (argument after "name:", options)
-_SEGMENTERS: dict[str, SegmenterFactory] = {}
+SEGMENTERS: Registry[SegmenterFactory] = Registry("segmenter")
 
 
 def register_segmenter(name: str) -> Callable[[SegmenterFactory], SegmenterFactory]:
     """Decorator: make ``make_mask_backend("<name>[:<argument>]")`` call the factory."""
-
-    def decorate(factory: SegmenterFactory) -> SegmenterFactory:
-        if name in _SEGMENTERS and _SEGMENTERS[name] is not factory:
-            raise ValueError(f"segmenter {name!r} is already registered")
-        _SEGMENTERS[name] = factory
-        return factory
-
-    return decorate
+    return SEGMENTERS.register(name)
 
 
 def available_segmenters() -> list[str]:
-    return sorted(_SEGMENTERS)
+    return SEGMENTERS.names()
 
 
 def make_mask_backend(spec: str, **options: Any) -> MaskBackend:
     name, _, argument = spec.partition(":")
-    factory = _SEGMENTERS.get(name)
+    factory = SEGMENTERS.get(name)
     if factory is None:
         raise ConfigError(
             f"unknown segmenter {spec!r}; known: {', '.join(available_segmenters())} "

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError
+from ..registry import Registry
 from .batch import Batch, caption_rows, row_names
 from .cache import ArrayCache, default_cache_root, producer_dir, text_key
 from .openclip_loading import create_openclip_model
@@ -43,29 +44,22 @@ class TextEncoder(Protocol):
 
 
 TextEncoderFactory = Callable[[str | None, str], TextEncoder]  # (argument after "name:", device)
-_ENCODERS: dict[str, TextEncoderFactory] = {}
+TEXT_ENCODERS: Registry[TextEncoderFactory] = Registry("text encoder")
 
 
 def register_text_encoder(name: str) -> Callable[[TextEncoderFactory], TextEncoderFactory]:
     """Decorator: make ``make_text_encoder("<name>[:<argument>]")`` call the factory."""
-
-    def decorate(factory: TextEncoderFactory) -> TextEncoderFactory:
-        if name in _ENCODERS and _ENCODERS[name] is not factory:
-            raise ValueError(f"text encoder {name!r} is already registered")
-        _ENCODERS[name] = factory
-        return factory
-
-    return decorate
+    return TEXT_ENCODERS.register(name)
 
 
 def available_text_encoders() -> list[str]:
-    return sorted(_ENCODERS)
+    return TEXT_ENCODERS.names()
 
 
 def make_text_encoder(spec: str, device: str = "cpu") -> TextEncoder:
     """Build an encoder from ``"<name>[:<argument>]"``, e.g. ``"openclip:ViT-B-32:/w/vit.pt"``."""
     name, _, argument = spec.partition(":")
-    factory = _ENCODERS.get(name)
+    factory = TEXT_ENCODERS.get(name)
     if factory is None:
         raise ConfigError(
             f"unknown text encoder {spec!r}; known: {', '.join(available_text_encoders())} "
