@@ -21,9 +21,9 @@ from raydd.data.cluttered import (
     column,
     load_photographs,
     render_backgrounds,
-    show_data_grid,
 )
 from raydd.data.mnist_family import FASHION_MNIST
+from raydd.report.data_grid import show_data_grid
 from raydd.errors import ConfigError
 
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")

@@ -44,7 +44,7 @@ def show_data(dataset: Dataset = None,
               per_class: Annotated[int, typer.Option("--per-class", help="Images per class.")] = 4,
               set_: Sets = None) -> None:
     """Write a grid of real images with their mask outlines and captions."""
-    from raydd.data.cluttered import show_data_grid
+    from raydd.report.data_grid import show_data_grid
     from raydd.distill import load_splits
 
     cfg = config_from_flags("quick", None, set_, dataset=dataset, method=None, ipc=None, seed=None, device=None,
