@@ -67,6 +67,17 @@ def main() -> None:
     n = manifest["counts"]["test"]["total"]
     rows.append((f"Ray Data preprocess, threshold masks, 1 actor, {n} rows (incl. actor start)", f"{n / seconds:.0f} rows/s"))
 
+    # The preprocessing stage of `raydd run` on the default dataset (every split), then its reuse.
+    from dataclasses import replace
+
+    from raydd.pipeline.prepare import prepare_data
+
+    staged = replace(cfg, prepare=replace(cfg.prepare, root=str(work / "prepared")))
+    for what in ("first run: preprocess", "later runs: reuse"):
+        t0 = time.perf_counter()
+        prepare_data(staged, show_progress=False, log=lambda line: None)
+        rows.append((f"`raydd run` stage 1 on fashion-mnist (70 000 rows), {what}", f"{time.perf_counter() - t0:.1f} s"))
+
     header = (f"Machine: {platform.machine()}, {os.cpu_count()} CPUs; torch threads per worker = CPUs / workers. "
               f"Command: `python jobs/benchmark_scaling.py --workers {' '.join(map(str, args.workers))} "
               f"--iterations {args.iterations}`.\n")

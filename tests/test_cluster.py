@@ -171,9 +171,10 @@ def _ray_cli(*args: str, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run([RAY, *args], capture_output=True, text=True, timeout=timeout, env=_ray_env(), cwd=ROOT)
 
 
-@pytest.mark.timeout(300)
-def test_ray_job_submit_runs_a_distill_job(tmp_path, ray_head):
-    """The documented command, unchanged: `ray job submit --working-dir . -- python jobs/distill.py ...`."""
+@pytest.mark.timeout(540)
+def test_ray_job_submit_runs_the_whole_job(tmp_path, ray_head):
+    """The documented command, unchanged: `ray job submit --working-dir . -- python jobs/run.py ...`:
+    preprocess -> distill -> evaluate -> report inside a submitted job."""
     ray_head, head_log = ray_head
     dataset = write_imagefolder(tmp_path / "data")
     out = tmp_path / "run"
@@ -183,10 +184,11 @@ def test_ray_job_submit_runs_a_distill_job(tmp_path, ray_head):
     submitted = _ray_cli(
         "job", "submit", "--address", ray_head, "--submission-id", job_id, "--working-dir", ".",
         "--runtime-env-json", runtime_env, "--",
-        sys.executable, "jobs/distill.py", "--dataset", str(dataset), "--out", str(out), "--workers", "1",
+        sys.executable, "jobs/run.py", "--dataset", str(dataset), "--out", str(out), "--workers", "1",
         "--set", "device=cpu", "--set", "distill.ipc=1", "--set", "distill.iterations=2",
-        "--set", "distill.batch_real=4",
-        timeout=240,
+        "--set", "distill.batch_real=4", "--set", "eval.models=1", "--set", "eval.epochs=2",
+        "--set", f"prepare.root={tmp_path / 'prepared'}",
+        timeout=480,
     )
     seconds = time.perf_counter() - start
     status = _ray_cli("job", "status", "--address", ray_head, job_id, timeout=60)
@@ -196,9 +198,11 @@ def test_ray_job_submit_runs_a_distill_job(tmp_path, ray_head):
               f"head:\n{head_log.read_text()[-3000:]}")
     assert job_status == "SUCCEEDED", detail
     assert "succeeded" in status.stdout.lower(), status.stdout
-    assert f"synthetic set: {out}/synthetic.safetensors" in logs.stdout, detail
-    assert (out / "synthetic.safetensors").is_file() and (out / "config.yaml").is_file()
-    print(f"ray job submit (tiny distill, 1 worker): {seconds:.1f} s")
+    assert f"eval: {out}/eval.json" in logs.stdout and "accuracy:" in logs.stdout, detail
+    assert list((tmp_path / "prepared").glob("*/manifest.json")), detail  # stage 1 ran inside the job
+    assert (out / "synthetic.safetensors").is_file() and (out / "eval.json").is_file()
+    assert (out / "report.html").is_file()
+    print(f"ray job submit (tiny run: preprocess, distill, evaluate, report; 1 worker): {seconds:.1f} s")
 
 
 # Last in the module: the shared in-process Ray starts here, after the job test's head is gone.
