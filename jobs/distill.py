@@ -10,26 +10,16 @@ checkpoint. Evaluate it afterwards with jobs/evaluate.py.
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from raydd.pipeline.cluster import add_config_arguments, config_from_arguments, run_job
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", required=True, help="run directory (local path or s3:// / gs:// URI)")
-    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (at most the number of classes)")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
-    add_config_arguments(parser)
-    return parser.parse_args(argv)
+from raydd.pipeline.cluster import config_from_arguments, parse_run_arguments, run_job
 
 
 def main(argv: list[str] | None = None) -> None:
     from raydd.pipeline.cluster import check_storage, init_ray
     from raydd.pipeline.train import distill_with_ray
 
-    args = parse_args(argv)
+    args = parse_run_arguments(__doc__, argv)
     cfg = config_from_arguments(args)
     check_storage(args.out, write=True)  # s3:// / gs:// problems now, not in a worker's traceback later
     check_storage(cfg.data.name)

@@ -301,6 +301,16 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         help="Ray address; default RAY_ADDRESS (set by `ray job submit`), else a local Ray")
 
 
+def parse_run_arguments(doc: str, argv: list[str] | None) -> argparse.Namespace:
+    """The flags of the jobs that write a run directory (jobs/distill.py, jobs/run.py)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--out", required=True, help="run directory (local path or s3:// / gs:// URI)")
+    parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (at most the number of classes)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out")
+    add_config_arguments(parser)
+    return parser.parse_args(argv)
+
+
 def config_from_arguments(args: argparse.Namespace):
     from raydd.config import build_config
 
