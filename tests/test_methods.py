@@ -111,3 +111,11 @@ def test_optimiser_state_round_trips(splits):
     a.step(1)
     b.step(1)
     assert torch.equal(a.images.detach(), b.images.detach())
+
+
+def test_dm_real_pass_in_chunks_gives_the_unchunked_loss_and_update(splits):
+    whole, _, _ = make(splits, "dm", real_chunk=None)
+    chunked, _, _ = make(splits, "dm", real_chunk=5)  # 3 classes x 8 real images: chunks of 5, 5, 5, 5, 4
+    a, b = whole.step(0), chunked.step(0)
+    assert torch.allclose(a["loss"], b["loss"], rtol=1e-5)
+    assert torch.allclose(whole.images.detach(), chunked.images.detach(), atol=1e-6)

@@ -67,12 +67,13 @@ class DMDistiller(Distiller):
             self._image_step(loss)
             return {"loss": loss.detach()}
 
+        chunk = self.cfg.real_chunk
         with torch.no_grad():
-            real_features = net.embed(real)
+            real_features = in_chunks(net.embed, real, chunk)
             if isolated is not None:
-                isolated_features = net.embed(isolated)
+                isolated_features = in_chunks(net.embed, isolated, chunk)
             elif mm.mfa:  # feature level: keep object positions of the last feature map
-                fmap = net.feature_map(real)
+                fmap = in_chunks(net.feature_map, real, chunk)
                 small = F.adaptive_avg_pool2d(masks, fmap.shape[-2:])
                 isolated_features = (fmap * small).flatten(1)
         syn_features = net.embed(syn)
@@ -104,6 +105,14 @@ class DMDistiller(Distiller):
     def _embed_mean(net: torch.nn.Module, x: torch.Tensor, grad: bool) -> torch.Tensor:
         with torch.set_grad_enabled(grad):
             return net.embed(x).mean(dim=0)
+
+
+def in_chunks(fn, x: torch.Tensor, chunk: int | None) -> torch.Tensor:
+    """``fn(x)`` computed ``chunk`` rows at a time: the same values for per-sample networks, with the
+    activations of one chunk alive instead of those of every owned class (the real pass is no-grad)."""
+    if chunk is None or x.shape[0] <= chunk:
+        return fn(x)
+    return torch.cat([fn(part) for part in x.split(chunk)])
 
 
 def has_batch_statistics(net: torch.nn.Module) -> bool:
