@@ -75,11 +75,12 @@ def _stored_embeddings(cfg: Config, splits: DatasetSplits) -> CaptionEmbeddings 
     url = data_location(cfg)
     if url is None:
         return None
-    encoder = read_manifest(url).get("text_encoder")
+    manifest = read_manifest(url)
+    encoder = manifest.get("text_encoder")
     if not encoder or encoder.get("spec") != cfg.mm.text_encoder:
         return None
     check_captions_present(url, (splits.train, splits.val, splits.test))
-    split_names = read_manifest(url)["splits"]
+    split_names = manifest["splits"]
     classes = sorted({int(y) for data in (splits.train, splits.val, splits.test) for y in data.labels.tolist()})
 
     def one(data: ImageData, split: str) -> torch.Tensor | None:

@@ -91,6 +91,15 @@ def evaluate_run(run_dir: str, cfg: Config | None = None, *, split: str = "test"
     return result
 
 
+def evaluate_unless_done(run_dir: str, cfg: Config, *, resume: bool, runner: Runner | None = None,
+                         show_progress: bool = True) -> dict[str, Any]:
+    """A resumed run keeps the eval.json it already has; otherwise evaluate (the last stage of a run)."""
+    run = RunDir(run_dir)
+    if resume and run.has("eval.json"):
+        return run.read_json("eval.json")
+    return evaluate_run(run_dir, cfg, runner=runner, show_progress=show_progress)
+
+
 def run_baseline(kind: str, cfg: Config, out: str, *, runner: Runner | None = None,
                  show_progress: bool = True) -> dict[str, Any]:
     """``random``: a real subset of IPC images per class; ``full``: the whole training split.

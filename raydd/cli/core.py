@@ -131,14 +131,10 @@ def run(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, preset:
 
 def _run_in_process(cfg, out: str, *, resume: bool, workers: int, address: str | None, quiet: bool):
     from raydd.report import write_report
-    from raydd.workflows import evaluate_run
+    from raydd.workflows import evaluate_unless_done
 
     _distill(cfg, out, resume=resume, workers=workers, address=address, no_ray=True, quiet=quiet)
-    if resume and RunDir(out).has("eval.json"):
-        result = RunDir(out).read_json("eval.json")
-    else:
-        result = evaluate_run(out, cfg, runner=None, show_progress=not quiet)
-    return result, write_report([out])
+    return evaluate_unless_done(out, cfg, resume=resume, show_progress=not quiet), write_report([out])
 
 
 def _eval_runner(cfg, no_ray: bool, quiet: bool):

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from raydd.config import Config
-from raydd.rundir import RunDir
 
 
 @dataclass
@@ -34,7 +33,7 @@ def run_pipeline_job(cfg: Config, out: str, *, workers: int = 1, resume: bool = 
     from raydd.pipeline.prepare import prepare_data
     from raydd.pipeline.train import distill_with_ray
     from raydd.report import write_report
-    from raydd.workflows import evaluate_run
+    from raydd.workflows import evaluate_unless_done
 
     init_ray(address)  # one session for every stage (a stage's own session would stop Ray after it)
     if cfg.prepare.enabled:
@@ -42,12 +41,8 @@ def run_pipeline_job(cfg: Config, out: str, *, workers: int = 1, resume: bool = 
         cfg = with_prepared(cfg, prepare_data(cfg, address=address, show_progress=show_progress, log=log))
     log(f"stage 2/4: distill (Ray Train, {workers} worker{'s' if workers != 1 else ''})")
     distill_with_ray(cfg, out, workers=workers, resume=resume, address=address, show_progress=show_progress)
-    run = RunDir(out)
-    if resume and run.has("eval.json"):
-        log("stage 3/4: evaluate (done before)")
-        result = run.read_json("eval.json")
-    else:
-        log(f"stage 3/4: evaluate ({cfg.eval.models} models as Ray tasks)")
-        result = evaluate_run(out, cfg, runner=eval_runner(cfg, show_progress), show_progress=show_progress)
+    log(f"stage 3/4: evaluate ({cfg.eval.models} models as Ray tasks, unless a resumed run has eval.json)")
+    result = evaluate_unless_done(out, cfg, resume=resume, runner=eval_runner(cfg, show_progress),
+                                  show_progress=show_progress)
     log("stage 4/4: report")
     return JobResult(cfg, result, write_report([out]))
