@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from raydd.config import build_config
+from raydd.config import available_recipes, build_config, recipe_dict
 from raydd.distill import run_distillation
 from raydd.rundir import RunDir
 from raydd.workflows import evaluate_run
@@ -35,6 +35,9 @@ def rows_for(method: str, has_captions: bool) -> dict[str, dict[str, bool]]:
     for switches in list(rows.values())[1:]:
         combined.update(switches)
     rows["+all"] = combined
+    recipe = f"{method}+mm"
+    if has_captions and recipe in available_recipes():
+        rows[recipe] = dict(recipe_dict(recipe).get("mm", {}))  # the shipped recipe, under the same protocol
     return rows
 
 

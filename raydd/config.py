@@ -1,6 +1,7 @@
 """Run configuration: typed sections, presets as YAML package data, dotted overrides.
 
-Resolution order (later wins): dataclass defaults < preset YAML < user YAML file < CLI flags < ``--set``.
+Resolution order (later wins): dataclass defaults < preset YAML < method recipe (``--method dm+mm``)
+< user YAML file < CLI flags < ``--set``.
 Unknown keys are errors rather than silently ignored, so a typo never runs the wrong experiment.
 """
 
@@ -31,7 +32,8 @@ class DataConfig:
 
 @dataclass
 class DistillConfig:
-    method: str = "dm"  # dm | dc | dsa
+    method: str = "dm"  # dm | dc | dsa, or a recipe (dm+mm, dsa+mm: a base method with chosen switches)
+    recipe: str | None = None  # set when ``method`` named a recipe: the recipe it came from
     ipc: int = 10  # synthetic images per class
     iterations: int | None = None  # None: the method's reference count (DM 20000, DC/DSA 1000)
     batch_real: int = 256  # real images per class per iteration
@@ -74,6 +76,7 @@ class MultiModalConfig:
     segmenter: str = "auto"  # auto (the dataset's masks, else threshold) | threshold | grabcut | sam:<v>:<ckpt>
     cc: bool = False  # caption concatenation
     cc_dim: int = 128  # P: caption embedding -> cc_dim
+    cc_gain: float = 1.0  # fused network: the caption half is cc_gain * LayerNorm(P t) (docs/method.md)
     cc_alpha: float = 1.0  # DM: weight of the projected caption in the matched embedding
     caption_dropout: float = 0.5  # probability a caption is replaced by 0 while training the fused net
     learn_caption_emb: bool = False  # optimise the synthetic caption embeddings too
@@ -160,6 +163,20 @@ def _read_yaml(text: str, origin: str) -> dict[str, Any]:
         raise ConfigError(f"{origin}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: expected a mapping at the top level")
+    return data
+
+
+def available_recipes() -> list[str]:
+    files = resources.files("raydd.configs").joinpath("recipes").iterdir()
+    return sorted(p.name[: -len(".yaml")] for p in files if p.name.endswith(".yaml"))
+
+
+def recipe_dict(name: str) -> dict[str, Any]:
+    """A method recipe: ``method`` (the base method) and the config sections it sets (docs/method.md)."""
+    text = resources.files("raydd.configs").joinpath("recipes", f"{name}.yaml").read_text()
+    data = _read_yaml(text, f"recipe {name}")
+    if data.get("method") not in {"dm", "dc", "dsa"}:
+        raise ConfigError(f"recipe {name}: 'method' must name a base method")
     return data
 
 
@@ -266,12 +283,16 @@ def build_config(
     if sets:
         layers.append(parse_set(sets))
 
-    def assemble(method_block: dict[str, Any]) -> Config:
+    def assemble(method_block: dict[str, Any], recipe: str | None = None) -> Config:
         cfg = Config()
         _merge_into(cfg, base)
         _merge_into(cfg, method_block)
+        settings = recipe_dict(recipe) if recipe else {}
+        _merge_into(cfg, {k: v for k, v in settings.items() if k != "method"})
         for layer in layers:
             _merge_into(cfg, layer)
+        if recipe:
+            cfg.distill.method, cfg.distill.recipe = settings["method"], recipe
         cfg.preset = preset
         return cfg
 
@@ -279,8 +300,11 @@ def build_config(
     # loops cost far more than DM's iterations. The user's layers still win over these values.
     probe = assemble({})
     method, ipc = probe.distill.method, probe.distill.ipc
+    recipe = method if method in available_recipes() else None
+    if recipe:
+        method = recipe_dict(recipe)["method"]
     block = _deep_merge(per_method.get(method, {}), per_method.get(f"{method}@{ipc}", {}))
-    cfg = assemble(block)
+    cfg = assemble(block, recipe)
     validate(cfg)
     return cfg
 
@@ -317,6 +341,7 @@ def validate(cfg: Config) -> None:
         (cfg.mm.mfa_level in ("input", "feature"), f"mm.mfa_level must be input or feature, got {cfg.mm.mfa_level!r}"),
         (0.0 <= cfg.mm.lambda_mfa <= 1.0 and 0.0 <= cfg.mm.lambda_mgm <= 1.0, "mm.lambda_mfa/lambda_mgm must be in [0, 1]"),
         (0.0 <= cfg.mm.caption_dropout < 1.0, "mm.caption_dropout must be in [0, 1)"),
+        (cfg.mm.cc_gain > 0, "mm.cc_gain must be positive"),
         (not cfg.mm.mfa or d.method == "dm", "mm.mfa (masked feature alignment) applies to dm; use mm.mgm with dc/dsa"),
         (not cfg.mm.mgm or d.method in ("dc", "dsa"), "mm.mgm (masked gradient matching) applies to dc/dsa; use mm.mfa with dm"),
         (not cfg.mm.class_templates or not cfg.mm.cc,

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from raydd.augment import DSA
 from raydd.config import EvalConfig
-from raydd.models.fusion import build_fused_seeded, drop_captions
+from raydd.models.fusion import FusionSettings, build_fused_seeded, drop_captions
 from raydd.models.init import build_seeded
 from raydd.progress import progress_bar
 from raydd.seeding import derive_seed, generator
@@ -41,8 +41,7 @@ class EvalJob:
     epochs: int | None = None  # overrides cfg.epochs (full-data baseline)
     train_captions: torch.Tensor | None = None  # caption embeddings: train a caption-fused network
     test_captions: torch.Tensor | None = None
-    cc_dim: int = 128
-    caption_dropout: float = 0.5
+    fusion: FusionSettings = FusionSettings()
 
     @property
     def fused(self) -> bool:
@@ -55,7 +54,7 @@ def build_eval_network(job: EvalJob, device: torch.device) -> torch.nn.Module:
     shape = dict(channels=channels, num_classes=job.num_classes, image_size=(height, width))
     if job.fused:
         return build_fused_seeded(job.model, seed, device, caption_dim=job.train_captions.shape[1],
-                                  cc_dim=job.cc_dim, **shape)
+                                  fusion=job.fusion, **shape)
     return build_seeded(job.model, seed, device, **shape)
 
 
@@ -86,7 +85,7 @@ def train_network(job: EvalJob, device: torch.device, show_progress: bool = Fals
             if dsa is not None:
                 x = dsa(x, g_aug)
             if captions is not None:
-                logits = net(x, drop_captions(captions[idx], job.caption_dropout, g_aug))
+                logits = net(x, drop_captions(captions[idx], job.fusion.caption_dropout, g_aug))
             else:
                 logits = net(x)
             loss = F.cross_entropy(logits, labels[idx])
@@ -158,8 +157,7 @@ def evaluate_images(
     runner: Callable[[list[EvalJob]], list[dict[str, Any]]] | None = None,
     show_progress: bool = True,
     captions: tuple[torch.Tensor, torch.Tensor] | None = None,
-    cc_dim: int = 128,
-    caption_dropout: float = 0.5,
+    fusion: FusionSettings = FusionSettings(),
 ) -> dict[str, Any]:
     """Train ``cfg.models`` networks per architecture on the given images; test each once.
 
@@ -169,8 +167,7 @@ def evaluate_images(
     archs = models or [cfg.model, *cfg.cross_arch]
     caption_kwargs = {}
     if captions is not None:
-        caption_kwargs = dict(train_captions=captions[0].cpu(), test_captions=captions[1].cpu(), cc_dim=cc_dim,
-                              caption_dropout=caption_dropout)
+        caption_kwargs = dict(train_captions=captions[0].cpu(), test_captions=captions[1].cpu(), fusion=fusion)
     jobs = [
         EvalJob(train_images.cpu(), train_labels.cpu(), test_images.cpu(), test_labels.cpu(), arch, num_classes,
                 cfg, seed, i, flip_ok, epochs, **caption_kwargs)

@@ -13,6 +13,7 @@ from raydd.distill import check_names, finish, load_splits, resolve_device
 from raydd.errors import RunDirError
 from raydd.evaluate import EvalJob, caption_only_accuracy, evaluate_images, protocol
 from raydd.modalities import embed_captions
+from raydd.models.fusion import FusionSettings
 from raydd.realpool import RealPool
 from raydd.rundir import RunDir
 from raydd.synthetic import SyntheticSet
@@ -68,8 +69,7 @@ def _caption_figures(syn: SyntheticSet, splits: DatasetSplits, cfg: Config, spli
     fused = evaluate_images(
         syn.images.detach(), syn.labels, test_x, test_y, num_classes=syn.num_classes, cfg=cfg.eval, seed=cfg.seed,
         device=resolve_device(cfg.device), flip_ok=splits.flip_ok, runner=runner, show_progress=show_progress,
-        models=[cfg.eval.model], captions=(syn.caption_emb, test_t), cc_dim=cfg.mm.cc_dim,
-        caption_dropout=cfg.mm.caption_dropout,
+        models=[cfg.eval.model], captions=(syn.caption_emb, test_t), fusion=FusionSettings.from_mm(cfg.mm),
     )
     only = caption_only_accuracy(captions.train, splits.train.labels, test_t, test_y, syn.num_classes, seed=cfg.seed)
     return {"accuracy_image_caption": fused["accuracy"], "caption_only": {"accuracy": only,

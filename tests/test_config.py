@@ -2,7 +2,7 @@
 
 import pytest
 
-from raydd.config import available_presets, build_config, parse_set
+from raydd.config import available_presets, available_recipes, build_config, parse_set, recipe_dict
 from raydd.errors import ConfigError
 
 
@@ -47,3 +47,24 @@ def test_unknown_preset_lists_known():
 
 def test_parse_set_nests_and_parses_yaml_scalars():
     assert parse_set(["a.b=1", "a.c=x", "d=true"]) == {"a": {"b": 1, "c": "x"}, "d": True}
+
+
+@pytest.mark.parametrize("recipe,base", [("dm+mm", "dm")])
+def test_a_method_recipe_is_its_base_method_with_its_switches(recipe, base):
+    assert recipe in available_recipes()
+    cfg = build_config("quick", overrides={"distill": {"method": recipe}})
+    assert (cfg.distill.method, cfg.distill.recipe) == (base, recipe)
+    switches = recipe_dict(recipe)["mm"]
+    assert switches and all(getattr(cfg.mm, key) == value for key, value in switches.items())
+    # The preset's per-method sizing follows the base method; the user's layers still win.
+    assert cfg.distill.iterations == build_config("quick", overrides={"distill": {"method": base}}).distill.iterations
+    key = next(k for k, v in switches.items() if isinstance(v, bool))
+    flipped = build_config("quick", overrides={"distill": {"method": recipe}}, sets=[f"mm.{key}={not switches[key]}"])
+    assert getattr(flipped.mm, key) == (not switches[key]) and flipped.distill.recipe == recipe
+
+
+def test_an_unknown_method_names_the_recipes_too():
+    from raydd.methods import method_class
+
+    with pytest.raises(ConfigError, match=r"dm\+mm"):
+        method_class("dm+cc")

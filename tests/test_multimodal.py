@@ -5,11 +5,12 @@ import json
 import pytest
 import torch
 
-from raydd.config import build_config
+from raydd.config import build_config, recipe_dict
 from raydd.distill import run_distillation
+from raydd.evaluate import EvalJob, run_job
 from raydd.masking import isolate
 from raydd.methods.losses import caption_matching_loss, class_means, mean_feature_distance
-from raydd.models.fusion import CaptionFusion
+from raydd.models.fusion import CaptionFusion, FusionSettings
 from raydd.models.init import build_seeded
 from tests.helpers import write_imagefolder
 
@@ -56,6 +57,32 @@ def test_fused_network_with_zero_captions_is_the_image_network():
     assert torch.allclose(fused(x, torch.zeros(5, 6)), image_only, atol=1e-5)
     assert torch.allclose(fused(x), image_only, atol=1e-5)
     assert not torch.allclose(fused(x, torch.randn(5, 6)), image_only, atol=1e-3)
+
+
+def test_the_fused_caption_half_sits_on_the_scale_its_gain_sets():
+    net = build_seeded("convnet3", 0, "cpu", channels=1, num_classes=4, image_size=(28, 28))
+    fused = CaptionFusion(net, caption_dim=384, cc_dim=128, num_classes=4, caption_gain=4.0)
+    captions = torch.nn.functional.normalize(torch.randn(6, 384), dim=1)
+    captions[0] = 0  # a dropped caption
+    half = fused.caption_features(captions)
+    assert torch.equal(half[0], torch.zeros(128))
+    # LayerNorm leaves every entry with unit variance: norm sqrt(cc_dim), times the gain.
+    assert torch.allclose(half[1:].norm(dim=1), torch.full((5,), 4.0 * 128 ** 0.5), rtol=2e-2)
+
+
+def test_a_fused_network_learns_labels_its_images_do_not_carry():
+    """Noise images, label-bearing captions: the protocol's few SGD steps must reach the captions."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(4).repeat_interleave(10)
+    directions = torch.nn.functional.normalize(torch.randn(4, 384, generator=g), dim=1)
+    captions = torch.nn.functional.normalize(directions[labels] + 0.05 * torch.randn(40, 384, generator=g), dim=1)
+    images = torch.randn(40, 1, 28, 28, generator=g)
+    test_images = torch.randn(40, 1, 28, 28, generator=g)
+    cfg = build_config("quick").eval
+    job = EvalJob(images, labels, test_images, labels, "convnet3", 4, cfg, 0, 0, epochs=30,
+                  train_captions=captions, test_captions=captions, fusion=FusionSettings(caption_dropout=0.5))
+    result = run_job(job)
+    assert result["accuracy"] >= 0.9
 
 
 def _captioned_data(tmp_path):
@@ -142,7 +169,9 @@ def test_caption_switches_on_a_dataset_without_captions_are_refused(tmp_path):
 def test_ablation_rows_and_table():
     from raydd.ablation import ablation_table, rows_for
 
-    assert list(rows_for("dm", True)) == ["base", "+cc", "+cm", "+mfa", "+mask_init", "+all"]
+    assert list(rows_for("dm", True)) == ["base", "+cc", "+cm", "+mfa", "+mask_init", "+all", "dm+mm"]
+    assert rows_for("dm", True)["dm+mm"] == recipe_dict("dm+mm")["mm"]
+    assert "dm+mm" not in rows_for("dm", False)  # fashion-mnist: no captions, mask rows only
     assert rows_for("dsa", False) == {"base": {}, "+mgm": {"mgm": True}, "+mask_init": {"mask_init": True},
                                       "+all": {"mgm": True, "mask_init": True}}
     ev = lambda accs: {"accuracy": {"per_model": accs}}  # noqa: E731

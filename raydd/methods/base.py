@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from raydd.augment import DSA
-from raydd.config import DistillConfig, MultiModalConfig
+from raydd.config import DistillConfig, MultiModalConfig, available_recipes
 from raydd.errors import ConfigError
 from raydd.models.init import build_seeded
 from raydd.realpool import RealPool
@@ -39,7 +39,8 @@ def available_methods() -> list[str]:
 
 def method_class(name: str) -> type["Distiller"]:
     if name not in _METHODS:
-        raise ConfigError(f"unknown method {name!r}; available: {', '.join(available_methods())}")
+        recipes = ", ".join(available_recipes())
+        raise ConfigError(f"unknown method {name!r}; available: {', '.join(available_methods())} (recipes: {recipes})")
     return _METHODS[name]
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from raydd.masking import isolate
 from raydd.methods.base import Distiller, register_method
 from raydd.methods.losses import blend, caption_matching_loss, gradient_distance
-from raydd.models.fusion import build_fused_seeded, drop_captions
+from raydd.models.fusion import FusionSettings, build_fused_seeded, drop_captions
 from raydd.seeding import derive_seed, generator
 
 # Reference outer/inner loop counts by images per class.
@@ -53,7 +53,7 @@ class GradientMatching(Distiller):
             return self.net_spec.build(seed, self.device)
         spec = self.net_spec
         return build_fused_seeded(spec.model, seed, self.device, caption_dim=self.captions.shape[1],
-                                  cc_dim=self.mm.cc_dim, channels=spec.channels, num_classes=spec.num_classes,
+                                  fusion=FusionSettings.from_mm(self.mm), channels=spec.channels, num_classes=spec.num_classes,
                                   image_size=spec.image_size)
 
     def _logits(self, net: torch.nn.Module, x: torch.Tensor, captions: torch.Tensor | None) -> torch.Tensor:
