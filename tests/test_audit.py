@@ -4,6 +4,9 @@ nearest-neighbour search against brute force, and a tiny end-to-end audit of a r
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -288,6 +291,12 @@ def test_audit_run_end_to_end_writes_every_figure(tiny_run):
     assert (tiny_run / "audit" / "shadow-1" / "synthetic.safetensors").exists()
     table = format_audit_table(result)
     assert "synthetic set" in table and "real members" in table and "random real subset" in table
+    # The grid job reads the same files back: one line naming the run beside its LiRA figures.
+    grid = subprocess.run([sys.executable, "jobs/audit_grid.py", str(tiny_run)], capture_output=True, text=True,
+                          cwd=Path(__file__).parents[1], check=True).stdout.splitlines()
+    assert len(grid) == 3 and grid[2].startswith(f"| {tiny_run.parent / 'data'} | dm | real | — | 2 | ")
+    assert f"{saved['attacks']['synthetic']['lira']['auc']:.3f} ± " in grid[2]
+    assert f"| {saved['attacks']['real_members']['lira']['auc']:.3f} |" in grid[2]
 
 
 def test_audit_config_layers_and_checks(tiny_run):

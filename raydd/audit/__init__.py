@@ -5,8 +5,8 @@ memorisation of the synthetic images."""
 from .command import audit_command
 from .fanout import AuditRunner, cluster_audit_runner, local_runner, ray_audit_runner
 from .settings import audit_config
-from .table import format_audit_table
+from .table import format_audit_grid, format_audit_table
 from .workflow import audit_run
 
-__all__ = ["audit_run", "audit_command", "audit_config", "format_audit_table", "ray_audit_runner",
+__all__ = ["audit_run", "audit_command", "audit_config", "format_audit_table", "format_audit_grid", "ray_audit_runner",
            "cluster_audit_runner", "local_runner", "AuditRunner"]

@@ -43,3 +43,38 @@ def format_audit_table(result: dict[str, Any]) -> str:
             f"median); nearest is its own init image: {l2['nearest_is_init_image_fraction']:.0%}"
         )
     return "\n".join(lines)
+
+
+def describe_run(cfg: dict[str, Any]) -> dict[str, str]:
+    """What distinguishes one audited run from another: dataset, method, init and switches on."""
+    distill, mm = cfg.get("distill", {}), cfg.get("mm", {})
+    switches = [name for name in ("cc", "cm", "mfa", "mgm", "mask_init") if mm.get(name)]
+    return {"dataset": cfg.get("data", {}).get("name", "?"), "method": distill.get("recipe") or distill.get("method", "?"),
+            "init": distill.get("init", "?"), "switches": "+".join(switches) or "—",
+            "iterations": str(distill.get("iterations"))}
+
+
+def format_audit_grid(rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+    """Markdown: one line per audited run (its config, its audit.json), LiRA AUC against both references.
+
+    The references (a model on the real members, one on a random real subset of the synthetic set's
+    size) are re-trained per run, so each line carries its own.
+    """
+    lines = ["| dataset | method | init | enhancements | iterations | synthetic: LiRA AUC | TPR@1% / 0.1%FPR | "
+             "real members: LiRA AUC | random subset: LiRA AUC (TPR@0.1%) | NN pixel L2 median | closer than "
+             "same-class real | nearest = own init |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for cfg, audit in rows:
+        d = describe_run(cfg)
+        attacks = audit["attacks"]
+        syn, real, rand = (attacks[k]["lira"] for k in ("synthetic", "real_members", "random_subset"))
+        l2 = audit["nearest"]["pixel_l2"]
+        own = l2.get("nearest_is_init_image_fraction")
+        lines.append(
+            f"| {d['dataset']} | {d['method']} | {d['init']} | {d['switches']} | {d['iterations']} | "
+            f"{syn['auc']:.3f} ± {syn['auc_se']:.3f} | {_pct(syn['tpr@1%fpr']).strip()} / "
+            f"{_pct(syn['tpr@0.1%fpr']).strip()} | {real['auc']:.3f} | {rand['auc']:.3f} "
+            f"({_pct(rand['tpr@0.1%fpr']).strip()}) | {l2['distance']['median']:.2f} | "
+            f"{l2['fraction_closer_than_real_median']:.0%} | {'—' if own is None else f'{own:.0%}'} |"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,44 @@
+"""The audit grid: one markdown line per audited run directory (run `raydd audit RUN_DIR` first).
+
+    .venv/bin/python jobs/audit_grid.py runs/bench-accuracy/dm-ipc10-seed0 runs/audit-grid/* \
+        --output docs/benchmarks/audit-grid-quick.md
+
+Each line names the run's dataset, method, init and enhancements (from its config.yaml) beside what the
+audit found (audit.json): LiRA against the synthetic set and both real references, and how close the
+synthetic images stay to real ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> None:
+    from raydd.audit import format_audit_grid
+    from raydd.errors import ConfigError, RunDirError
+    from raydd.rundir import RunDir
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run_dirs", nargs="+", help="audited run directories (local paths or URIs)")
+    parser.add_argument("--output", default=None, help="also write the table to this markdown file")
+    args = parser.parse_args(argv)
+    rows = []
+    for path in args.run_dirs:
+        run = RunDir(path)
+        if not run.has("audit.json"):
+            raise SystemExit(f"error: {path} has no audit.json (run `raydd audit {path}` first)")
+        try:
+            rows.append((run.read_config().to_dict(), run.read_json("audit.json")))
+        except (ConfigError, RunDirError) as exc:
+            raise SystemExit(f"error: {exc}") from None
+    table = format_audit_grid(rows)
+    print(table)
+    if args.output:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
