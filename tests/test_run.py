@@ -128,6 +128,11 @@ def test_cli_unknown_method_and_model_are_named(tmp_path):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+def test_presets_lists_the_method_recipes_too():
+    r = CliRunner().invoke(app, ["presets"])
+    assert r.exit_code == 0 and "# preset quick" in r.output and "# recipe dm+mm (--method dm+mm)" in r.output
+
+
 def test_every_command_has_help():
     for command in ["distill", "evaluate", "run", "baseline", "show", "presets", "tune", "preprocess", "report",
                     "show-data", "ablate", "audit"]:

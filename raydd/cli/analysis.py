@@ -96,8 +96,10 @@ def audit(run_dir: Annotated[str, typer.Argument(help="A run directory holding s
 @app.command()
 @user_errors
 def presets() -> None:
-    """List the presets and print their settings."""
-    from raydd.config import available_presets, preset_dict
+    """List the presets and the method recipes (--method dm+mm), with their settings."""
+    from raydd.config import available_presets, available_recipes, preset_dict, recipe_dict
 
     for name in available_presets():
-        typer.echo(f"# {name}\n{json.dumps(preset_dict(name), indent=2)}")
+        typer.echo(f"# preset {name}\n{json.dumps(preset_dict(name), indent=2)}")
+    for name in available_recipes():
+        typer.echo(f"# recipe {name} (--method {name})\n{json.dumps(recipe_dict(name), indent=2)}")
