@@ -32,16 +32,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run_config(run_dir: str, sets: list[str]):
     """The run's own config with --set layers on top (what `raydd evaluate --set` does)."""
-    from raydd.config import config_from_dict, parse_set
+    from raydd.config import parse_set
     from raydd.rundir import RunDir
 
-    data = RunDir(run_dir).read_config().to_dict()
-    for key, value in parse_set(sets).items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key].update(value)
-        else:
-            data[key] = value
-    return config_from_dict(data)
+    return RunDir(run_dir).read_config(parse_set(sets))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -77,6 +77,7 @@ class MultiModalConfig:
     cc: bool = False  # caption concatenation
     cc_dim: int = 128  # P: caption embedding -> cc_dim
     cc_gain: float = 1.0  # fused network: the caption half is cc_gain * LayerNorm(P t) (docs/method.md)
+    cc_norm: str = "layer"  # layer | none (none: the plain [phi ; P t], which does not learn captions in time)
     cc_alpha: float = 1.0  # DM: weight of the projected caption in the matched embedding
     caption_dropout: float = 0.5  # probability a caption is replaced by 0 while training the fused net
     learn_caption_emb: bool = False  # optimise the synthetic caption embeddings too
@@ -342,6 +343,7 @@ def validate(cfg: Config) -> None:
         (0.0 <= cfg.mm.lambda_mfa <= 1.0 and 0.0 <= cfg.mm.lambda_mgm <= 1.0, "mm.lambda_mfa/lambda_mgm must be in [0, 1]"),
         (0.0 <= cfg.mm.caption_dropout < 1.0, "mm.caption_dropout must be in [0, 1)"),
         (cfg.mm.cc_gain > 0, "mm.cc_gain must be positive"),
+        (cfg.mm.cc_norm in ("layer", "none"), "mm.cc_norm must be layer or none"),
         (not cfg.mm.mfa or d.method == "dm", "mm.mfa (masked feature alignment) applies to dm; use mm.mgm with dc/dsa"),
         (not cfg.mm.mgm or d.method in ("dc", "dsa"), "mm.mgm (masked gradient matching) applies to dc/dsa; use mm.mfa with dm"),
         (not cfg.mm.class_templates or not cfg.mm.cc,

@@ -49,12 +49,19 @@ class RunDir:
         data = {"raydd_version": raydd.__version__, "git_sha": git_sha(), **cfg.to_dict()}
         write_text_atomic(self.file("config.yaml"), dump_yaml(data))
 
-    def read_config(self) -> Config:
+    def read_config(self, *layers: dict[str, Any]) -> Config:
+        """The run's config; each layer (nested dict, e.g. from ``--set``) replaces the fields it names."""
         if not self.has("config.yaml"):
             raise RunDirError(f"{self.path}: not a raydd run directory (config.yaml is missing)")
         data = yaml.safe_load(read_text(self.file("config.yaml"))) or {}
         data.pop("raydd_version", None)
         data.pop("git_sha", None)
+        for layer in layers:
+            for key, value in layer.items():
+                if isinstance(value, dict) and isinstance(data.get(key), dict):
+                    data[key] = {**data[key], **value}
+                else:
+                    data[key] = value
         return config_from_dict(data)
 
     def prepare(self, cfg: Config, *, resume: bool) -> None:

@@ -66,15 +66,21 @@ def _caption_figures(syn: SyntheticSet, splits: DatasetSplits, cfg: Config, spli
         # Class-name templates would hand the label to the classifier at test time.
         return {"accuracy_image_caption": None,
                 "caption_note": "captions are class-name templates: refused as a test-time input"}
-    fused = evaluate_images(
-        syn.images.detach(), syn.labels, test_x, test_y, num_classes=syn.num_classes, cfg=cfg.eval, seed=cfg.seed,
-        device=resolve_device(cfg.device), flip_ok=splits.flip_ok, runner=runner, show_progress=show_progress,
-        models=[cfg.eval.model], captions=(syn.caption_emb, test_t), fusion=FusionSettings.from_mm(cfg.mm),
-    )
+    fused = fused_accuracy(syn, splits, cfg, test_x, test_y, test_t, runner=runner, show_progress=show_progress)
     only = caption_only_accuracy(captions.train, splits.train.labels, test_t, test_y, syn.num_classes, seed=cfg.seed)
     return {"accuracy_image_caption": fused["accuracy"], "caption_only": {"accuracy": only,
             "model": "linear classifier on caption embeddings of the whole training split"},
             "caption_encoder": captions.encoder}
+
+
+def fused_accuracy(syn: SyntheticSet, splits: DatasetSplits, cfg: Config, test_x: torch.Tensor, test_y: torch.Tensor,
+                   test_t: torch.Tensor, *, runner: Runner | None = None, show_progress: bool = True) -> dict[str, Any]:
+    """Caption-fused networks (cfg.mm's fusion settings) trained on (s, u), tested on images + captions."""
+    return evaluate_images(
+        syn.images.detach(), syn.labels, test_x, test_y, num_classes=syn.num_classes, cfg=cfg.eval, seed=cfg.seed,
+        device=resolve_device(cfg.device), flip_ok=splits.flip_ok, runner=runner, show_progress=show_progress,
+        models=[cfg.eval.model], captions=(syn.caption_emb, test_t), fusion=FusionSettings.from_mm(cfg.mm),
+    )
 
 
 def evaluate_run(run_dir: str, cfg: Config | None = None, *, split: str = "test", runner: Runner | None = None,

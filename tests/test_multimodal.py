@@ -1,6 +1,9 @@
 """The four enhancements: reductions to the base losses, the fused network, and a run with every switch on."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -68,6 +71,10 @@ def test_the_fused_caption_half_sits_on_the_scale_its_gain_sets():
     assert torch.equal(half[0], torch.zeros(128))
     # LayerNorm leaves every entry with unit variance: norm sqrt(cc_dim), times the gain.
     assert torch.allclose(half[1:].norm(dim=1), torch.full((5,), 4.0 * 128 ** 0.5), rtol=2e-2)
+    # mm.cc_norm=none with gain 1 is the plain [phi ; P t] of the formulation.
+    plain = CaptionFusion(build_seeded("convnet3", 0, "cpu", channels=1, num_classes=4, image_size=(28, 28)),
+                          caption_dim=384, cc_dim=128, num_classes=4, caption_norm="none")
+    assert torch.equal(plain.caption_features(captions), plain.project(captions))
 
 
 def test_a_fused_network_learns_labels_its_images_do_not_carry():
@@ -120,6 +127,14 @@ def test_every_switch_on_runs_end_to_end(tmp_path, method, switches):
     result = evaluate_run(str(out), cfg, show_progress=False)
     assert 0.0 <= result["accuracy_image_caption"]["mean"] <= 1.0
     assert 0.0 <= result["caption_only"]["accuracy"] <= 1.0
+    if method == "dm":
+        # The fusion comparison job reads the same run: one validation line per variant.
+        done = subprocess.run([sys.executable, "jobs/caption_fusion.py", str(out), "--variant", "plain:mm.cc_norm=none",
+                               "--variant", "layer"], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+        assert done.returncode == 0, done.stderr[-2000:]
+        table = done.stdout.splitlines()[-4:]
+        assert table[0].startswith("| variant |") and table[2].startswith("| plain | mm.cc_norm=none | ")
+        assert table[3].startswith("| layer | defaults | ")
 
 
 def test_masked_dm_with_all_ones_masks_equals_plain_dm(tmp_path):

@@ -6,7 +6,7 @@ trained under the run's protocol. Only the audit's sizes (population, shadows, e
 
 from __future__ import annotations
 
-from raydd.config import AuditConfig, Config, config_from_dict, parse_set, preset_dict
+from raydd.config import AuditConfig, Config, parse_set, preset_dict
 from raydd.errors import ConfigError
 from raydd.rundir import RunDir
 
@@ -16,17 +16,12 @@ from .attacks import VARIANCES
 def audit_config(run_dir: str, *, preset: str | None = None, shadows: int | None = None, members: int | None = None,
                  sets: list[str] | tuple[str, ...] = ()) -> Config:
     """The run's config; ``preset`` replaces its audit section by that preset's; then flags, then ``--set``."""
-    data = RunDir(run_dir).read_config().to_dict()
+    layers = []
     if preset is not None:
-        data["audit"] = {**(preset_dict(preset).get("audit") or {}), "preset": preset}
-    flags = {k: v for k, v in {"shadows": shadows, "members": members}.items() if v is not None}
-    data["audit"] = {**data.get("audit", {}), **flags}
-    for key, value in parse_set(list(sets)).items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
-    cfg = config_from_dict(data)
+        layers.append({"audit": {**(preset_dict(preset).get("audit") or {}), "preset": preset}})
+    layers.append({"audit": {k: v for k, v in {"shadows": shadows, "members": members}.items() if v is not None}})
+    layers.append(parse_set(list(sets)))
+    cfg = RunDir(run_dir).read_config(*layers)
     check_audit(cfg.audit)
     return cfg
 

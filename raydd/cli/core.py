@@ -63,20 +63,14 @@ def evaluate(run_dir: Annotated[str, typer.Argument(help="A run directory holdin
              split: Annotated[str, typer.Option("--split", help="test (final figures) or val (for selection).")] = "test",
              address: Address = None, no_ray: NoRay = False, quiet: Quiet = False) -> None:
     """Train fresh networks on a run's synthetic set and test them (writes eval.json)."""
-    from raydd.config import config_from_dict, parse_set
+    from raydd.config import parse_set
     from raydd.workflows import evaluate_run
 
     setup_torch()
     if split not in ("test", "val"):
         raise RayddError(f"--split must be test or val, got {split!r}")
-    base = RunDir(run_dir).read_config().to_dict()
-    for layer in (overrides(None, None, None, None, device, None, eval_models, eval_epochs), parse_set(set_ or [])):
-        for key, value in layer.items():
-            if isinstance(value, dict):
-                base.setdefault(key, {}).update(value)
-            else:
-                base[key] = value
-    cfg = config_from_dict(base)
+    cfg = RunDir(run_dir).read_config(overrides(None, None, None, None, device, None, eval_models, eval_epochs),
+                                      parse_set(set_ or []))
     if not no_ray:
         from raydd.pipeline.cluster import init_ray
 

@@ -27,15 +27,17 @@ class FusionSettings:
     cc_dim: int = 128
     caption_gain: float = 1.0
     caption_dropout: float = 0.5
+    caption_norm: str = "layer"  # layer | none (none: the plain [phi ; g P t])
 
     @classmethod
     def from_mm(cls, mm) -> "FusionSettings":
-        return cls(cc_dim=mm.cc_dim, caption_gain=mm.cc_gain, caption_dropout=mm.caption_dropout)
+        return cls(cc_dim=mm.cc_dim, caption_gain=mm.cc_gain, caption_dropout=mm.caption_dropout,
+                   caption_norm=mm.cc_norm)
 
 
 class CaptionFusion(nn.Module):
     def __init__(self, image_net: nn.Module, caption_dim: int, cc_dim: int, num_classes: int,
-                 caption_gain: float = 1.0) -> None:
+                 caption_gain: float = 1.0, caption_norm: str = "layer") -> None:
         super().__init__()
         # The image network's own read-out is replaced by the fused one (and must not sit unused
         # among the parameters whose gradients are matched).
@@ -45,11 +47,16 @@ class CaptionFusion(nn.Module):
         self.classifier = nn.Linear(image_net.feature_dim + cc_dim, num_classes)
         self.feature_dim = image_net.feature_dim
         self.caption_gain = float(caption_gain)
+        if caption_norm not in ("layer", "none"):
+            raise ValueError(f"caption_norm must be 'layer' or 'none', not {caption_norm!r}")
+        self.caption_norm = caption_norm
 
     def caption_features(self, captions: torch.Tensor) -> torch.Tensor:
         """g * LN(P t): on the image features' scale; exactly 0 for a dropped (all-zero) caption."""
         projected = self.project(captions)
-        return self.caption_gain * F.layer_norm(projected, projected.shape[1:])
+        if self.caption_norm == "layer":
+            projected = F.layer_norm(projected, projected.shape[1:])
+        return self.caption_gain * projected
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.image_net.embed(x)
@@ -71,7 +78,8 @@ def build_fused_seeded(name: str, seed: int, device: torch.device | str, *, capt
     image_net = build_seeded(name, seed, "cpu", channels=channels, num_classes=num_classes, image_size=image_size)
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(int(seed) ^ 0x5EED)
-        fused = CaptionFusion(image_net, caption_dim, fusion.cc_dim, num_classes, fusion.caption_gain)
+        fused = CaptionFusion(image_net, caption_dim, fusion.cc_dim, num_classes, fusion.caption_gain,
+                              fusion.caption_norm)
     return fused.to(device)
 
 
