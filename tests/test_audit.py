@@ -245,6 +245,30 @@ def test_feature_pool_keeps_the_init_images():
     assert len(feature_pool(splits.train, init, None, seed=0)) == len(splits.train)
 
 
+@pytest.mark.parametrize("init", ["real", "noise"])
+def test_own_init_neighbour_is_counted_for_real_init_only(init):
+    from raydd.audit.nearest import memorisation
+    from raydd.synthetic import SyntheticSet
+
+    splits = tiny_splits(num_classes=2, n_per_class=6)
+    members = splits.train
+    pick = [int((members.labels == c).nonzero()[0]) for c in range(2)]  # one real image of each class
+    images = splits.normalize(members.images[pick]).clone()
+    if init == "noise":
+        images = torch.randn_like(images)
+    syn = SyntheticSet(images=images, labels=torch.arange(2), ipc=1, class_names=splits.class_names,
+                       mean=splits.mean, std=splits.std,
+                       init_ids=[members.ids[i] for i in pick] if init == "real" else ["", ""])
+    from raydd.models.init import build_seeded
+
+    net = build_seeded("convnet3", 0, "cpu", channels=1, num_classes=2, image_size=(28, 28))
+    stats, _ = memorisation(syn, members, splits.normalize, net, pool_size=None, queries_per_class=3, seed=0,
+                            device=torch.device("cpu"))
+    own = stats["pixel_l2"]["nearest_is_init_image_fraction"]
+    # A copied real image is its own nearest neighbour; under noise init there is nothing to count.
+    assert own == (1.0 if init == "real" else None)
+
+
 # -- end to end ----------------------------------------------------------------------------------------
 TINY_AUDIT = ["audit.epochs=1", "audit.real_epochs=2", "audit.shadow_iterations=1", "audit.nn_pool=6",
               "audit.nn_queries=3"]

@@ -171,8 +171,10 @@ def memorisation(syn: SyntheticSet, members: ImageData, normalize: Prepare, net:
     l2_limit = torch.as_tensor(l2_reference, dtype=torch.float64)[syn_labels]
     cos_limit = torch.as_tensor(cos_reference, dtype=torch.float64)[syn_labels]
     init_ids = syn.init_ids if len(syn.init_ids) == len(syn_labels) else [""] * len(syn_labels)
-    is_init_l2 = torch.tensor([members.ids[i] == s for i, s in zip(l2_index.tolist(), init_ids)])
-    is_init_cos = torch.tensor([members.ids[i] == s for i, s in zip(cos_index.tolist(), init_ids)])
+    # Only images that started from a real image have an "own init image" (none under noise init).
+    started_real = torch.tensor([bool(s) for s in init_ids], dtype=torch.bool)
+    is_init_l2 = torch.tensor([members.ids[i] == s for i, s in zip(l2_index.tolist(), init_ids)])[started_real]
+    is_init_cos = torch.tensor([members.ids[i] == s for i, s in zip(cos_index.tolist(), init_ids)])[started_real]
     stats = {
         "pixel_l2": {
             "space": "normalised pixels",
@@ -180,7 +182,7 @@ def memorisation(syn: SyntheticSet, members: ImageData, normalize: Prepare, net:
             "distance": _summary(l2),
             "real_same_class_median": _numbers(l2_reference),
             "fraction_closer_than_real_median": _fraction(l2 < l2_limit),
-            "nearest_is_init_image_fraction": _fraction(is_init_l2),
+            "nearest_is_init_image_fraction": _fraction(is_init_l2) if started_real.any() else None,
         },
         "feature_cosine": {
             "space": "features of the real-members target network",
@@ -188,7 +190,7 @@ def memorisation(syn: SyntheticSet, members: ImageData, normalize: Prepare, net:
             "similarity": _summary(cos),
             "real_same_class_median": _numbers(cos_reference),
             "fraction_more_similar_than_real_median": _fraction(cos > cos_limit),
-            "nearest_is_init_image_fraction": _fraction(is_init_cos),
+            "nearest_is_init_image_fraction": _fraction(is_init_cos) if started_real.any() else None,
         },
         "real_queries_per_class": queries_per_class,
     }

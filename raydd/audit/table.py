@@ -11,6 +11,10 @@ def _pct(x: float) -> str:
     return f"{100 * x:5.1f}%"
 
 
+def _own_init(fraction: float | None) -> str:
+    return "— (no real init images)" if fraction is None else f"{fraction:.0%}"
+
+
 def format_audit_table(result: dict[str, Any]) -> str:
     p = result["protocol"]
     lines = [
@@ -40,7 +44,7 @@ def format_audit_table(result: dict[str, Any]) -> str:
             f"{l2['fraction_closer_than_real_median']:.0%} of synthetic images are closer to a real image than "
             f"real images of their class are to each other (median); feature cosine median "
             f"{cos['similarity']['median']:.3f} ({cos['fraction_more_similar_than_real_median']:.0%} above the real "
-            f"median); nearest is its own init image: {l2['nearest_is_init_image_fraction']:.0%}"
+            f"median); nearest is its own init image: {_own_init(l2.get('nearest_is_init_image_fraction'))}"
         )
     return "\n".join(lines)
 
@@ -69,7 +73,8 @@ def format_audit_grid(rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
         attacks = audit["attacks"]
         syn, real, rand = (attacks[k]["lira"] for k in ("synthetic", "real_members", "random_subset"))
         l2 = audit["nearest"]["pixel_l2"]
-        own = l2.get("nearest_is_init_image_fraction")
+        # Under noise init no synthetic image has an init image of its own (older audit.json files say 0).
+        own = None if d["init"] == "noise" else l2.get("nearest_is_init_image_fraction")
         lines.append(
             f"| {d['dataset']} | {d['method']} | {d['init']} | {d['switches']} | {d['iterations']} | "
             f"{syn['auc']:.3f} ± {syn['auc_se']:.3f} | {_pct(syn['tpr@1%fpr']).strip()} / "
