@@ -2,6 +2,8 @@
 
     .venv/bin/python jobs/ablation.py --datasets cluttered-fashion-mnist fashion-mnist --methods dm dsa \
         --ipc 10 --seeds 0 1 2 --work-dir runs/ablation --output docs/benchmarks/ablation-quick.md
+
+--rows runs a subset of the rows (e.g. base dm+mm); --table-only tabulates what is finished.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ def main() -> None:
     p.add_argument("--preset", default="quick")
     p.add_argument("--work-dir", default="runs/ablation")
     p.add_argument("--set", action="append", help="extra config field (repeatable)")
+    p.add_argument("--rows", nargs="+", default=None, help="only these rows, e.g. base dm+mm (default: all)")
+    p.add_argument("--table-only", action="store_true", help="tabulate the finished runs; run nothing")
     p.add_argument("--output", default=None)
     args = p.parse_args()
-    spec = AblationSpec(args.datasets, args.methods, args.ipc, args.seeds, args.preset, args.set)
-    table = ablation_table(run_ablation(spec, args.work_dir))
+    spec = AblationSpec(args.datasets, args.methods, args.ipc, args.seeds, args.preset, args.set, args.rows)
+    table = ablation_table(run_ablation(spec, args.work_dir, table_only=args.table_only))
     print(table)
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

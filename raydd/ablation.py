@@ -16,6 +16,7 @@ import numpy as np
 
 from raydd.config import available_recipes, build_config, recipe_dict
 from raydd.distill import run_distillation
+from raydd.errors import ConfigError
 from raydd.rundir import RunDir
 from raydd.workflows import evaluate_run
 
@@ -49,19 +50,29 @@ class AblationSpec:
     seeds: list[int]
     preset: str = "quick"
     sets: list[str] | None = None
+    rows: list[str] | None = None  # only these rows (e.g. base, dm+mm); None: every row
 
 
 def run_ablation(spec: AblationSpec, work_dir: str, *, runner: Callable | None = None,
-                 log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+                 log: Callable[[str], None] = print, table_only: bool = False) -> list[dict[str, Any]]:
+    """Run every missing (row, seed) and collect all; ``table_only`` collects the finished ones only."""
+    known = list(dict.fromkeys(row for method in spec.methods for row in rows_for(method, True)))
+    unknown = [row for row in spec.rows or [] if row not in known]
+    if unknown:
+        raise ConfigError(f"unknown ablation row(s) {', '.join(unknown)}; rows: {', '.join(known)}")
     results = []
     for dataset in spec.datasets:
         has_captions = dataset.startswith("cluttered") or dataset.startswith("parquet:") or "/" in dataset
         for method in spec.methods:
             for row, switches in rows_for(method, has_captions).items():
+                if spec.rows is not None and row not in spec.rows:
+                    continue
                 for seed in spec.seeds:
                     name = f"{Path(dataset.rstrip('/')).name}-{method}-{row.strip('+')}-ipc{spec.ipc}-seed{seed}"
                     out = Path(work_dir) / name
                     run = RunDir(str(out))
+                    if table_only and not run.has("eval.json"):
+                        continue
                     if not run.has("eval.json"):
                         cfg = build_config(spec.preset, overrides={
                             "seed": seed, "data": {"name": dataset},

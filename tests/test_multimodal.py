@@ -195,3 +195,24 @@ def test_ablation_rows_and_table():
         {"dataset": "d", "method": "dm", "row": "+mfa", "seed": 0, "eval": ev([0.7, 0.9])},
     ])
     assert "| d | dm | +mfa | 80.00 ± 10.00 | +20.00 ± 10.00 |" in table
+
+
+def test_ablation_row_filter_and_table_only_read_finished_runs(tmp_path):
+    from raydd.ablation import AblationSpec, run_ablation
+    from raydd.errors import ConfigError
+
+    def finished(row, seed, accs):
+        run = tmp_path / f"cluttered-fashion-mnist-dm-{row}-ipc10-seed{seed}"
+        run.mkdir()
+        (run / "eval.json").write_text(json.dumps({"accuracy": {"mean": sum(accs) / 2, "per_model": accs}}))
+
+    finished("base", 0, [0.2, 0.2])
+    finished("base", 1, [0.3, 0.3])
+    finished("dm+mm", 0, [0.2, 0.2])
+    spec = AblationSpec(["cluttered-fashion-mnist"], ["dm"], 10, [0, 1, 2], rows=["base", "dm+mm"])
+    results = run_ablation(spec, str(tmp_path), table_only=True, log=lambda line: None)
+    # Only finished runs come back (no run is started), and only the rows asked for.
+    assert sorted((r["row"], r["seed"]) for r in results) == [("base", 0), ("base", 1), ("dm+mm", 0)]
+    with pytest.raises(ConfigError, match="unknown ablation row.*\\+mgm"):
+        run_ablation(AblationSpec(["cluttered-fashion-mnist"], ["dm"], 10, [0], rows=["+mgm"]), str(tmp_path),
+                     table_only=True)

@@ -62,14 +62,17 @@ def ablate(datasets: Annotated[Optional[list[str]], typer.Option("--dataset", he
            preset: Preset = "quick",
            work_dir: Annotated[str, typer.Option("--work-dir", help="One run directory per row and seed; finished runs are reused.")] = "runs/ablation",
            output: Annotated[Optional[str], typer.Option("--output", help="Also write the markdown table here.")] = None,
+           rows: Annotated[Optional[list[str]], typer.Option("--row", help="Only these rows (repeatable), e.g. base, dm+mm; default all.")] = None,
+           table_only: Annotated[bool, typer.Option("--table-only", help="Tabulate the finished runs; run nothing.")] = False,
            set_: Sets = None) -> None:
     """Base, each enhancement alone, and all together: one protocol, several seeds, a table."""
     from raydd.ablation import AblationSpec, ablation_table, run_ablation
 
     setup_torch()
     spec = AblationSpec(datasets or ["cluttered-fashion-mnist", "fashion-mnist"], methods or ["dm", "dsa"], ipc,
-                        seeds or [0, 1, 2], preset, set_ or [])
-    table = ablation_table(run_ablation(spec, work_dir, log=lambda line: typer.echo(line, err=True)))
+                        seeds or [0, 1, 2], preset, set_ or [], rows or None)
+    table = ablation_table(run_ablation(spec, work_dir, log=lambda line: typer.echo(line, err=True),
+                                        table_only=table_only))
     typer.echo(table)
     if output:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
