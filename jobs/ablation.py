@@ -9,9 +9,8 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
 from raydd.ablation import AblationSpec, ablation_table, run_ablation
+from raydd.report.tables import emit_table
 
 
 def main() -> None:
@@ -29,10 +28,7 @@ def main() -> None:
     args = p.parse_args()
     spec = AblationSpec(args.datasets, args.methods, args.ipc, args.seeds, args.preset, args.set, args.rows)
     table = ablation_table(run_ablation(spec, args.work_dir, table_only=args.table_only))
-    print(table)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(table + "\n")
+    emit_table(table, args.output)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> None:
     from raydd.audit import format_audit_grid
     from raydd.errors import ConfigError, RunDirError
+    from raydd.report.tables import emit_table
     from raydd.rundir import RunDir
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -34,10 +34,7 @@ def main(argv: list[str] | None = None) -> None:
         except (ConfigError, RunDirError) as exc:
             raise SystemExit(f"error: {exc}") from None
     table = format_audit_grid(rows)
-    print(table)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(table + "\n")
+    emit_table(table, args.output)
 
 
 if __name__ == "__main__":

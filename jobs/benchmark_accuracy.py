@@ -29,6 +29,7 @@ import yaml
 
 from raydd.config import build_config
 from raydd.distill import run_distillation
+from raydd.report.tables import emit_table
 from raydd.rundir import RunDir
 from raydd.workflows import evaluate_run, run_baseline
 
@@ -136,10 +137,8 @@ def main() -> None:
                           f"({r['total_seconds']:.0f} s)", file=sys.stderr, flush=True)
     rows = collect(Path(args.work_dir))
     text = table(rows)
-    print(text)
+    emit_table(text, args.output)
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + "\n")
         Path(args.output).with_suffix(".json").write_text(json.dumps(rows, indent=2))
 
 

@@ -21,6 +21,7 @@ from raydd.config import build_config
 from raydd.distill import run_distillation
 from raydd.pipeline.cluster import init_ray
 from raydd.pipeline.train import distill_with_ray
+from raydd.report.tables import emit_table
 
 
 def iterations_per_second(run_dir: Path) -> float:
@@ -82,10 +83,7 @@ def main() -> None:
               f"Command: `python jobs/benchmark_scaling.py --workers {' '.join(map(str, args.workers))} "
               f"--iterations {args.iterations}`.\n")
     table = "\n".join([header, "| measurement | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows])
-    print(table)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(table + "\n")
+    emit_table(table, args.output)
     shutil.rmtree(work, ignore_errors=True)
 
 

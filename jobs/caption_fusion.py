@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
@@ -25,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     from raydd.config import parse_set
     from raydd.distill import load_splits
     from raydd.modalities import embed_captions
+    from raydd.report.tables import emit_table
     from raydd.rundir import RunDir
     from raydd.synthetic import SyntheticSet
     from raydd.workflows import check_compatible, fused_accuracy
@@ -57,10 +57,7 @@ def main(argv: list[str] | None = None) -> None:
                      f"{100 * result['std']:.2f} | {per_model} |")
         print(lines[-1], flush=True)
     table = "\n".join(lines)
-    print(table)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(table + "\n")
+    emit_table(table, args.output)
 
 
 if __name__ == "__main__":

@@ -339,3 +339,12 @@ def test_render_png_refuses_a_missing_file(tmp_path):
     else:
         with pytest.raises(RayddError, match="no such report file"):
             render_png(tmp_path / "x.html", tmp_path / "x.png")
+
+
+def test_emit_table_prints_and_writes_the_whole_table(tmp_path, capsys):
+    from raydd.report.tables import emit_table
+
+    target = tmp_path / "deep" / "table.md"
+    emit_table("| a |\n|---|", str(target))
+    assert capsys.readouterr().out == "| a |\n|---|\n"
+    assert target.read_text() == "| a |\n|---|\n"

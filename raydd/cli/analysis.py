@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -67,16 +66,14 @@ def ablate(datasets: Annotated[Optional[list[str]], typer.Option("--dataset", he
            set_: Sets = None) -> None:
     """Base, each enhancement alone, and all together: one protocol, several seeds, a table."""
     from raydd.ablation import AblationSpec, ablation_table, run_ablation
+    from raydd.report.tables import emit_table
 
     setup_torch()
     spec = AblationSpec(datasets or ["cluttered-fashion-mnist", "fashion-mnist"], methods or ["dm", "dsa"], ipc,
                         seeds or [0, 1, 2], preset, set_ or [], rows or None)
     table = ablation_table(run_ablation(spec, work_dir, log=lambda line: typer.echo(line, err=True),
                                         table_only=table_only))
-    typer.echo(table)
-    if output:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(table + "\n")
+    emit_table(table, output)
 
 
 @app.command()
