@@ -284,12 +284,12 @@ def build_config(
     if sets:
         layers.append(parse_set(sets))
 
-    def assemble(method_block: dict[str, Any], recipe: str | None = None) -> Config:
+    def assemble(method_block: dict[str, Any], recipe: str | None = None,
+                 settings: dict[str, Any] | None = None) -> Config:
         cfg = Config()
         _merge_into(cfg, base)
         _merge_into(cfg, method_block)
-        settings = recipe_dict(recipe) if recipe else {}
-        _merge_into(cfg, {k: v for k, v in settings.items() if k != "method"})
+        _merge_into(cfg, {k: v for k, v in (settings or {}).items() if k != "method"})
         for layer in layers:
             _merge_into(cfg, layer)
         if recipe:
@@ -302,10 +302,11 @@ def build_config(
     probe = assemble({})
     method, ipc = probe.distill.method, probe.distill.ipc
     recipe = method if method in available_recipes() else None
-    if recipe:
-        method = recipe_dict(recipe)["method"]
+    settings = recipe_dict(recipe) if recipe else None
+    if settings:
+        method = settings["method"]
     block = _deep_merge(per_method.get(method, {}), per_method.get(f"{method}@{ipc}", {}))
-    cfg = assemble(block, recipe)
+    cfg = assemble(block, recipe, settings)
     validate(cfg)
     return cfg
 

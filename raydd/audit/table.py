@@ -53,7 +53,8 @@ def describe_run(cfg: dict[str, Any]) -> dict[str, str]:
     """What distinguishes one audited run from another: dataset, method, init and switches on."""
     distill, mm = cfg.get("distill", {}), cfg.get("mm", {})
     switches = [name for name in ("cc", "cm", "mfa", "mgm", "mask_init") if mm.get(name)]
-    return {"dataset": cfg.get("data", {}).get("name", "?"), "method": distill.get("recipe") or distill.get("method", "?"),
+    return {"dataset": cfg.get("data", {}).get("name", "?"),
+            "method": distill.get("recipe") or distill.get("method", "?"),
             "init": distill.get("init", "?"), "switches": "+".join(switches) or "—",
             "iterations": str(distill.get("iterations"))}
 

@@ -53,8 +53,8 @@ class GradientMatching(Distiller):
             return self.net_spec.build(seed, self.device)
         spec = self.net_spec
         return build_fused_seeded(spec.model, seed, self.device, caption_dim=self.captions.shape[1],
-                                  fusion=FusionSettings.from_mm(self.mm), channels=spec.channels, num_classes=spec.num_classes,
-                                  image_size=spec.image_size)
+                                  fusion=FusionSettings.from_mm(self.mm), channels=spec.channels,
+                                  num_classes=spec.num_classes, image_size=spec.image_size)
 
     def _logits(self, net: torch.nn.Module, x: torch.Tensor, captions: torch.Tensor | None) -> torch.Tensor:
         return net(x, captions) if self.mm.cc else net(x)
