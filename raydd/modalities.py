@@ -63,6 +63,17 @@ def embed_captions(cfg: Config, splits: DatasetSplits) -> CaptionEmbeddings | No
     return CaptionEmbeddings(one(splits.train), one(splits.val), one(splits.test), False, cfg.mm.text_encoder)
 
 
+def embed_dataset_captions(cfg: Config, splits: DatasetSplits) -> CaptionEmbeddings | None:
+    """Caption embeddings whenever the dataset carries captions, caption switches on or not.
+
+    The whole-training-set baseline reports an image+caption ceiling for any captioned dataset, so
+    it needs the embeddings even for a config that distils without captions.
+    """
+    if splits.train.captions is None:
+        return None
+    return embed_captions(replace(cfg, mm=replace(cfg.mm, cc=True)), splits)
+
+
 def _stored_embeddings(cfg: Config, splits: DatasetSplits) -> CaptionEmbeddings | None:
     """The embeddings a Ray Data preprocessing wrote with the run's own text encoder, or None.
 

@@ -12,7 +12,7 @@ from raydd.data import DatasetSplits
 from raydd.distill import check_names, finish, load_splits, resolve_device
 from raydd.errors import RunDirError
 from raydd.evaluate import EvalJob, caption_only_accuracy, evaluate_images, protocol
-from raydd.modalities import embed_captions
+from raydd.modalities import CaptionEmbeddings, embed_captions, embed_dataset_captions
 from raydd.models.fusion import FusionSettings
 from raydd.realpool import RealPool
 from raydd.rundir import RunDir
@@ -45,7 +45,9 @@ def evaluate_set(syn: SyntheticSet, splits: DatasetSplits, cfg: Config, *, split
         show_progress=show_progress,
     )
     if syn.caption_emb is not None:
-        result.update(_caption_figures(syn, splits, cfg, split, test_x, test_y, runner, show_progress))
+        train = (syn.images.detach(), syn.labels, syn.caption_emb)
+        result.update(_caption_figures(train, embed_captions(cfg, splits), splits, cfg, split, (test_x, test_y),
+                                       runner=runner, show_progress=show_progress))
     result["protocol"] = protocol(cfg.eval, split)
     result["preset"] = cfg.preset
     result["dataset"] = splits.name
@@ -55,10 +57,13 @@ def evaluate_set(syn: SyntheticSet, splits: DatasetSplits, cfg: Config, *, split
     return result
 
 
-def _caption_figures(syn: SyntheticSet, splits: DatasetSplits, cfg: Config, split: str, test_x, test_y,
-                     runner: Runner | None, show_progress: bool) -> dict[str, Any]:
+TrainingSet = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images, labels, caption embeddings
+
+
+def _caption_figures(train: TrainingSet, captions: CaptionEmbeddings | None, splits: DatasetSplits, cfg: Config,
+                     split: str, test: tuple[torch.Tensor, torch.Tensor], *, runner: Runner | None,
+                     show_progress: bool, epochs: int | None = None) -> dict[str, Any]:
     """Image+caption accuracy of a caption-fused network, and the caption-only baseline beside it."""
-    captions = embed_captions(cfg, splits)
     if captions is None:
         return {}
     test_t = captions.split("test" if split == "test" else "val")
@@ -66,20 +71,24 @@ def _caption_figures(syn: SyntheticSet, splits: DatasetSplits, cfg: Config, spli
         # Class-name templates would hand the label to the classifier at test time.
         return {"accuracy_image_caption": None,
                 "caption_note": "captions are class-name templates: refused as a test-time input"}
-    fused = fused_accuracy(syn, splits, cfg, test_x, test_y, test_t, runner=runner, show_progress=show_progress)
-    only = caption_only_accuracy(captions.train, splits.train.labels, test_t, test_y, syn.num_classes, seed=cfg.seed)
+    fused = fused_accuracy(train, splits, cfg, (*test, test_t), runner=runner, show_progress=show_progress,
+                           epochs=epochs)
+    only = caption_only_accuracy(captions.train, splits.train.labels, test_t, test[1], splits.num_classes,
+                                 seed=cfg.seed)
     return {"accuracy_image_caption": fused["accuracy"], "caption_only": {"accuracy": only,
             "model": "linear classifier on caption embeddings of the whole training split"},
             "caption_encoder": captions.encoder}
 
 
-def fused_accuracy(syn: SyntheticSet, splits: DatasetSplits, cfg: Config, test_x: torch.Tensor, test_y: torch.Tensor,
-                   test_t: torch.Tensor, *, runner: Runner | None = None, show_progress: bool = True) -> dict[str, Any]:
-    """Caption-fused networks (cfg.mm's fusion settings) trained on (s, u), tested on images + captions."""
+def fused_accuracy(train: TrainingSet, splits: DatasetSplits, cfg: Config,
+                   test: tuple[torch.Tensor, torch.Tensor, torch.Tensor], *, runner: Runner | None = None,
+                   show_progress: bool = True, epochs: int | None = None) -> dict[str, Any]:
+    """Caption-fused networks (cfg.mm's fusion settings) trained on (x, y, t), tested on images + captions."""
+    (train_x, train_y, train_t), (test_x, test_y, test_t) = train, test
     return evaluate_images(
-        syn.images.detach(), syn.labels, test_x, test_y, num_classes=syn.num_classes, cfg=cfg.eval, seed=cfg.seed,
+        train_x, train_y, test_x, test_y, num_classes=splits.num_classes, cfg=cfg.eval, seed=cfg.seed,
         device=resolve_device(cfg.device), flip_ok=splits.flip_ok, runner=runner, show_progress=show_progress,
-        models=[cfg.eval.model], captions=(syn.caption_emb, test_t), fusion=FusionSettings.from_mm(cfg.mm),
+        models=[cfg.eval.model], captions=(train_t, test_t), fusion=FusionSettings.from_mm(cfg.mm), epochs=epochs,
     )
 
 
@@ -138,6 +147,11 @@ def run_baseline(kind: str, cfg: Config, out: str, *, runner: Runner | None = No
             epochs=cfg.eval.full_epochs, models=[cfg.eval.model], runner=runner, show_progress=show_progress,
         )
         run.write_members(list(splits.train.ids), splits.name)
+        captions = embed_dataset_captions(cfg, splits)
+        if captions is not None:
+            train = (splits.normalize(splits.train.images), splits.train.labels, captions.train)
+            result.update(_caption_figures(train, captions, splits, cfg, "test", (test_x, test_y), runner=runner,
+                                           show_progress=show_progress, epochs=cfg.eval.full_epochs))
         result["protocol"] = protocol(cfg.eval, "test", epochs=cfg.eval.full_epochs)
         result.update({"preset": cfg.preset, "dataset": splits.name, "ipc": None, "method": "full"})
     result["baseline"] = kind

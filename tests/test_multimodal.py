@@ -137,6 +137,19 @@ def test_every_switch_on_runs_end_to_end(tmp_path, method, switches):
         assert table[3].startswith("| layer | defaults | ")
 
 
+def test_the_whole_training_set_baseline_reports_an_image_caption_ceiling(tmp_path):
+    from raydd.workflows import run_baseline
+
+    data = _captioned_data(tmp_path)
+    cfg = _cfg(data, "dm")  # no caption switch: the ceiling is reported for any captioned dataset
+    result = run_baseline("full", cfg, str(tmp_path / "full"), show_progress=False)
+    assert result["method"] == "full" and result["protocol"]["epochs"] == cfg.eval.full_epochs
+    fused = result["accuracy_image_caption"]
+    assert len(fused["per_model"]) == cfg.eval.models and 0.0 <= fused["mean"] <= 1.0
+    assert 0.0 <= result["caption_only"]["accuracy"] <= 1.0
+    assert json.loads((tmp_path / "full" / "eval.json").read_text())["accuracy_image_caption"] == fused
+
+
 def test_masked_dm_with_all_ones_masks_equals_plain_dm(tmp_path):
     from raydd.distill import load_inputs, prepare, build_distiller
 
