@@ -1,9 +1,11 @@
 """The enhancement ablation as a job (same as `raydd ablate`):
 
     .venv/bin/python jobs/ablation.py --datasets cluttered-fashion-mnist fashion-mnist --methods dm dsa \
-        --ipc 10 --seeds 0 1 2 --work-dir runs/ablation --output docs/benchmarks/ablation-quick.md
+        --ipc 10 --seeds 0 1 2 --set dm:distill.iterations=100 --set eval.epochs=150 \
+        --work-dir runs/ablation --output docs/benchmarks/ablation-quick.md
 
---rows runs a subset of the rows (e.g. base dm+mm); --table-only tabulates what is finished.
+--rows runs a subset of the rows (e.g. base dm+mm); --table-only tabulates what is finished;
+--set METHOD:key=value applies to that method's rows only.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ def main() -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--preset", default="quick")
     p.add_argument("--work-dir", default="runs/ablation")
-    p.add_argument("--set", action="append", help="extra config field (repeatable)")
+    p.add_argument("--set", action="append",
+                   help="extra config field (repeatable); METHOD:key=value applies to that method's rows only")
     p.add_argument("--rows", nargs="+", default=None, help="only these rows, e.g. base dm+mm (default: all)")
     p.add_argument("--table-only", action="store_true", help="tabulate the finished runs; run nothing")
     p.add_argument("--output", default=None)

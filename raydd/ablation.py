@@ -42,6 +42,23 @@ def rows_for(method: str, has_captions: bool) -> dict[str, dict[str, bool]]:
     return rows
 
 
+def sets_for(sets: list[str] | None, method: str, methods: list[str]) -> list[str]:
+    """The ``--set`` items that apply to one method's rows: plain ``key=value`` items, and
+    ``METHOD:key=value`` items of that method (so one command can give DM and DSA different budgets)."""
+    chosen = []
+    for item in sets or []:
+        prefix, scoped, rest = item.partition(":")
+        if not scoped or "=" in prefix:  # plain (a value may itself contain ':')
+            chosen.append(item)
+            continue
+        if prefix not in methods:
+            raise ConfigError(f"--set {item!r}: {prefix!r} is not one of the ablation's methods "
+                              f"({', '.join(methods)})")
+        if prefix == method:
+            chosen.append(rest)
+    return chosen
+
+
 @dataclass
 class AblationSpec:
     datasets: list[str]
@@ -49,7 +66,7 @@ class AblationSpec:
     ipc: int
     seeds: list[int]
     preset: str = "quick"
-    sets: list[str] | None = None
+    sets: list[str] | None = None  # key=value for every row, METHOD:key=value for that method's rows
     rows: list[str] | None = None  # only these rows (e.g. base, dm+mm); None: every row
 
 
@@ -60,6 +77,7 @@ def run_ablation(spec: AblationSpec, work_dir: str, *, runner: Callable | None =
     unknown = [row for row in spec.rows or [] if row not in known]
     if unknown:
         raise ConfigError(f"unknown ablation row(s) {', '.join(unknown)}; rows: {', '.join(known)}")
+    per_method = {method: sets_for(spec.sets, method, spec.methods) for method in spec.methods}
     results = []
     for dataset in spec.datasets:
         has_captions = dataset.startswith("cluttered") or dataset.startswith("parquet:") or "/" in dataset
@@ -76,7 +94,7 @@ def run_ablation(spec: AblationSpec, work_dir: str, *, runner: Callable | None =
                     if not run.has("eval.json"):
                         cfg = build_config(spec.preset, overrides={
                             "seed": seed, "data": {"name": dataset},
-                            "distill": {"method": method, "ipc": spec.ipc}, "mm": dict(switches)}, sets=spec.sets)
+                            "distill": {"method": method, "ipc": spec.ipc}, "mm": dict(switches)}, sets=per_method[method])
                         run_distillation(cfg, str(out), resume=run.has("config.yaml"), show_progress=False)
                         evaluate_run(str(out), cfg, runner=runner, show_progress=False)
                     ev = run.read_json("eval.json")

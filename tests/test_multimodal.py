@@ -210,6 +210,18 @@ def test_ablation_rows_and_table():
     assert "| d | dm | +mfa | 80.00 ± 10.00 | +20.00 ± 10.00 |" in table
 
 
+def test_ablation_sets_can_be_scoped_to_one_method():
+    from raydd.ablation import sets_for
+    from raydd.errors import ConfigError
+
+    sets = ["eval.epochs=150", "dm:distill.iterations=100", "mm.text_encoder=openclip:ViT-B-32:laion2b"]
+    assert sets_for(sets, "dm", ["dm", "dsa"]) == ["eval.epochs=150", "distill.iterations=100",
+                                                   "mm.text_encoder=openclip:ViT-B-32:laion2b"]
+    assert sets_for(sets, "dsa", ["dm", "dsa"]) == ["eval.epochs=150", "mm.text_encoder=openclip:ViT-B-32:laion2b"]
+    with pytest.raises(ConfigError, match="'dc' is not one of the ablation's methods"):
+        sets_for(["dc:distill.iterations=3"], "dm", ["dm", "dsa"])
+
+
 def test_ablation_row_filter_and_table_only_read_finished_runs(tmp_path):
     from raydd.ablation import AblationSpec, run_ablation
     from raydd.errors import ConfigError

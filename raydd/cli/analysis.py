@@ -64,7 +64,10 @@ def ablate(datasets: Annotated[Optional[list[str]], typer.Option("--dataset", he
            rows: Annotated[Optional[list[str]], typer.Option("--row", help="Only these rows (repeatable), e.g. base, dm+mm; default all.")] = None,
            table_only: Annotated[bool, typer.Option("--table-only", help="Tabulate the finished runs; run nothing.")] = False,
            set_: Sets = None) -> None:
-    """Base, each enhancement alone, and all together: one protocol, several seeds, a table."""
+    """Base, each enhancement alone, and all together: one protocol, several seeds, a table.
+
+    --set METHOD:key=value applies to that method's rows only (e.g. dm:distill.iterations=100).
+    """
     from raydd.ablation import AblationSpec, ablation_table, run_ablation
     from raydd.report.tables import emit_table
 
