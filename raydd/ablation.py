@@ -92,9 +92,9 @@ def run_ablation(spec: AblationSpec, work_dir: str, *, runner: Callable | None =
                     if table_only and not run.has("eval.json"):
                         continue
                     if not run.has("eval.json"):
-                        cfg = build_config(spec.preset, overrides={
-                            "seed": seed, "data": {"name": dataset},
-                            "distill": {"method": method, "ipc": spec.ipc}, "mm": dict(switches)}, sets=per_method[method])
+                        overrides = {"seed": seed, "data": {"name": dataset},
+                                     "distill": {"method": method, "ipc": spec.ipc}, "mm": dict(switches)}
+                        cfg = build_config(spec.preset, overrides=overrides, sets=per_method[method])
                         run_distillation(cfg, str(out), resume=run.has("config.yaml"), show_progress=False)
                         evaluate_run(str(out), cfg, runner=runner, show_progress=False)
                     ev = run.read_json("eval.json")

@@ -49,7 +49,7 @@ def test_parse_set_nests_and_parses_yaml_scalars():
     assert parse_set(["a.b=1", "a.c=x", "d=true"]) == {"a": {"b": 1, "c": "x"}, "d": True}
 
 
-@pytest.mark.parametrize("recipe,base", [("dm+mm", "dm")])
+@pytest.mark.parametrize("recipe,base", [("dm+mm", "dm"), ("dsa+mm", "dsa")])
 def test_a_method_recipe_is_its_base_method_with_its_switches(recipe, base):
     assert recipe in available_recipes()
     cfg = build_config("quick", overrides={"distill": {"method": recipe}})

@@ -200,6 +200,8 @@ def test_ablation_rows_and_table():
     assert list(rows_for("dm", True)) == ["base", "+cc", "+cm", "+mfa", "+mask_init", "+all", "dm+mm"]
     assert rows_for("dm", True)["dm+mm"] == recipe_dict("dm+mm")["mm"]
     assert "dm+mm" not in rows_for("dm", False)  # fashion-mnist: no captions, mask rows only
+    dsa_rows = rows_for("dsa", True)
+    assert list(dsa_rows)[-1] == "dsa+mm" and dsa_rows["dsa+mm"] == recipe_dict("dsa+mm")["mm"]
     assert rows_for("dsa", False) == {"base": {}, "+mgm": {"mgm": True}, "+mask_init": {"mask_init": True},
                                       "+all": {"mgm": True, "mask_init": True}}
     ev = lambda accs: {"accuracy": {"per_model": accs}}  # noqa: E731

@@ -16,7 +16,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Multi-modal dataset distillation: condense a labelled image dataset into a few synthetic images per class.")
 
 Dataset = Annotated[Optional[str], typer.Option("--dataset", help="fashion-mnist (default), mnist, or an imagefolder path / fsspec URI.")]
-Method = Annotated[Optional[str], typer.Option("--method", help="dm | dc | dsa, or a recipe: dm+mm")]
+Method = Annotated[Optional[str], typer.Option("--method", help="dm | dc | dsa, or a recipe: dm+mm, dsa+mm")]
 Ipc = Annotated[Optional[int], typer.Option("--ipc", help="Synthetic images per class.")]
 Preset = Annotated[str, typer.Option("--preset", help="quick (2-core CPU) or paper (the published protocol; GPU).")]
 Out = Annotated[Optional[str], typer.Option("--out", help="Run directory (local path or fsspec URI). Default: runs/<time>-<method>-<dataset>-ipc<N>.")]
