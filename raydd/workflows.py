@@ -141,15 +141,16 @@ def run_baseline(kind: str, cfg: Config, out: str, *, runner: Runner | None = No
         result = evaluate_set(syn, splits, cfg, runner=runner, show_progress=show_progress)
     else:
         test_x, test_y = _test_tensors(splits, "test")
+        train_x = splits.normalize(splits.train.images)  # once: the whole split, shared by both networks
+        captions = embed_dataset_captions(cfg, splits)  # before training, so a caption problem fails fast
         result = evaluate_images(
-            splits.normalize(splits.train.images), splits.train.labels, test_x, test_y,
+            train_x, splits.train.labels, test_x, test_y,
             num_classes=splits.num_classes, cfg=cfg.eval, seed=cfg.seed, device=device, flip_ok=splits.flip_ok,
             epochs=cfg.eval.full_epochs, models=[cfg.eval.model], runner=runner, show_progress=show_progress,
         )
         run.write_members(list(splits.train.ids), splits.name)
-        captions = embed_dataset_captions(cfg, splits)
         if captions is not None:
-            train = (splits.normalize(splits.train.images), splits.train.labels, captions.train)
+            train = (train_x, splits.train.labels, captions.train)
             result.update(_caption_figures(train, captions, splits, cfg, "test", (test_x, test_y), runner=runner,
                                            show_progress=show_progress, epochs=cfg.eval.full_epochs))
         result["protocol"] = protocol(cfg.eval, "test", epochs=cfg.eval.full_epochs)
