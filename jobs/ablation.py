@@ -2,10 +2,12 @@
 
     .venv/bin/python jobs/ablation.py --datasets cluttered-fashion-mnist fashion-mnist --methods dm dsa \
         --ipc 10 --seeds 0 1 2 --set dm:distill.iterations=100 --set eval.epochs=150 \
-        --work-dir runs/ablation --output docs/benchmarks/ablation-quick.md
+        --work-dir runs/ablation --records docs/benchmarks/ablation-records.jsonl \
+        --output docs/benchmarks/ablation-quick.md
 
 --rows runs a subset of the rows (e.g. base dm+mm); --table-only tabulates what is finished;
---set METHOD:key=value applies to that method's rows only.
+--set METHOD:key=value applies to that method's rows only; --records keeps one JSON line per finished
+run (rows recorded there under the same protocol are not run again, even without their run directory).
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ def main() -> None:
                    help="extra config field (repeatable); METHOD:key=value applies to that method's rows only")
     p.add_argument("--rows", nargs="+", default=None, help="only these rows, e.g. base dm+mm (default: all)")
     p.add_argument("--table-only", action="store_true", help="tabulate the finished runs; run nothing")
+    p.add_argument("--records", default=None,
+                   help="JSON-lines file of finished rows: read (recorded rows are not re-run) and extended")
     p.add_argument("--output", default=None)
     args = p.parse_args()
     spec = AblationSpec(args.datasets, args.methods, args.ipc, args.seeds, args.preset, args.set, args.rows)
-    table = ablation_table(run_ablation(spec, args.work_dir, table_only=args.table_only))
+    table = ablation_table(run_ablation(spec, args.work_dir, table_only=args.table_only, records=args.records))
     emit_table(table, args.output)
 
 

@@ -61,6 +61,7 @@ def ablate(datasets: Annotated[Optional[list[str]], typer.Option("--dataset", he
            preset: Preset = "quick",
            work_dir: Annotated[str, typer.Option("--work-dir", help="One run directory per row and seed; finished runs are reused.")] = "runs/ablation",
            output: Annotated[Optional[str], typer.Option("--output", help="Also write the markdown table here.")] = None,
+           records: Annotated[Optional[str], typer.Option("--records", help="JSON-lines file of finished rows: rows recorded there under the same protocol are not re-run; new ones are added.")] = None,
            rows: Annotated[Optional[list[str]], typer.Option("--row", help="Only these rows (repeatable), e.g. base, dm+mm; default all.")] = None,
            table_only: Annotated[bool, typer.Option("--table-only", help="Tabulate the finished runs; run nothing.")] = False,
            set_: Sets = None) -> None:
@@ -75,7 +76,7 @@ def ablate(datasets: Annotated[Optional[list[str]], typer.Option("--dataset", he
     spec = AblationSpec(datasets or ["cluttered-fashion-mnist", "fashion-mnist"], methods or ["dm", "dsa"], ipc,
                         seeds or [0, 1, 2], preset, set_ or [], rows or None)
     table = ablation_table(run_ablation(spec, work_dir, log=lambda line: typer.echo(line, err=True),
-                                        table_only=table_only))
+                                        table_only=table_only, records=records))
     emit_table(table, output)
 
 

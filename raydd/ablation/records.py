@@ -1,0 +1,72 @@
+"""Ablation records: one JSON line per (dataset, method, row, IPC, seed, protocol).
+
+Run directories are large and local; the records are the small, durable form of an ablation's
+results. A records file kept with the docs lets a later ablation add seeds or rows to a table without
+re-running, or even having, the run directories behind the rows already measured.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from raydd.errors import ConfigError
+from raydd.storage import exists, read_text, write_text_atomic
+
+KEY_FIELDS = ("dataset", "method", "row", "ipc", "seed", "protocol")
+
+
+def protocol_label(preset: str, sets: list[str]) -> str:
+    """What makes two rows comparable: the preset and the config fields set on top of it."""
+    return " ".join([preset, *sorted(sets)])
+
+
+def record_key(record: dict[str, Any]) -> tuple:
+    return tuple(record[field] for field in KEY_FIELDS)
+
+
+def _figure(block: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not block:
+        return None
+    per_model = [float(a) for a in block.get("per_model") or []] or None
+    return {"mean": float(block["mean"]), "per_model": per_model,
+            "models": len(per_model) if per_model else block.get("models", block.get("n"))}
+
+
+def record_from_eval(ev: dict[str, Any], *, dataset: str, method: str, row: str, ipc: int, seed: int,
+                     protocol: str, run: str) -> dict[str, Any]:
+    """The figures of one eval.json that an ablation table needs."""
+    accuracy = dict(ev["accuracy"])
+    accuracy.setdefault("mean", sum(accuracy["per_model"]) / len(accuracy["per_model"]))
+    caption_only = (ev.get("caption_only") or {}).get("accuracy")
+    return {"dataset": dataset, "method": method, "row": row, "ipc": ipc, "seed": seed, "protocol": protocol,
+            "accuracy": _figure(accuracy), "image_caption": _figure(ev.get("accuracy_image_caption")),
+            "caption_only": caption_only, "source": f"run {run}"}
+
+
+def load_records(path: str) -> dict[tuple, dict[str, Any]]:
+    """Records by key; a missing file is an empty ablation, a malformed line names its line number."""
+    if not exists(path):
+        return {}
+    records: dict[tuple, dict[str, Any]] = {}
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            records[record_key(record)] = record
+            if not isinstance(record["accuracy"]["mean"], (int, float)):
+                raise TypeError("accuracy.mean is not a number")
+        except (ValueError, KeyError, TypeError) as err:
+            raise ConfigError(f"{path}, line {number}: not an ablation record ({err})") from None
+    return records
+
+
+def save_records(path: str, records: dict[tuple, dict[str, Any]]) -> None:
+    """All records, sorted by key, written whole (never a half-written file)."""
+    lines = [json.dumps(records[key], sort_keys=True) for key in sorted(records, key=_sort_key)]
+    write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def _sort_key(key: tuple) -> tuple:
+    return tuple(str(part) if not isinstance(part, int) else f"{part:08d}" for part in key)

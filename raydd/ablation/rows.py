@@ -1,0 +1,55 @@
+"""Which rows an ablation has, and which ``--set`` items apply to a method's rows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from raydd.config import available_recipes, recipe_dict
+from raydd.errors import ConfigError
+
+CAPTION_ROWS = {"+cc": {"cc": True}, "+cm": {"cm": True}}
+MASK_ROWS = {"dm": {"+mfa": {"mfa": True}}, "dsa": {"+mgm": {"mgm": True}}, "dc": {"+mgm": {"mgm": True}}}
+INIT_ROW = {"+mask_init": {"mask_init": True}}
+
+
+def rows_for(method: str, has_captions: bool) -> dict[str, dict[str, bool]]:
+    """Row name -> mm switches. Datasets without captions get the mask rows only."""
+    rows: dict[str, dict[str, bool]] = {"base": {}}
+    if has_captions:
+        rows.update(CAPTION_ROWS)
+    rows.update(MASK_ROWS[method])
+    rows.update(INIT_ROW)
+    combined: dict[str, bool] = {}
+    for switches in list(rows.values())[1:]:
+        combined.update(switches)
+    rows["+all"] = combined
+    recipe = f"{method}+mm"
+    if has_captions and recipe in available_recipes():
+        rows[recipe] = dict(recipe_dict(recipe).get("mm", {}))  # the shipped recipe, under the same protocol
+    return rows
+
+
+def dataset_has_captions(dataset: str) -> bool:
+    """The cluttered testbed, Parquet and imagefolder datasets may carry captions; fashion-mnist does not."""
+    return dataset.startswith("cluttered") or dataset.startswith("parquet:") or "/" in dataset
+
+
+def run_name(dataset: str, method: str, row: str, ipc: int, seed: int) -> str:
+    return f"{Path(dataset.rstrip('/')).name}-{method}-{row.strip('+')}-ipc{ipc}-seed{seed}"
+
+
+def sets_for(sets: list[str] | None, method: str, methods: list[str]) -> list[str]:
+    """The ``--set`` items that apply to one method's rows: plain ``key=value`` items, and
+    ``METHOD:key=value`` items of that method (so one command can give DM and DSA different budgets)."""
+    chosen = []
+    for item in sets or []:
+        prefix, scoped, rest = item.partition(":")
+        if not scoped or "=" in prefix:  # plain (a value may itself contain ':')
+            chosen.append(item)
+            continue
+        if prefix not in methods:
+            raise ConfigError(f"--set {item!r}: {prefix!r} is not one of the ablation's methods "
+                              f"({', '.join(methods)})")
+        if prefix == method:
+            chosen.append(rest)
+    return chosen

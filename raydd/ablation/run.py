@@ -1,0 +1,77 @@
+"""Running an ablation: one run directory per (dataset, method, row, seed), one record per finished run.
+
+Finished work is never redone: a run directory with an eval.json, or a record of the same protocol in
+the records file, stands for its row and seed. A killed ablation continues where it stopped (the run
+in progress resumes from its checkpoint).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from raydd.ablation.records import load_records, protocol_label, record_from_eval, record_key, save_records
+from raydd.ablation.rows import dataset_has_captions, rows_for, run_name, sets_for
+from raydd.config import build_config
+from raydd.distill import run_distillation
+from raydd.errors import ConfigError
+from raydd.rundir import RunDir
+from raydd.workflows import evaluate_run
+
+
+@dataclass
+class AblationSpec:
+    datasets: list[str]
+    methods: list[str]
+    ipc: int
+    seeds: list[int]
+    preset: str = "quick"
+    sets: list[str] | None = None  # key=value for every row, METHOD:key=value for that method's rows
+    rows: list[str] | None = None  # only these rows (e.g. base, dm+mm); None: every row
+
+
+def run_ablation(spec: AblationSpec, work_dir: str, *, runner: Callable | None = None,
+                 log: Callable[[str], None] = print, table_only: bool = False,
+                 records: str | None = None) -> list[dict[str, Any]]:
+    """Run every missing (row, seed) and return the records of all; ``table_only`` runs nothing.
+
+    With ``records`` (a JSON-lines path), rows already recorded there under the same protocol are
+    taken from it, and every run finished here is added to it as soon as it finishes.
+    """
+    known = list(dict.fromkeys(row for method in spec.methods for row in rows_for(method, True)))
+    unknown = [row for row in spec.rows or [] if row not in known]
+    if unknown:
+        raise ConfigError(f"unknown ablation row(s) {', '.join(unknown)}; rows: {', '.join(known)}")
+    per_method = {method: sets_for(spec.sets, method, spec.methods) for method in spec.methods}
+    stored = load_records(records) if records else {}
+    results = []
+    for dataset in spec.datasets:
+        for method in spec.methods:
+            protocol = protocol_label(spec.preset, per_method[method])
+            for row, switches in rows_for(method, dataset_has_captions(dataset)).items():
+                if spec.rows is not None and row not in spec.rows:
+                    continue
+                for seed in spec.seeds:
+                    name = run_name(dataset, method, row, spec.ipc, seed)
+                    key = (dataset, method, row, spec.ipc, seed, protocol)
+                    run = RunDir(str(Path(work_dir) / name))
+                    if not run.has("eval.json") and key in stored:
+                        results.append(stored[key])
+                        continue
+                    if not run.has("eval.json"):
+                        if table_only:
+                            continue
+                        overrides = {"seed": seed, "data": {"name": dataset},
+                                     "distill": {"method": method, "ipc": spec.ipc}, "mm": dict(switches)}
+                        cfg = build_config(spec.preset, overrides=overrides, sets=per_method[method])
+                        run_distillation(cfg, run.path, resume=run.has("config.yaml"), show_progress=False)
+                        evaluate_run(run.path, cfg, runner=runner, show_progress=False)
+                    record = record_from_eval(run.read_json("eval.json"), dataset=dataset, method=method, row=row,
+                                              ipc=spec.ipc, seed=seed, protocol=protocol, run=name)
+                    log(f"{dataset} {method} {row} seed {seed}: {100 * record['accuracy']['mean']:.2f}")
+                    results.append(record)
+                    if records and stored.get(key) != record:
+                        stored[record_key(record)] = record
+                        save_records(records, stored)
+    return results

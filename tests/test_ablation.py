@@ -1,0 +1,117 @@
+"""The ablation: its rows, its scoped flags, its records file, and how the table reads a difference."""
+
+import json
+
+import pytest
+
+from raydd.ablation import (AblationSpec, ablation_table, load_records, paired_difference, rows_for, run_ablation,
+                            sets_for)
+from raydd.config import recipe_dict
+from raydd.errors import ConfigError
+
+
+def _record(row, seed, accs, fused=None, dataset="d"):
+    figure = lambda values: {"mean": sum(values) / len(values), "per_model": values}  # noqa: E731
+    return {"dataset": dataset, "method": "dm", "row": row, "ipc": 10, "seed": seed, "protocol": "quick",
+            "accuracy": figure(accs), "image_caption": figure(fused) if fused else None}
+
+
+def test_ablation_rows():
+    assert list(rows_for("dm", True)) == ["base", "+cc", "+cm", "+mfa", "+mask_init", "+all", "dm+mm"]
+    assert rows_for("dm", True)["dm+mm"] == recipe_dict("dm+mm")["mm"]
+    assert "dm+mm" not in rows_for("dm", False)  # fashion-mnist: no captions, mask rows only
+    dsa_rows = rows_for("dsa", True)
+    assert list(dsa_rows)[-1] == "dsa+mm" and dsa_rows["dsa+mm"] == recipe_dict("dsa+mm")["mm"]
+    assert rows_for("dsa", False) == {"base": {}, "+mgm": {"mgm": True}, "+mask_init": {"mask_init": True},
+                                      "+all": {"mgm": True, "mask_init": True}}
+
+
+def test_one_seed_spreads_over_the_evaluation_models_and_is_not_read():
+    table = ablation_table([_record("base", 0, [0.5, 0.7]), _record("+mfa", 0, [0.7, 0.9])])
+    # Population std of the two models; the difference's s.e. from both rows' models; no verdict.
+    assert "| d | dm | +mfa | 1 | 80.00 ± 10.00 | +20.00 ± 10.00 | one seed | — | 2 |" in table
+
+
+def test_the_difference_to_base_is_paired_by_seed():
+    base = {0: 0.20, 1: 0.30, 2: 0.25}
+    steady = {s: a + 0.01 for s, a in base.items()}  # one point above base at every seed
+    noisy = {0: 0.22, 1: 0.28, 2: 0.26}  # +2, -2, +1 points
+    records = [_record("base", s, [a, a]) for s, a in base.items()]
+    records += [_record("+mask_init", s, [a, a]) for s, a in steady.items()]
+    records += [_record("+mfa", s, [a, a]) for s, a in noisy.items()]
+    table = ablation_table(records)
+    # Seed-to-seed spread of base is 5 points, yet the paired difference of +mask_init is exactly one.
+    assert "| d | dm | base | 3 | 25.00 ± 5.00 | — | — | — | 6 |" in table
+    assert "| d | dm | +mask_init | 3 | 26.00 ± 5.00 | +1.00 ± 0.00 | gain | — | 6 |" in table
+    delta, se, paired = paired_difference({s: {"mean": a} for s, a in noisy.items()},
+                                          {s: {"mean": a} for s, a in base.items()})
+    assert paired == 3 and delta == pytest.approx(1 / 3) and se == pytest.approx(2.0817 / 3**0.5, rel=1e-4)
+    assert "| d | dm | +mfa | 3 | 25.33 ± 3.06 | +0.33 ± 1.20 | within noise |" in table
+
+
+def test_rows_pair_only_the_seeds_they_share_with_base():
+    records = [_record("base", 0, [0.2, 0.2]), _record("base", 1, [0.3, 0.3]),
+               _record("+cm", 1, [0.25, 0.25], fused=[0.6, 0.5]), _record("+cm", 2, [0.9, 0.9], fused=[0.6, 0.7])]
+    line = next(line for line in ablation_table(records).splitlines() if "+cm" in line)
+    # Seed 2 has no base: the difference is seed 1's alone; the accuracy column still has both seeds.
+    assert "| 2 | 57.50 ± 45.96 | -5.00 ± 0.00 | one seed | 60.00 ± 7.07 | 4 |" in line
+
+
+def test_ablation_sets_can_be_scoped_to_one_method():
+    sets = ["eval.epochs=150", "dm:distill.iterations=100", "mm.text_encoder=openclip:ViT-B-32:laion2b"]
+    assert sets_for(sets, "dm", ["dm", "dsa"]) == ["eval.epochs=150", "distill.iterations=100",
+                                                   "mm.text_encoder=openclip:ViT-B-32:laion2b"]
+    assert sets_for(sets, "dsa", ["dm", "dsa"]) == ["eval.epochs=150", "mm.text_encoder=openclip:ViT-B-32:laion2b"]
+    with pytest.raises(ConfigError, match="'dc' is not one of the ablation's methods"):
+        sets_for(["dc:distill.iterations=3"], "dm", ["dm", "dsa"])
+
+
+def _finished(work_dir, row, seed, accs, fused=None):
+    run = work_dir / f"cluttered-fashion-mnist-dm-{row}-ipc10-seed{seed}"
+    run.mkdir(parents=True)
+    ev = {"accuracy": {"mean": sum(accs) / 2, "per_model": accs}}
+    if fused:
+        ev["accuracy_image_caption"] = {"mean": sum(fused) / 2, "per_model": fused}
+        ev["caption_only"] = {"accuracy": 0.7}
+    (run / "eval.json").write_text(json.dumps(ev))
+
+
+def test_ablation_row_filter_and_table_only_read_finished_runs(tmp_path):
+    _finished(tmp_path, "base", 0, [0.2, 0.2])
+    _finished(tmp_path, "base", 1, [0.3, 0.3])
+    _finished(tmp_path, "dm+mm", 0, [0.2, 0.2])
+    spec = AblationSpec(["cluttered-fashion-mnist"], ["dm"], 10, [0, 1, 2], rows=["base", "dm+mm"])
+    results = run_ablation(spec, str(tmp_path), table_only=True, log=lambda line: None)
+    # Only finished runs come back (no run is started), and only the rows asked for.
+    assert sorted((r["row"], r["seed"]) for r in results) == [("base", 0), ("base", 1), ("dm+mm", 0)]
+    with pytest.raises(ConfigError, match="unknown ablation row.*\\+mgm"):
+        run_ablation(AblationSpec(["cluttered-fashion-mnist"], ["dm"], 10, [0], rows=["+mgm"]), str(tmp_path),
+                     table_only=True)
+
+
+def test_records_outlive_the_run_directories_and_keep_protocols_apart(tmp_path):
+    runs, records = tmp_path / "runs", str(tmp_path / "records.jsonl")
+    _finished(runs, "base", 0, [0.2, 0.4])
+    _finished(runs, "cc", 0, [0.2, 0.2], fused=[0.5, 0.6])
+    spec = AblationSpec(["cluttered-fashion-mnist"], ["dm"], 10, [0], sets=["eval.epochs=150"], rows=["base", "+cc"])
+    first = run_ablation(spec, str(runs), table_only=True, log=lambda line: None, records=records)
+    stored = load_records(records)
+    assert len(stored) == 2
+    cc = next(r for r in stored.values() if r["row"] == "+cc")
+    assert cc["protocol"] == "quick eval.epochs=150" and cc["image_caption"]["per_model"] == [0.5, 0.6]
+    assert cc["caption_only"] == 0.7 and cc["source"] == "run cluttered-fashion-mnist-dm-cc-ipc10-seed0"
+
+    for run in runs.iterdir():  # a later session: the run directories are gone, the records are not
+        (run / "eval.json").unlink()
+    again = run_ablation(spec, str(runs), table_only=True, log=lambda line: None, records=records)
+    assert ablation_table(again) == ablation_table(first)
+    # A record of another protocol does not stand in for this one.
+    other = AblationSpec(["cluttered-fashion-mnist"], ["dm"], 10, [0], sets=["eval.epochs=300"], rows=["base"])
+    assert run_ablation(other, str(runs), table_only=True, log=lambda line: None, records=records) == []
+
+
+def test_a_malformed_records_file_names_the_line(tmp_path):
+    path = tmp_path / "records.jsonl"
+    path.write_text(json.dumps(_record("base", 0, [0.2, 0.2])) + "\n{not json\n")
+    with pytest.raises(ConfigError, match=r"records.jsonl, line 2: not an ablation record"):
+        load_records(str(path))
