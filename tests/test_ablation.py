@@ -49,6 +49,18 @@ def test_the_difference_to_base_is_paired_by_seed():
     assert "| d | dm | +mfa | 3 | 25.33 ± 3.06 | +0.33 ± 1.20 | within noise |" in table
 
 
+def test_a_difference_is_read_against_the_t_interval_of_its_seeds():
+    from raydd.ablation.table import reading, t95
+
+    assert t95(2) == pytest.approx(4.303) and t95(11) == pytest.approx(2.201, abs=0.001)
+    assert t95(40) == pytest.approx(2.021, abs=0.001)
+    # Three seeds, 2.5 standard errors: beyond 2 but inside the t-interval (4.3), so not a gain.
+    assert reading(2.5, 1.0, 3) == "within noise"
+    assert reading(4.5, 1.0, 3) == "gain" and reading(-4.5, 1.0, 3) == "loss"
+    assert reading(2.5, 1.0, 11) == "gain"  # the same ratio over eleven seeds
+    assert reading(9.0, 0.1, 1) == "one seed" and reading(1.0, 0.1, 0) == "no base seed"
+
+
 def test_rows_pair_only_the_seeds_they_share_with_base():
     records = [_record("base", 0, [0.2, 0.2]), _record("base", 1, [0.3, 0.3]),
                _record("+cm", 1, [0.25, 0.25], fused=[0.6, 0.5]), _record("+cm", 2, [0.9, 0.9], fused=[0.6, 0.7])]
