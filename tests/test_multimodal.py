@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from raydd.config import build_config, recipe_dict
+from raydd.config import build_config
 from raydd.distill import run_distillation
 from raydd.evaluate import EvalJob, run_job
 from raydd.masking import isolate
