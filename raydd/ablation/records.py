@@ -36,11 +36,9 @@ def _figure(block: dict[str, Any] | None) -> dict[str, Any] | None:
 def record_from_eval(ev: dict[str, Any], *, dataset: str, method: str, row: str, ipc: int, seed: int,
                      protocol: str, run: str) -> dict[str, Any]:
     """The figures of one eval.json that an ablation table needs."""
-    accuracy = dict(ev["accuracy"])
-    accuracy.setdefault("mean", sum(accuracy["per_model"]) / len(accuracy["per_model"]))
     caption_only = (ev.get("caption_only") or {}).get("accuracy")
     return {"dataset": dataset, "method": method, "row": row, "ipc": ipc, "seed": seed, "protocol": protocol,
-            "accuracy": _figure(accuracy), "image_caption": _figure(ev.get("accuracy_image_caption")),
+            "accuracy": _figure(ev["accuracy"]), "image_caption": _figure(ev.get("accuracy_image_caption")),
             "caption_only": caption_only, "source": f"run {run}"}
 
 

@@ -56,10 +56,10 @@ def run_ablation(spec: AblationSpec, work_dir: str, *, runner: Callable | None =
                     name = run_name(dataset, method, row, spec.ipc, seed)
                     key = (dataset, method, row, spec.ipc, seed, protocol)
                     run = RunDir(str(Path(work_dir) / name))
-                    if not run.has("eval.json") and key in stored:
-                        results.append(stored[key])
-                        continue
                     if not run.has("eval.json"):
+                        if key in stored:
+                            results.append(stored[key])
+                            continue
                         if table_only:
                             continue
                         overrides = {"seed": seed, "data": {"name": dataset},
