@@ -16,6 +16,15 @@ def _fs(path: str):
     return fsspec.core.url_to_fs(path)
 
 
+def _is_local_fs(fs) -> bool:
+    return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
+
+
+def is_local(path: str) -> bool:
+    """Whether the path is on this machine's file system (locks and appends work there)."""
+    return _is_local_fs(_fs(path)[0])
+
+
 def read_bytes(path: str) -> bytes:
     fs, p = _fs(path)
     with fs.open(p, "rb") as f:
@@ -47,7 +56,7 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
         if hasattr(f, "flush"):
             f.flush()
         fileno = getattr(f, "fileno", None)
-        if fileno is not None and fs.protocol in ("file", ("file", "local")):
+        if fileno is not None and _is_local_fs(fs):
             try:
                 os.fsync(fileno())
             except (OSError, ValueError):
@@ -62,7 +71,7 @@ def write_text_atomic(path: str, text: str) -> None:
 def append_text(path: str, text: str) -> None:
     """Append (local files); for object stores, rewrite the object with the new tail."""
     fs, p = _fs(path)
-    if "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)):
+    if _is_local_fs(fs):
         with fs.open(p, "a") as f:
             f.write(text)
         return

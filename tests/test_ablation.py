@@ -127,3 +127,30 @@ def test_a_malformed_records_file_names_the_line(tmp_path):
     path.write_text(json.dumps(_record("base", 0, [0.2, 0.2])) + "\n{not json\n")
     with pytest.raises(ConfigError, match=r"records.jsonl, line 2: not an ablation record"):
         load_records(str(path))
+
+
+def _add_records(path, start, count):
+    from raydd.ablation.records import add_record
+
+    for seed in range(start, start + count):
+        add_record(path, _record("base", seed, [0.2, 0.2]))
+
+
+def test_ablations_sharing_a_records_file_keep_each_others_rows(tmp_path):
+    import multiprocessing
+
+    from raydd.ablation.records import add_record
+
+    path = str(tmp_path / "records.jsonl")
+    add_record(path, _record("base", 100, [0.3, 0.3]))
+    stale = load_records(path)  # what a second ablation read when it started
+    add_record(path, _record("+mfa", 0, [0.1, 0.1]))  # another ablation finished a row meanwhile
+    assert len(add_record(path, _record("base", 101, [0.3, 0.3]))) == 3 and len(stale) == 1
+    context = multiprocessing.get_context("spawn")
+    writers = [context.Process(target=_add_records, args=(path, start, 15)) for start in (0, 15)]
+    for writer in writers:
+        writer.start()
+    for writer in writers:
+        writer.join(60)
+    assert [writer.exitcode for writer in writers] == [0, 0]
+    assert sorted(key[4] for key in load_records(path) if key[2] == "base") == [*range(30), 100, 101]

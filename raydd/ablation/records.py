@@ -7,11 +7,17 @@ re-running, or even having, the run directories behind the rows already measured
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
+import tempfile
 from typing import Any
 
+from filelock import FileLock
+
 from raydd.errors import ConfigError
-from raydd.storage import exists, read_text, write_text_atomic
+from raydd.storage import exists, is_local, read_text, write_text_atomic
 
 KEY_FIELDS = ("dataset", "method", "row", "ipc", "seed", "protocol")
 
@@ -64,6 +70,27 @@ def save_records(path: str, records: dict[tuple, dict[str, Any]]) -> None:
     """All records, sorted by key, written whole (never a half-written file)."""
     lines = [json.dumps(records[key], sort_keys=True) for key in sorted(records, key=_sort_key)]
     write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def add_record(path: str, record: dict[str, Any]) -> dict[tuple, dict[str, Any]]:
+    """Add one record and return the file's records, keeping lines other ablations wrote meanwhile.
+
+    Several ablation processes may share one records file (a machine runs two or three rows at a
+    time); each addition re-reads the file under a lock, so no process overwrites another's rows.
+    """
+    with _records_lock(path):
+        records = load_records(path)
+        records[record_key(record)] = record
+        save_records(path, records)
+    return records
+
+
+def _records_lock(path: str):
+    """An inter-process lock for a local records file, kept in the temp directory, not beside the file."""
+    if not is_local(path):
+        return contextlib.nullcontext()  # object stores: last writer wins between concurrent ablations
+    digest = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:16]
+    return FileLock(os.path.join(tempfile.gettempdir(), f"raydd-records-{digest}.lock"))
 
 
 def _sort_key(key: tuple) -> tuple:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from raydd.ablation.records import load_records, protocol_label, record_from_eval, save_records
+from raydd.ablation.records import add_record, load_records, protocol_label, record_from_eval
 from raydd.ablation.rows import dataset_has_captions, rows_for, run_name, sets_for
 from raydd.config import build_config
 from raydd.distill import run_distillation
@@ -72,6 +72,5 @@ def run_ablation(spec: AblationSpec, work_dir: str, *, runner: Callable | None =
                     log(f"{dataset} {method} {row} seed {seed}: {100 * record['accuracy']['mean']:.2f}")
                     results.append(record)
                     if records and stored.get(key) != record:
-                        stored[key] = record
-                        save_records(records, stored)
+                        stored = add_record(records, record)
     return results
