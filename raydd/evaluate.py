@@ -8,6 +8,7 @@ last epoch, on the real test split. No model or epoch is chosen by test accuracy
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
@@ -118,7 +119,15 @@ def run_job(job: EvalJob, device: torch.device | str = "cpu", show_progress: boo
     net = train_network(job, device, show_progress)
     acc = accuracy(net, job.test_images, job.test_labels, job.cfg.batch_test, device,
                    captions=job.test_captions if job.fused else None)
-    return {"model": job.model, "index": job.index, "accuracy": acc, "seconds": time.perf_counter() - start}
+    return {"model": job.model, "index": job.index, "accuracy": acc, "seconds": time.perf_counter() - start,
+            "device": describe_device(device)}
+
+
+def describe_device(device: torch.device) -> str:
+    """Where a model trained, in words: its timing (and any non-determinism) is only read with this."""
+    if device.type == "cuda":
+        return f"cuda {torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return f"{device.type}, {torch.get_num_threads()} torch threads of {os.cpu_count()} CPUs, torch {torch.__version__}"
 
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -187,6 +196,7 @@ def evaluate_images(
         out["cross_arch"] = {a: per_arch[a] for a in archs[1:]}
     out["seconds_per_model"] = float(np.mean([r["seconds"] for r in results]))
     out["wall_seconds"] = time.perf_counter() - start
+    out["devices"] = sorted({r["device"] for r in results if "device" in r})
     if not all(math.isfinite(r["accuracy"]) for r in results):
         raise RuntimeError("an evaluation model produced a non-finite accuracy")
     return out

@@ -78,10 +78,10 @@ def test_ablation_sets_can_be_scoped_to_one_method():
         sets_for(["dc:distill.iterations=3"], "dm", ["dm", "dsa"])
 
 
-def _finished(work_dir, row, seed, accs, fused=None):
+def _finished(work_dir, row, seed, accs, fused=None, devices=None):
     run = work_dir / f"cluttered-fashion-mnist-dm-{row}-ipc10-seed{seed}"
     run.mkdir(parents=True)
-    ev = {"accuracy": {"mean": sum(accs) / 2, "per_model": accs}}
+    ev = {"accuracy": {"mean": sum(accs) / 2, "per_model": accs}, **({"devices": devices} if devices else {})}
     if fused:
         ev["accuracy_image_caption"] = {"mean": sum(fused) / 2, "per_model": fused}
         ev["caption_only"] = {"accuracy": 0.7}
@@ -103,7 +103,7 @@ def test_ablation_row_filter_and_table_only_read_finished_runs(tmp_path):
 
 def test_records_outlive_the_run_directories_and_keep_protocols_apart(tmp_path):
     runs, records = tmp_path / "runs", str(tmp_path / "records.jsonl")
-    _finished(runs, "base", 0, [0.2, 0.4])
+    _finished(runs, "base", 0, [0.2, 0.4], devices=["cpu, 1 torch threads of 2 CPUs, torch 2.14.1"])
     _finished(runs, "cc", 0, [0.2, 0.2], fused=[0.5, 0.6])
     spec = AblationSpec(["cluttered-fashion-mnist"], ["dm"], 10, [0], sets=["eval.epochs=150"], rows=["base", "+cc"])
     first = run_ablation(spec, str(runs), table_only=True, log=lambda line: None, records=records)
@@ -112,6 +112,8 @@ def test_records_outlive_the_run_directories_and_keep_protocols_apart(tmp_path):
     cc = next(r for r in stored.values() if r["row"] == "+cc")
     assert cc["protocol"] == "quick eval.epochs=150" and cc["image_caption"]["per_model"] == [0.5, 0.6]
     assert cc["caption_only"] == 0.7 and cc["source"] == "run cluttered-fashion-mnist-dm-cc-ipc10-seed0"
+    base = next(r for r in stored.values() if r["row"] == "base")  # where it ran, when eval.json says so
+    assert base["devices"] == ["cpu, 1 torch threads of 2 CPUs, torch 2.14.1"] and "devices" not in cc
 
     for run in runs.iterdir():  # a later session: the run directories are gone, the records are not
         (run / "eval.json").unlink()

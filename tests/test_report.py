@@ -151,7 +151,8 @@ def test_single_run_report_is_self_contained(tiny_run, tmp_path):
     assert page.column("accuracy-table", "model / input")[0][0] == "convnet3 (image only)"
     assert page.column("accuracy-table", "accuracy (mean ± std)")[0][0].endswith("%")
     assert "batch_real: 8" in text and "class0" in text  # the config as written, the class names
-    assert dict(r[0][0:1] + r[1][0:1] for r in page.tables["protocol-table"][1:])["accuracy_at"] == "last epoch"
+    protocol = dict(r[0][0:1] + r[1][0:1] for r in page.tables["protocol-table"][1:])
+    assert protocol["accuracy_at"] == "last epoch" and protocol["trained on"].startswith("cpu, ")
     assert "No privacy audit yet" in text
     for figure in ("page_grid.png", "page_loss.png", "page_accuracy.png"):
         assert (tmp_path / figure).read_bytes()[:4] == b"\x89PNG"

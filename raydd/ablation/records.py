@@ -45,7 +45,8 @@ def record_from_eval(ev: dict[str, Any], *, dataset: str, method: str, row: str,
     caption_only = (ev.get("caption_only") or {}).get("accuracy")
     return {"dataset": dataset, "method": method, "row": row, "ipc": ipc, "seed": seed, "protocol": protocol,
             "accuracy": _figure(ev["accuracy"]), "image_caption": _figure(ev.get("accuracy_image_caption")),
-            "caption_only": caption_only, "source": f"run {run}"}
+            "caption_only": caption_only, "source": f"run {run}",
+            **({"devices": ev["devices"]} if ev.get("devices") else {})}
 
 
 def load_records(path: str) -> dict[tuple, dict[str, Any]]:

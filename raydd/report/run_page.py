@@ -144,6 +144,8 @@ def protocol_section(run: RunArtifacts) -> str:
     if not isinstance(proto, dict):
         return h.note("No protocol recorded (eval.json is missing or has no 'protocol').")
     rows = [("preset", ev.get("preset", "–"))] + [(k, v) for k, v in proto.items()]
+    if ev.get("devices"):  # where the models trained; older eval.json files do not say
+        rows.append(("trained on", "; ".join(ev["devices"])))
     return h.table(["setting", "value"], [(k, ", ".join(map(str, v)) if isinstance(v, list) else v) for k, v in rows],
                    css_id="protocol-table")
 
