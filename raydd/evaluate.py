@@ -196,7 +196,7 @@ def evaluate_images(
         out["cross_arch"] = {a: per_arch[a] for a in archs[1:]}
     out["seconds_per_model"] = float(np.mean([r["seconds"] for r in results]))
     out["wall_seconds"] = time.perf_counter() - start
-    out["devices"] = sorted({r["device"] for r in results if "device" in r})
+    out["devices"] = sorted({r["device"] for r in results})
     if not all(math.isfinite(r["accuracy"]) for r in results):
         raise RuntimeError("an evaluation model produced a non-finite accuracy")
     return out
