@@ -156,3 +156,43 @@ def test_ablations_sharing_a_records_file_keep_each_others_rows(tmp_path):
         writer.join(60)
     assert [writer.exitcode for writer in writers] == [0, 0]
     assert sorted(key[4] for key in load_records(path) if key[2] == "base") == [*range(30), 100, 101]
+
+
+def _imagefolder_run(work_dir, folder, row):
+    run = work_dir / f"{folder.name}-dm-{row}-ipc10-seed0"
+    run.mkdir(parents=True)
+    (run / "eval.json").write_text(json.dumps({"accuracy": {"mean": 0.5, "per_model": [0.5, 0.5]}}))
+
+
+def test_an_imagefolder_gets_the_caption_rows_only_when_every_image_has_a_caption(tmp_path):
+    from raydd.errors import DataError
+    from tests.helpers import write_imagefolder
+
+    folder = write_imagefolder(tmp_path / "pets")
+    runs = tmp_path / "runs"
+    for row in ("base", "cc", "mfa"):
+        _imagefolder_run(runs, folder, row)
+    spec = AblationSpec([str(folder)], ["dm"], 10, [0])
+    rows = lambda spec: sorted(r["row"] for r in run_ablation(spec, str(runs), table_only=True,  # noqa: E731
+                                                               log=lambda line: None))
+    assert rows(spec) == ["+cc", "+mfa", "base"]
+
+    metadata = folder / "train" / "metadata.jsonl"
+    lines = [json.loads(line) for line in metadata.read_text().splitlines()]
+    del lines[2]["caption"]  # one training image loses its caption
+    metadata.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with pytest.raises(DataError, match=r"pets: 1 image\(s\) without a caption \(first: .*img002"):
+        run_ablation(spec, str(runs), log=lambda line: None)
+    # Asking only for rows that need no caption is no error (both are finished, so nothing runs).
+    mask_rows = AblationSpec([str(folder)], ["dm"], 10, [0], rows=["base", "+mfa"])
+    assert sorted(r["row"] for r in run_ablation(mask_rows, str(runs), log=lambda line: None)) == ["+mfa", "base"]
+    assert rows(spec) == ["+mfa", "base"]  # and a table leaves the caption rows out
+
+    for split in ("train", "test"):  # no captions at all: the mask rows, as on fashion-mnist
+        _drop_captions(folder / split / "metadata.jsonl")
+    assert rows(spec) == ["+mfa", "base"]
+
+
+def _drop_captions(metadata):
+    lines = [json.loads(line) for line in metadata.read_text().splitlines()]
+    metadata.write_text("".join(json.dumps({k: v for k, v in line.items() if k != "caption"}) + "\n" for line in lines))

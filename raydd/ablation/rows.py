@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from raydd.config import available_recipes, recipe_dict
+from raydd.data import load_dataset
+from raydd.data.registry import get_source
 from raydd.errors import ConfigError
 
 CAPTION_ROWS = {"+cc": {"cc": True}, "+cm": {"cm": True}}
@@ -29,9 +31,27 @@ def rows_for(method: str, has_captions: bool) -> dict[str, dict[str, bool]]:
     return rows
 
 
-def dataset_has_captions(dataset: str) -> bool:
-    """The cluttered testbed, Parquet and imagefolder datasets may carry captions; fashion-mnist does not."""
-    return dataset.startswith("cluttered") or dataset.startswith("parquet:") or "/" in dataset
+def images_without_captions(dataset: str) -> list[str] | None:
+    """None when ``dataset`` carries no captions; else the ids of its images that have none (usually []).
+
+    Of the registered sources only the cluttered testbed has captions; an imagefolder or a
+    preprocessed directory is read, so the ablation gives caption rows to exactly the datasets that
+    can run them.
+    """
+    if get_source(dataset) is not None:
+        return [] if dataset.startswith("cluttered") else None
+    splits = load_dataset(dataset)
+    parts = (splits.train, splits.val, splits.test)
+    if all(part.captions is None for part in parts):
+        return None
+    return [image_id for part in parts
+            for image_id, caption in zip(part.ids, part.captions or [None] * len(part))
+            if caption is None or not caption.strip()]
+
+
+def caption_row_names(methods: list[str]) -> set[str]:
+    """The rows a dataset without captions does not get (``+all`` exists either way)."""
+    return {row for method in methods for row in rows_for(method, True) if row not in rows_for(method, False)}
 
 
 def run_name(dataset: str, method: str, row: str, ipc: int, seed: int) -> str:

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from raydd.ablation.records import add_record, load_records, protocol_label, record_from_eval
-from raydd.ablation.rows import dataset_has_captions, rows_for, run_name, sets_for
+from raydd.ablation.rows import caption_row_names, images_without_captions, rows_for, run_name, sets_for
 from raydd.config import build_config
 from raydd.distill import run_distillation
-from raydd.errors import ConfigError
+from raydd.errors import ConfigError, DataError
 from raydd.rundir import RunDir
 from raydd.workflows import evaluate_run
 
@@ -44,12 +44,13 @@ def run_ablation(spec: AblationSpec, work_dir: str, *, runner: Callable | None =
     if unknown:
         raise ConfigError(f"unknown ablation row(s) {', '.join(unknown)}; rows: {', '.join(known)}")
     per_method = {method: sets_for(spec.sets, method, spec.methods) for method in spec.methods}
+    captioned = {dataset: _has_every_caption(dataset, spec, table_only) for dataset in spec.datasets}
     stored = load_records(records) if records else {}
     results = []
     for dataset in spec.datasets:
         for method in spec.methods:
             protocol = protocol_label(spec.preset, per_method[method])
-            for row, switches in rows_for(method, dataset_has_captions(dataset)).items():
+            for row, switches in rows_for(method, captioned[dataset]).items():
                 if spec.rows is not None and row not in spec.rows:
                     continue
                 for seed in spec.seeds:
@@ -74,3 +75,17 @@ def run_ablation(spec: AblationSpec, work_dir: str, *, runner: Callable | None =
                     if records and stored.get(key) != record:
                         stored = add_record(records, record)
     return results
+
+
+def _has_every_caption(dataset: str, spec: AblationSpec, table_only: bool) -> bool:
+    """Whether ``dataset`` gets the caption rows; refuses, before any row runs, a half-captioned one.
+
+    Without the check its caption rows would fail only after the other rows had run for hours.
+    """
+    missing = images_without_captions(dataset)
+    wanted = spec.rows is None or bool(caption_row_names(spec.methods) & set(spec.rows))
+    if missing and wanted and not table_only:
+        raise DataError(f"{dataset}: {len(missing)} image(s) without a caption (first: {missing[0]}); the caption "
+                        "rows need every image captioned (raydd preprocess --captioner can write them), or ask "
+                        "for the other rows with --rows")
+    return missing == []

@@ -15,7 +15,7 @@ from raydd.errors import RayddError
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Multi-modal dataset distillation: condense a labelled image dataset into a few synthetic images per class.")
 
-Dataset = Annotated[Optional[str], typer.Option("--dataset", help="fashion-mnist (default), mnist, or an imagefolder path / fsspec URI.")]
+Dataset = Annotated[Optional[str], typer.Option("--dataset", help="fashion-mnist (default), mnist, cluttered-fashion-mnist, an imagefolder path / fsspec URI, or a directory written by raydd preprocess.")]
 Method = Annotated[Optional[str], typer.Option("--method", help="dm | dc | dsa, or a recipe: dm+mm, dsa+mm")]
 Ipc = Annotated[Optional[int], typer.Option("--ipc", help="Synthetic images per class.")]
 Preset = Annotated[str, typer.Option("--preset", help="quick (2-core CPU) or paper (the published protocol; GPU).")]
