@@ -86,6 +86,6 @@ def _has_every_caption(dataset: str, spec: AblationSpec, table_only: bool) -> bo
     wanted = spec.rows is None or bool(caption_row_names(spec.methods) & set(spec.rows))
     if missing and wanted and not table_only:
         raise DataError(f"{dataset}: {len(missing)} image(s) without a caption (first: {missing[0]}); the caption "
-                        "rows need every image captioned (raydd preprocess --captioner can write them), or ask "
-                        "for the other rows with --rows")
+                        "rows need every image captioned (raydd preprocess --captioner can write them); or run "
+                        "only the rows without captions (raydd ablate --row, jobs/ablation.py --rows)")
     return missing == []

@@ -54,7 +54,7 @@ def show_data(dataset: Dataset = None,
 
 @app.command()
 @user_errors
-def ablate(datasets: Annotated[Optional[list[str]], typer.Option("--dataset", help="Datasets (repeatable); default cluttered-fashion-mnist and fashion-mnist (mask rows only).")] = None,
+def ablate(datasets: Annotated[Optional[list[str]], typer.Option("--dataset", help="Datasets (repeatable); default cluttered-fashion-mnist and fashion-mnist (mask rows only). An imagefolder gets the caption rows when every image has a caption.")] = None,
            methods: Annotated[Optional[list[str]], typer.Option("--method", help="Base methods (repeatable); default dm and dsa.")] = None,
            ipc: Annotated[int, typer.Option("--ipc", help="Synthetic images per class.")] = 10,
            seeds: Annotated[Optional[list[int]], typer.Option("--seed", help="Seeds (repeatable); default 0 1 2.")] = None,
