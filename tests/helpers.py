@@ -3,13 +3,31 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from raydd.data import DatasetSplits, ImageData
+
+DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
+STRICT = "RAYDD_STRICT_TESTS"  # set by .ci/run, whose setup installs everything the tests read
+
+
+def installed(present: bool, what: str) -> pytest.MarkDecorator:
+    """Skip where ``what`` is missing on this machine; under ``RAYDD_STRICT_TESTS=1`` a missing one fails
+    the collection instead, so a broken setup cannot pass as a run with a few skips."""
+    if not present and os.environ.get(STRICT) == "1":
+        raise RuntimeError(f"{what} is not installed, and {STRICT}=1 (bash setup.sh installs it)")
+    return pytest.mark.skipif(not present, reason=f"{what} is not installed (bash setup.sh installs it)")
+
+
+def debian_fmnist_installed(names: list[str]) -> pytest.MarkDecorator:
+    return installed(all((DEBIAN_FMNIST / name).is_file() for name in names),
+                     f"Debian's dataset-fashion-mnist ({DEBIAN_FMNIST})")
 
 
 def blob_images(n_per_class: int, num_classes: int, size: int, channels: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

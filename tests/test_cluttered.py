@@ -25,11 +25,9 @@ from raydd.data.cluttered import (
 from raydd.data.mnist_family import FASHION_MNIST
 from raydd.report.data_grid import show_data_grid
 from raydd.errors import ConfigError
+from tests.helpers import debian_fmnist_installed
 
-DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
-pytestmark = pytest.mark.skipif(
-    not (DEBIAN_FMNIST / "train-images-idx3-ubyte.gz").is_file(), reason="Debian fashion-mnist files not installed"
-)
+pytestmark = debian_fmnist_installed([spec.name + ".gz" for spec in FASHION_MNIST.files])
 
 
 def _isolate(mp: pytest.MonkeyPatch, cache: Path) -> None:

@@ -23,12 +23,10 @@ from raydd.data.locate import locate_files
 from raydd.data.mnist_family import FASHION_MNIST
 from raydd.data.splits import carve_validation
 from raydd.errors import ConfigError, DataError
+from tests.helpers import DEBIAN_FMNIST, debian_fmnist_installed
 
-DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES = [spec.name + ".gz" for spec in FASHION_MNIST.files]
-needs_debian_fmnist = pytest.mark.skipif(
-    not all((DEBIAN_FMNIST / n).is_file() for n in FMNIST_FILES), reason="Debian fashion-mnist files not installed"
-)
+needs_debian_fmnist = debian_fmnist_installed(FMNIST_FILES)
 
 
 def _isolate(mp: pytest.MonkeyPatch, cache: Path) -> None:
@@ -44,8 +42,6 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def fmnist(tmp_path_factory: pytest.TempPathFactory) -> DatasetSplits:
-    if not all((DEBIAN_FMNIST / n).is_file() for n in FMNIST_FILES):
-        pytest.skip("Debian fashion-mnist files not installed")
     with pytest.MonkeyPatch.context() as mp:
         _isolate(mp, tmp_path_factory.mktemp("xdg-cache"))
         return load_dataset("fashion-mnist", val_fraction=0.1, seed=0)
@@ -71,6 +67,7 @@ def _copy_fmnist(target: Path, corrupt: str | None = None, how: str = "flipped-b
 # fashion-mnist / mnist
 
 
+@needs_debian_fmnist
 def test_fashion_mnist_shapes_names_and_stats(fmnist: DatasetSplits) -> None:
     assert fmnist.name == "fashion-mnist"
     assert (len(fmnist.train), len(fmnist.val), len(fmnist.test)) == (54000, 6000, 10000)
@@ -84,6 +81,7 @@ def test_fashion_mnist_shapes_names_and_stats(fmnist: DatasetSplits) -> None:
     assert fmnist.test.ids[42] == "fashion-mnist/test/00042"
 
 
+@needs_debian_fmnist
 def test_fashion_mnist_original_train_has_6000_per_class(fmnist: DatasetSplits) -> None:
     labels = torch.cat([fmnist.train.labels, fmnist.val.labels])
     assert labels.min() == 0 and labels.max() == 9
@@ -92,12 +90,14 @@ def test_fashion_mnist_original_train_has_6000_per_class(fmnist: DatasetSplits) 
     assert sorted(fmnist.train.ids + fmnist.val.ids) == [f"fashion-mnist/train/{i:05d}" for i in range(60000)]
 
 
+@needs_debian_fmnist
 def test_fashion_mnist_pixel_statistics_match_published_constants(fmnist: DatasetSplits) -> None:
     pixels = torch.cat([fmnist.train.images, fmnist.val.images]).float() / 255
     assert pixels.mean().item() == pytest.approx(0.2860, abs=5e-4)
     assert pixels.std().item() == pytest.approx(0.3530, abs=5e-4)
 
 
+@needs_debian_fmnist
 def test_validation_split_is_stratified_and_disjoint(fmnist: DatasetSplits) -> None:
     assert torch.bincount(fmnist.val.labels, minlength=10).tolist() == [600] * 10
     assert not set(fmnist.train.ids) & set(fmnist.val.ids)
@@ -107,6 +107,7 @@ def test_validation_split_is_stratified_and_disjoint(fmnist: DatasetSplits) -> N
     assert torch.equal(fmnist.val.images[0, 0], torch.from_numpy(raw[first_val * 784 : (first_val + 1) * 784].reshape(28, 28).copy()))
 
 
+@needs_debian_fmnist
 def test_validation_split_depends_only_on_seed(fmnist: DatasetSplits) -> None:
     torch.manual_seed(1234)  # global RNG state must not matter
     again = load_dataset("fashion-mnist", val_fraction=0.1, seed=0)
@@ -117,6 +118,7 @@ def test_validation_split_depends_only_on_seed(fmnist: DatasetSplits) -> None:
     assert torch.bincount(other.val.labels).tolist() == [600] * 10
 
 
+@needs_debian_fmnist
 def test_masks_are_pixels_above_threshold(fmnist: DatasetSplits) -> None:
     for split in (fmnist.train, fmnist.val, fmnist.test):
         assert torch.equal(split.masks, (split.images > 0).to(torch.uint8))
@@ -304,6 +306,7 @@ def test_carve_validation_counts_and_edge_cases() -> None:
     assert len(val) == 0 and val.images.shape[1:] == (3, 2, 2) and train.ids == data.ids
 
 
+@needs_debian_fmnist
 def test_normalize_and_denormalize_round_trip(fmnist: DatasetSplits) -> None:
     x = fmnist.test.images[:64]
     z = fmnist.normalize(x)

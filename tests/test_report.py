@@ -18,6 +18,7 @@ from raydd.report.audit_view import attack_row, auc, fpr_level, read_audit, tpr_
 from raydd.report.screenshot import find_browser, looks_blank, render_png
 from raydd.rundir import RunDir
 from raydd.synthetic import SyntheticSet
+from tests.helpers import installed
 
 PLACEHOLDER = re.compile(r"\$\{?[A-Za-z_]\w*\}?|\{\{|\}\}")
 
@@ -158,7 +159,7 @@ def test_single_run_report_is_self_contained(tiny_run, tmp_path):
         assert (tmp_path / figure).read_bytes()[:4] == b"\x89PNG"
 
 
-@pytest.mark.skipif(find_browser() is None, reason="chromium is not installed (apt-get install -y chromium)")
+@installed(find_browser() is not None, "Chromium (for rendering reports)")
 def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
     from jobs.render_report import main
 
