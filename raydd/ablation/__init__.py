@@ -11,6 +11,6 @@ from raydd.ablation.rows import caption_row_names, images_without_captions, rows
 from raydd.ablation.run import AblationSpec, run_ablation
 from raydd.ablation.table import ablation_table, paired_difference, reading
 
-__all__ = ["AblationSpec", "ablation_table", "caption_row_names", "images_without_captions", "load_records", "paired_difference",
-           "protocol_label", "reading", "record_from_eval", "rows_for", "run_ablation", "run_name", "save_records",
-           "sets_for"]
+__all__ = ["AblationSpec", "ablation_table", "caption_row_names", "images_without_captions", "load_records",
+           "paired_difference", "protocol_label", "reading", "record_from_eval", "rows_for", "run_ablation", "run_name",
+           "save_records", "sets_for"]
