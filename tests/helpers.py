@@ -12,8 +12,10 @@ import torch
 from PIL import Image
 
 from raydd.data import DatasetSplits, ImageData
+from raydd.data.mnist_family import FASHION_MNIST
 
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
+FMNIST_FILES = [spec.name + ".gz" for spec in FASHION_MNIST.files]
 STRICT = "RAYDD_STRICT_TESTS"  # set by .ci/run, whose setup installs everything the tests read
 
 
@@ -25,8 +27,8 @@ def installed(present: bool, what: str) -> pytest.MarkDecorator:
     return pytest.mark.skipif(not present, reason=f"{what} is not installed (bash setup.sh installs it)")
 
 
-def debian_fmnist_installed(names: list[str]) -> pytest.MarkDecorator:
-    return installed(all((DEBIAN_FMNIST / name).is_file() for name in names),
+def debian_fmnist_installed() -> pytest.MarkDecorator:
+    return installed(all((DEBIAN_FMNIST / name).is_file() for name in FMNIST_FILES),
                      f"Debian's dataset-fashion-mnist ({DEBIAN_FMNIST})")
 
 

@@ -27,7 +27,7 @@ from raydd.report.data_grid import show_data_grid
 from raydd.errors import ConfigError
 from tests.helpers import debian_fmnist_installed
 
-pytestmark = debian_fmnist_installed([spec.name + ".gz" for spec in FASHION_MNIST.files])
+pytestmark = debian_fmnist_installed()
 
 
 def _isolate(mp: pytest.MonkeyPatch, cache: Path) -> None:

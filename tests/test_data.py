@@ -23,10 +23,9 @@ from raydd.data.locate import locate_files
 from raydd.data.mnist_family import FASHION_MNIST
 from raydd.data.splits import carve_validation
 from raydd.errors import ConfigError, DataError
-from tests.helpers import DEBIAN_FMNIST, debian_fmnist_installed
+from tests.helpers import DEBIAN_FMNIST, FMNIST_FILES, debian_fmnist_installed
 
-FMNIST_FILES = [spec.name + ".gz" for spec in FASHION_MNIST.files]
-needs_debian_fmnist = debian_fmnist_installed(FMNIST_FILES)
+needs_debian_fmnist = debian_fmnist_installed()
 
 
 def _isolate(mp: pytest.MonkeyPatch, cache: Path) -> None:

@@ -51,7 +51,7 @@ def images_without_captions(dataset: str) -> list[str] | None:
 
 def caption_row_names(methods: list[str]) -> set[str]:
     """The rows a dataset without captions does not get (``+all`` exists either way)."""
-    return {row for method in methods for row in rows_for(method, True) if row not in rows_for(method, False)}
+    return set().union(*(set(rows_for(method, True)) - set(rows_for(method, False)) for method in methods))
 
 
 def run_name(dataset: str, method: str, row: str, ipc: int, seed: int) -> str:
