@@ -21,6 +21,11 @@ TINY = ["device=cpu", "distill.ipc=1", "distill.iterations=4", "distill.batch_re
 SPACE = {"distill.lr_img": [0.1, 10.0], "distill.momentum": ("uniform", 0.3, 0.7)}
 
 
+def _written_span(run_dir: Path) -> tuple[float, float]:
+    times = [f.stat().st_mtime for f in run_dir.rglob("*") if f.is_file()]
+    return min(times), max(times)
+
+
 def tiny_config(dataset: Path):
     return build_config("quick", overrides={"data": {"name": str(dataset)}}, sets=TINY)
 
@@ -67,7 +72,7 @@ def test_chunks_and_best_pick():
 def test_two_trial_search_selects_on_validation_and_resumes(tmp_path, ray_local):
     dataset = write_imagefolder(tmp_path / "data")
     out = tmp_path / "search"
-    result = tune_search(tiny_config(dataset), str(out), space=SPACE, num_samples=2, max_concurrent=2,
+    result = tune_search(tiny_config(dataset), str(out), space=SPACE, num_samples=2, max_concurrent=1,
                          scheduler="asha", grace_iterations=2, show_progress=False)
 
     # best.yaml is a config layer the CLI accepts, holding exactly the searched values
@@ -92,8 +97,13 @@ def test_two_trial_search_selects_on_validation_and_resumes(tmp_path, ray_local)
     assert any(t["iterations"] == 4 for t in summary["trials"])
     assert (out / "tune").is_dir()
 
+    # max_concurrent=1 on a 2-CPU Ray with 1 CPU per trial: the second trial starts after the first
+    # has written its last file (each trial's run directory spans [first write, last write])
+    spans = sorted(_written_span(out / "trials" / t["trial_id"]) for t in summary["trials"])
+    assert spans[1][0] > spans[0][1], f"trials overlapped: {spans}"
+
     # restoring the finished experiment works and reproduces the same table
-    again = tune_search(tiny_config(dataset), str(out), space=SPACE, num_samples=2, max_concurrent=2,
+    again = tune_search(tiny_config(dataset), str(out), space=SPACE, num_samples=2, max_concurrent=1,
                         scheduler="asha", grace_iterations=2, resume=True, show_progress=False)
     assert again.best_trial_id == result.best_trial_id
     assert len(again.trials) == 2

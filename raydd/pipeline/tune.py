@@ -286,7 +286,9 @@ def _tuner(settings: dict[str, Any], out: str, resume: bool, show_progress: bool
             metric=METRIC, mode="max", num_samples=settings["num_samples"],
             max_concurrent_trials=settings["max_concurrent"],
             scheduler=_scheduler(settings["scheduler"], settings["total_iterations"], settings["grace_iterations"]),
-            search_alg=BasicVariantGenerator(random_state=settings["base"].get("seed", 0)),
+            # Tune ignores max_concurrent_trials when handed a generator instance: the limit goes here.
+            search_alg=BasicVariantGenerator(random_state=settings["base"].get("seed", 0),
+                                             max_concurrent=settings["max_concurrent"]),
             trial_dirname_creator=lambda trial: trial.trial_id,
         ),
         run_config=tune.RunConfig(name=EXPERIMENT, storage_path=out, verbose=1 if show_progress else 0,
