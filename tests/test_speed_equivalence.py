@@ -5,7 +5,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from jobs.benchmark_speed import build_pair, ref_evaluate
+from jobs.benchmark_speed import build_pair
+from jobs.speed_reference import ref_evaluate
 from raydd.config import build_config
 from raydd.evaluate import EvalJob, accuracy, train_network
 from raydd.models.init import build_seeded, channels_last
