@@ -342,6 +342,7 @@ def validate(cfg: Config) -> None:
         (cfg.mm.fill in ("mean", "blur", "noise"), f"mm.fill must be mean, blur or noise, got {cfg.mm.fill!r}"),
         (cfg.mm.mfa_level in ("input", "feature"), f"mm.mfa_level must be input or feature, got {cfg.mm.mfa_level!r}"),
         (0.0 <= cfg.mm.lambda_mfa <= 1.0 and 0.0 <= cfg.mm.lambda_mgm <= 1.0, "mm.lambda_mfa/lambda_mgm must be in [0, 1]"),
+        (cfg.mm.lambda_cm >= 0 and cfg.mm.tau >= 0, "mm.lambda_cm and mm.tau must be >= 0"),
         (0.0 <= cfg.mm.caption_dropout < 1.0, "mm.caption_dropout must be in [0, 1)"),
         (cfg.mm.cc_gain > 0, "mm.cc_gain must be positive"),
         (cfg.mm.cc_norm in ("layer", "none"), "mm.cc_norm must be layer or none"),

@@ -40,6 +40,13 @@ def test_bad_values_are_config_errors(item):
         build_config("quick", sets=[item])
 
 
+@pytest.mark.parametrize("item, named", [("mm.lambda_cm=-0.1", "lambda_cm"), ("mm.tau=-1", "tau"),
+                                         ("mm.lambda_mfa=1.5", "lambda_mfa"), ("mm.caption_dropout=1", "caption_dropout")])
+def test_out_of_range_loss_settings_name_the_field(item, named):
+    with pytest.raises(ConfigError, match=named):
+        build_config("quick", sets=[item])
+
+
 def test_unknown_preset_lists_known():
     with pytest.raises(ConfigError, match="quick"):
         build_config("fast")
