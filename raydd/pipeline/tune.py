@@ -284,9 +284,8 @@ def _tuner(settings: dict[str, Any], out: str, resume: bool, show_progress: bool
         param_space=tune_domains(settings["space"]),
         tune_config=tune.TuneConfig(
             metric=METRIC, mode="max", num_samples=settings["num_samples"],
-            max_concurrent_trials=settings["max_concurrent"],
             scheduler=_scheduler(settings["scheduler"], settings["total_iterations"], settings["grace_iterations"]),
-            # Tune ignores max_concurrent_trials when handed a generator instance: the limit goes here.
+            # The concurrency limit lives on the generator: Tune ignores max_concurrent_trials beside one.
             search_alg=BasicVariantGenerator(random_state=settings["base"].get("seed", 0),
                                              max_concurrent=settings["max_concurrent"]),
             trial_dirname_creator=lambda trial: trial.trial_id,
