@@ -23,7 +23,6 @@ from raydd.models.init import build_seeded
 from raydd.seeding import derive_seed, generator
 
 
-
 def ref_distance_wb(gwr: torch.Tensor, gws: torch.Tensor) -> torch.Tensor:
     """``distance_wb`` of the DC code: 1 - cosine per output row; 1-D tensors (bias, norm) give 0."""
     shape = gwr.shape
