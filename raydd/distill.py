@@ -17,7 +17,7 @@ from raydd.data import DatasetSplits, load_dataset
 from raydd.data.loader import parquet_location
 from raydd.data.parquet import is_preprocessed_dir, read_manifest, read_parquet_splits
 from raydd.errors import ConfigError
-from raydd.methods import method_class
+from raydd.methods import dm_setup, method_class
 from raydd.modalities import CaptionEmbeddings, attach_masks, embed_captions
 from raydd.models import available_models
 from raydd.progress import progress_bar
@@ -99,7 +99,8 @@ def prepare(cfg: Config, splits: DatasetSplits, device: torch.device, captions: 
     pool = RealPool.from_data(splits, data, device, caption_emb=emb)
     syn = SyntheticSet.initialise(pool, ipc=cfg.distill.ipc, init=cfg.distill.init, seed=cfg.seed,
                                   class_names=splits.class_names, mean=splits.mean, std=splits.std, classes=classes,
-                                  isolate_fill=cfg.mm.fill if cfg.mm.mask_init else None)
+                                  isolate_fill=cfg.mm.fill if cfg.mm.mask_init else None,
+                                  formation=cfg.dm.formation if cfg.distill.method == "dm" else 1)
     syn.meta.update({
         "method": cfg.distill.method,
         "dataset": splits.name,
@@ -116,8 +117,27 @@ def prepare(cfg: Config, splits: DatasetSplits, device: torch.device, captions: 
 
 def build_distiller(cfg: Config, state: DistillState, device: torch.device, classes: list[int] | None = None,
                     **kwargs):
-    return method_class(cfg.distill.method)(cfg.distill, state.pool, state.syn, classes=classes, seed=cfg.seed,
-                                            device=device, flip_ok=state.splits.flip_ok, mm=cfg.mm, **kwargs)
+    cls = method_class(cfg.distill.method)
+    section = getattr(cfg, cls.config_section) if cls.config_section else None
+    return cls(cfg.distill, state.pool, state.syn, classes=classes, seed=cfg.seed, device=device,
+               flip_ok=state.splits.flip_ok, mm=cfg.mm, section=section, **kwargs)
+
+
+def preflight(cfg: Config, splits: DatasetSplits, captions: CaptionEmbeddings | None) -> None:
+    """Checks that need the data's shape, before anything is written (the bank's memory)."""
+    caption_dim = captions.train.shape[1] if captions is not None else 0
+    dm_setup.check_memory(cfg, splits.channels, splits.num_classes, splits.image_size, caption_dim)
+
+
+def model_pool(cfg: Config, run: RunDir, state: DistillState, device: torch.device, show_progress: bool):
+    """The trained model pool (None unless dm.pool=trained), from the process that sees every class."""
+    syn = state.syn
+    spec = dm_setup.network_spec(cfg, syn.channels, syn.num_classes, syn.image_size)
+    pool = dm_setup.ensure_model_pool(cfg, run, state.pool, spec, state.splits.flip_ok, state.splits.name, device,
+                                      show_progress=show_progress)
+    if pool is not None:
+        syn.meta["model_pool_seconds"] = round(pool.seconds, 3)
+    return pool
 
 
 def run_distillation(
@@ -133,13 +153,17 @@ def run_distillation(
 
     ``on_step(iteration)`` is called after each finished iteration (used to simulate a kill in tests).
     """
+    started = time.perf_counter()  # the run's clock includes loading, the model pool and the bank
     check_names(cfg)
     device = resolve_device(cfg.device)
     splits, captions = load_inputs(cfg, splits)  # data errors surface before any write
+    preflight(cfg, splits, captions)
     run = RunDir(out)
     run.prepare(cfg, resume=resume)
     state = prepare(cfg, splits, device, captions)
-    distiller = build_distiller(cfg, state, device)
+    trained = model_pool(cfg, run, state, device, show_progress)
+    distiller = build_distiller(cfg, state, device, model_pool=trained) if trained is not None \
+        else build_distiller(cfg, state, device)
     total = distiller.iterations
 
     start_iteration = 0
@@ -155,7 +179,8 @@ def run_distillation(
         run.write_members(state.pool.ids, splits.name)
         write_initial(run, state.syn)
 
-    t0 = time.perf_counter()
+    t0 = started - (run.seconds_at(start_iteration) if resume else 0.0)
+    snapshots = set(cfg.distill.snapshots)
     bar = progress_bar(range(start_iteration, total), desc=f"{cfg.distill.method} ipc{cfg.distill.ipc}",
                        total=total, initial=start_iteration, disable=not show_progress)
     for iteration in bar:
@@ -168,14 +193,25 @@ def run_distillation(
             bar.set_postfix(loss=f"{row['loss']:.4g}")
         if done % cfg.distill.checkpoint_every == 0 or done == total:
             run.save_checkpoint(distiller.state_dict(), done)
+        if done in snapshots:
+            write_snapshot(run, state.syn, distiller.state_dict(), done, time.perf_counter() - t0)
         if on_step is not None:
             on_step(done)
 
     syn = distiller.export()
     syn.meta["iterations"] = total
+    syn.meta["distill_seconds"] = round(time.perf_counter() - t0, 3)
     finish(run, syn)
     write_caption_bank(run, syn, splits, captions)
     return syn
+
+
+def write_snapshot(run: RunDir, syn: SyntheticSet, tensors: dict[str, torch.Tensor], iteration: int,
+                   seconds: float) -> None:
+    """The set at ``iteration`` as a loadable synthetic set (``raydd evaluate RUN/snapshots/iteration-N``)."""
+    snap = replace(syn, images=tensors["images"], caption_emb=tensors.get("captions", syn.caption_emb),
+                   meta={**syn.meta, "iterations": iteration, "distill_seconds": round(seconds, 3)})
+    snap.save(run.snapshot_dir(iteration))
 
 
 def write_initial(run: RunDir, syn: SyntheticSet) -> None:

@@ -22,6 +22,7 @@ from raydd.errors import RunDirError
 from raydd.storage import append_text, exists, makedirs, read_bytes, read_text, remove, write_bytes_atomic, write_text_atomic
 
 CHECKPOINT = "checkpoint/state.safetensors"
+SNAPSHOTS = "snapshots"  # distill.snapshots: the set at chosen iterations, each a loadable synthetic set
 
 
 def git_sha() -> str | None:
@@ -97,6 +98,14 @@ class RunDir:
         if not self.has("metrics.jsonl"):
             return []
         return [json.loads(line) for line in read_text(self.file("metrics.jsonl")).splitlines() if line.strip()]
+
+    def seconds_at(self, iteration: int) -> float:
+        """Distillation seconds logged at or before ``iteration`` (0 when none): a resume's clock offset."""
+        rows = [r for r in self.read_metrics() if r.get("iteration", -1) <= iteration and "seconds" in r]
+        return float(rows[-1]["seconds"]) if rows else 0.0
+
+    def snapshot_dir(self, iteration: int) -> str:
+        return self.file(f"{SNAPSHOTS}/iteration-{iteration:06d}")
 
     def truncate_metrics(self, after_iteration: int) -> None:
         """Drop rows a killed run logged after its last checkpoint (they are recomputed on resume)."""

@@ -67,6 +67,7 @@ class SyntheticSet:
         std: tuple[float, ...],
         classes: list[int] | None = None,
         isolate_fill: str | None = None,
+        formation: int = 1,
     ) -> "SyntheticSet":
         """``real``: distinct random real images of each class; ``noise``: standard normal pixels.
 
@@ -74,8 +75,13 @@ class SyntheticSet:
         a shard of the classes gets exactly the rows a single process would have given them.
         ``isolate_fill`` (mask-aware init) starts from the object-isolated images instead. Caption
         embeddings, when the pool has them, start from the captions of the initial images (the
-        class mean under noise init).
+        class mean under noise init). With ``formation`` f > 1 (multi-formation) each stored image
+        packs f² real images (``raydd.formation.encode``); ``init_ids`` then lists the decoded images'
+        sources, f² per stored image, and a stored image's caption is the mean of its f² captions.
         """
+        from raydd.formation import encode
+
+        per_image = formation * formation
         k = len(class_names)
         shape = pool.images.shape[1:]
         labels = torch.arange(k).repeat_interleave(ipc)
@@ -85,18 +91,19 @@ class SyntheticSet:
                 torch.randn((ipc, *shape), generator=generator(seed, "init-noise", c)) if c in owned
                 else torch.zeros((ipc, *shape)) for c in range(k)
             ]).reshape(k * ipc, *shape)
-            init_ids = [""] * (k * ipc)
+            init_ids = [""] * (k * ipc * per_image)
         elif init == "real":
             chunks, init_ids = [], []
             for c in range(k):
                 if c not in owned:
                     chunks.append(torch.zeros((ipc, *shape)))
-                    init_ids.extend([""] * ipc)
+                    init_ids.extend([""] * (ipc * per_image))
                     continue
-                index, _ = pool.sample_indices([c], ipc, seed, "init-real")
-                if len(index) < ipc:
+                index, _ = pool.sample_indices([c], ipc * per_image, seed, "init-real")
+                if len(index) < ipc * per_image:
+                    need = f"ipc={ipc}" + (f" x {per_image} (dm.formation={formation})" if per_image > 1 else "")
                     raise RunDirError(
-                        f"class {class_names[c]!r} has {len(index)} training images, fewer than ipc={ipc}"
+                        f"class {class_names[c]!r} has {len(index)} training images, fewer than {need}"
                     )
                 picked = pool.images[index]
                 if isolate_fill is not None:
@@ -106,7 +113,7 @@ class SyntheticSet:
                         raise RunDirError("mask-aware init needs masks, and the training data has none")
                     picked = isolate(picked, pool.masks[index], isolate_fill, generator(seed, "init-fill", c,
                                                                                       device=picked.device))
-                chunks.append(picked.cpu())
+                chunks.append(encode(picked, formation).cpu())
                 init_ids.extend(pool.ids[i] for i in index.tolist())
             images = torch.cat(chunks)
         else:
@@ -118,11 +125,12 @@ class SyntheticSet:
             for c in sorted(owned):
                 rows = slice(c * ipc, (c + 1) * ipc)
                 if init == "real":
-                    index, _ = pool.sample_indices([c], ipc, seed, "init-real")
-                    caption_emb[rows] = pool.caption_emb[index].cpu()
+                    index, _ = pool.sample_indices([c], ipc * per_image, seed, "init-real")
+                    caption_emb[rows] = pool.caption_emb[index].cpu().reshape(ipc, per_image, d).mean(1)
                 else:
                     caption_emb[rows] = pool.caption_emb[pool.class_indices[c].to(pool.caption_emb.device)].mean(0).cpu()
         return cls(
+            meta={"formation": formation} if formation > 1 else {},
             caption_emb=caption_emb,
             images=images.float().contiguous(),
             labels=labels,
@@ -185,6 +193,23 @@ class SyntheticSet:
             learned_lr=tensors.get("learned_lr"),
             meta={k: v for k, v in meta.items() if k not in known},
         )
+
+    @property
+    def formation(self) -> int:
+        return int(self.meta.get("formation", 1))
+
+    def training_set(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(images, labels, caption embeddings) as a network trained on the set sees them.
+
+        The stored tensors themselves, except under multi-formation, where each stored image decodes
+        into formation² images that share its label and caption.
+        """
+        from raydd.formation import decode, decoded_labels
+
+        f = self.formation
+        images = decode(self.images.detach().float(), f)
+        captions = self.caption_emb.repeat_interleave(f * f, dim=0) if self.caption_emb is not None else None
+        return images, decoded_labels(self.labels, f), captions
 
     def denormalized(self) -> torch.Tensor:
         mean = torch.tensor(self.mean).view(1, -1, 1, 1)

@@ -39,13 +39,14 @@ def check_compatible(syn: SyntheticSet, splits: DatasetSplits, where: str) -> No
 def evaluate_set(syn: SyntheticSet, splits: DatasetSplits, cfg: Config, *, split: str = "test",
                  runner: Runner | None = None, show_progress: bool = True) -> dict[str, Any]:
     test_x, test_y = _test_tensors(splits, split)
+    images, labels, captions = syn.training_set()  # decoded when the set is multi-formation
     result = evaluate_images(
-        syn.images.detach(), syn.labels, test_x, test_y, num_classes=syn.num_classes, cfg=cfg.eval,
+        images, labels, test_x, test_y, num_classes=syn.num_classes, cfg=cfg.eval,
         seed=cfg.seed, device=resolve_device(cfg.device), flip_ok=splits.flip_ok, runner=runner,
         show_progress=show_progress,
     )
     if syn.caption_emb is not None:
-        train = (syn.images.detach(), syn.labels, syn.caption_emb)
+        train = (images, labels, captions)
         result.update(_caption_figures(train, embed_captions(cfg, splits), splits, cfg, split, (test_x, test_y),
                                        runner=runner, show_progress=show_progress))
     result["protocol"] = protocol(cfg.eval, split)

@@ -61,6 +61,22 @@ def test_a_killed_worker_is_restarted_and_nothing_is_lost(ray_local, data, tmp_p
     assert torch.allclose(single.images, recovered.images, atol=1e-5)
 
 
+def test_fast_dm_on_two_workers_gives_the_single_process_result_and_snapshots(ray_local, data, tmp_path):
+    # The trained pool is trained once by the driver; each worker builds its classes' bank from it.
+    cfg = tiny(data, "dm", snapshots=[2], lr_img=0.1)
+    for key, value in {"bank": True, "networks": 2, "draws": 2, "bank_real": 4, "pool": "trained",
+                       "pool_trainings": 1, "pool_steps": 2, "formation": 2, "optimizer": "adam"}.items():
+        setattr(cfg.dm, key, value)
+    single = run_distillation(cfg, str(tmp_path / "single"), show_progress=False)
+    sharded = distill_with_ray(cfg, str(tmp_path / "ray"), workers=2, show_progress=False)
+    assert torch.allclose(single.images, sharded.images, atol=1e-5)
+    snap = tmp_path / "ray" / "snapshots" / "iteration-000002"
+    from raydd.synthetic import SyntheticSet
+
+    a, b = SyntheticSet.load(str(snap)), SyntheticSet.load(str(tmp_path / "single" / "snapshots" / "iteration-000002"))
+    assert torch.allclose(a.images, b.images, atol=1e-5) and a.init_ids == b.init_ids and all(a.init_ids)
+
+
 def test_evaluation_fan_out_matches_the_in_process_evaluation(ray_local):
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(12, 1, 16, 16, generator=g), torch.arange(3).repeat_interleave(4)

@@ -77,7 +77,8 @@ def distill_shadow(job: AuditJob, population: Population, device: torch.device) 
         remove(job.shadow_dir)  # a previous audit's shadow: its half may differ, so never reuse it
     syn = run_distillation(shadow_config(job.cfg, job.index, device), job.shadow_dir, splits=splits,
                            show_progress=False)
-    return syn.images.detach().cpu(), syn.labels.cpu()
+    images, labels, _ = syn.training_set()
+    return images.cpu(), labels.cpu()
 
 
 def training_set(job: AuditJob, population: Population, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -154,8 +154,8 @@ def memorisation(syn: SyntheticSet, members: ImageData, normalize: Prepare, net:
                  batch: int = 512) -> tuple[dict[str, Any], NearestPairs]:
     """Nearest real member of every synthetic image (pixel L2 and feature cosine) and how close that is
     compared with two real images of the same class."""
-    syn_images = syn.images.detach().cpu()
-    syn_labels = syn.labels.cpu()
+    syn_images, syn_labels, _ = syn.training_set()  # multi-formation: every decoded image is a query
+    syn_images, syn_labels = syn_images.cpu(), syn_labels.cpu()
     l2, l2_index = nearest_l2(syn_images, members.images, prepare=normalize)
     l2_reference = same_class_reference(members.images, members.labels, syn.num_classes, queries_per_class, seed,
                                         metric="l2", prepare=normalize)

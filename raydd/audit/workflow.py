@@ -55,6 +55,8 @@ def plan_jobs(cfg: Config, syn: SyntheticSet, splits: DatasetSplits, population:
     syn_epochs = a.epochs or cfg.eval.epochs
     real_epochs = a.real_epochs or cfg.eval.epochs
     members = population.member_positions()
+    syn_images, syn_labels, _ = syn.training_set()
+    syn_images, syn_labels = syn_images.cpu(), syn_labels.cpu()
 
     def job(kind: str, role: str, index: int, trains_on: torch.Tensor, epochs: int, **extra) -> AuditJob:
         return AuditJob(kind, role, index, cfg, info, trains_on, epochs,
@@ -69,7 +71,7 @@ def plan_jobs(cfg: Config, syn: SyntheticSet, splits: DatasetSplits, population:
     jobs += [job("real_members", "target", t, population.is_member.clone(), real_epochs, keep_weights=t == 0)
              for t in range(a.targets)]
     jobs += [job("synthetic", "target", t, population.is_member.clone(), syn_epochs,
-                 images=syn.images.detach().cpu(), labels=syn.labels.cpu()) for t in range(a.targets)]
+                 images=syn_images, labels=syn_labels) for t in range(a.targets)]
     jobs += [job("random_subset", "target", t, subset(members, "target", t), syn_epochs) for t in range(a.targets)]
     jobs += [job("random_subset", "shadow", k, subset(torch.nonzero(halves[k]).flatten(), "shadow", k), syn_epochs)
              for k in range(a.shadows)]

@@ -72,6 +72,7 @@ class Distiller:
     default_iterations = 1000
     uses_dsa = True
     needs_sync = False  # True when a step reads other classes' synthetic images (a ``sync`` hook)
+    config_section: str | None = None  # the Config section this method owns (passed as ``section``)
 
     def __init__(
         self,
@@ -84,8 +85,10 @@ class Distiller:
         device: torch.device,
         flip_ok: bool = True,
         mm: MultiModalConfig | None = None,
+        section: object | None = None,
     ) -> None:
         self.cfg = cfg
+        self.section = section
         self.mm = mm or MultiModalConfig()
         self.pool = pool
         self.syn = syn
@@ -102,9 +105,14 @@ class Distiller:
             if syn.caption_emb is None or pool.caption_emb is None:
                 raise ValueError("caption switches are on but the data carries no caption embeddings")
             self.captions = syn.caption_emb.detach().to(device).requires_grad_(self.mm.learn_caption_emb)
-        self.optimizer = torch.optim.SGD([self.images], lr=lr, momentum=cfg.momentum)
+        self.base_lr = lr
+        self.optimizer = self.make_optimizer([self.images], lr)
         if self.captions is not None and self.mm.learn_caption_emb:
             self.optimizer.add_param_group({"params": [self.captions]})
+
+    def make_optimizer(self, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
+        """The reference image optimiser: SGD with momentum (methods may offer others)."""
+        return torch.optim.SGD(params, lr=lr, momentum=self.cfg.momentum)
 
     @property
     def iterations(self) -> int:
@@ -145,12 +153,20 @@ class Distiller:
         return named
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        """Tensors and optimiser state, every entry with the synthetic rows as its leading dim.
+
+        Row-leading entries are what the Ray path assembles across class shards; Adam's scalar step
+        count is stored broadcast over the rows for that reason.
+        """
         state = {}
         for name, tensor in self._tensors().items():
             state[name] = tensor.detach().cpu().contiguous()
-            momentum = self.optimizer.state.get(tensor, {}).get("momentum_buffer")
-            if momentum is not None:
-                state[f"{name}_momentum" if name != "images" else "momentum"] = momentum.detach().cpu().contiguous()
+            for key, value in self.optimizer.state.get(tensor, {}).items():
+                if not torch.is_tensor(value):
+                    continue
+                if value.dim() == 0:
+                    value = value.expand(tensor.shape[0])
+                state[_state_key(name, key)] = value.detach().cpu().contiguous().clone()
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -159,11 +175,27 @@ class Distiller:
                 continue
             with torch.no_grad():
                 tensor.copy_(state[name].to(self.device))
-            key = f"{name}_momentum" if name != "images" else "momentum"
-            if key in state:
-                self.optimizer.state[tensor]["momentum_buffer"] = state[key].to(self.device).clone()
+            for key in _OPTIMIZER_KEYS:
+                stored = state.get(_state_key(name, key))
+                if stored is None:
+                    continue
+                if key == "step":  # a scalar, stored per row
+                    stored = stored.reshape(-1)[0].clone()
+                    self.optimizer.state[tensor][key] = stored.to(torch.float32)
+                else:
+                    self.optimizer.state[tensor][key] = stored.to(self.device).clone()
 
     def _image_step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+
+
+_OPTIMIZER_KEYS = ("momentum_buffer", "exp_avg", "exp_avg_sq", "step")
+
+
+def _state_key(name: str, key: str) -> str:
+    """Checkpoint key of one optimiser buffer; SGD's images momentum keeps its original name."""
+    if key == "momentum_buffer":
+        return "momentum" if name == "images" else f"{name}_momentum"
+    return f"{name}_{key}"

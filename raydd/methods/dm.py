@@ -11,9 +11,14 @@ features, masked feature alignment blends in the loss against object-isolated re
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
+from raydd.config import DMConfig
+from raydd.errors import ConfigError
+from raydd.formation import check_factor, decode
 from raydd.masking import isolate
 from raydd.methods.base import Distiller, register_method
 from raydd.methods.losses import blend, caption_matching_loss, class_means, mean_feature_distance
@@ -23,10 +28,119 @@ from raydd.seeding import derive_seed, generator
 
 @register_method("dm")
 class DMDistiller(Distiller):
+    """DM; with the ``dm`` section's switches, the fast DM family (bank, trained pool, multi-formation)."""
+
     default_lr_img = 1.0
     default_iterations = 20000
+    config_section = "dm"
+
+    def __init__(self, *args, model_pool=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fast: DMConfig = self.section if isinstance(self.section, DMConfig) else DMConfig()
+        self.factor = self.fast.formation
+        check_factor(self.factor, self.syn.image_size)
+        if self.syn.meta.get("formation", 1) != self.factor:
+            raise ConfigError(f"dm.formation={self.factor} but the synthetic set was initialised with "
+                              f"formation {self.syn.meta.get('formation', 1)}")
+        self.bank = None
+        self.network_pool = None
+        if self.fast.bank:
+            from raydd.methods.feature_bank import check_bank_switches
+            from raydd.methods.model_pool import NetworkPool
+
+            check_bank_switches(self.mm)
+            self.network_pool = NetworkPool(self.fast, self.net_spec, self.seed, self.device, trained=model_pool)
+
+    def make_optimizer(self, params, lr):
+        fast = self.section if isinstance(self.section, DMConfig) else DMConfig()
+        if fast.optimizer == "adam":
+            return torch.optim.Adam(params, lr=lr)
+        return super().make_optimizer(params, lr)
+
+    def _set_learning_rate(self, iteration: int) -> None:
+        """The schedule as a pure function of the iteration, so a resume needs no scheduler state."""
+        if self.fast.schedule == "cosine":
+            scale = 0.5 * (1.0 + math.cos(math.pi * iteration / max(1, self.iterations)))
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.base_lr * scale
+
+    def decoded_images(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The owned synthetic images as the network sees them, and each one's position in ``classes``."""
+        per_class = self.syn.ipc * self.factor * self.factor
+        group = torch.arange(len(self.classes), device=self.device).repeat_interleave(per_class)
+        return decode(self.own_images(), self.factor), group
+
+    def decoded_captions(self) -> torch.Tensor:
+        return self.own_captions().repeat_interleave(self.factor * self.factor, dim=0)
 
     def step(self, iteration: int) -> dict[str, torch.Tensor]:
+        self._set_learning_rate(iteration)
+        if self.fast.bank:
+            return self._bank_step(iteration)
+        return self._classic_step(iteration)
+
+    # -- the bank ---------------------------------------------------------------------------------
+    def _generation(self, iteration: int):
+        from raydd.methods.feature_bank import build_generation
+
+        g = iteration // self.fast.refresh_every if self.fast.refresh_every else 0
+        if self.bank is None or self.bank.generation != g:
+            syn_captions = syn_group = None
+            if self.mm.cm:
+                _, syn_group = self.decoded_images()
+                syn_captions = self.decoded_captions().detach()
+            self.bank = None  # free the previous generation before building the next
+            self.bank = build_generation(g, self.network_pool.networks(g), self.fast, self.mm, self.pool,
+                                         self.classes, self.syn.num_classes, self.syn.image_size, self.dsa,
+                                         self.seed, self.cfg.real_chunk, syn_captions, syn_group)
+        return self.bank
+
+    def _bank_step(self, iteration: int) -> dict[str, torch.Tensor]:
+        mm, fast = self.mm, self.fast
+        bank = self._generation(iteration)
+        pick = torch.randperm(fast.networks * fast.draws, generator=generator(self.seed, "bank-entry", iteration))
+        syn_all, syn_group = self.decoded_images()
+        owned = torch.tensor(self.classes, device=self.device)
+        k = len(self.classes)
+        terms: dict[str, torch.Tensor] = {}
+
+        def add(name: str, value: torch.Tensor) -> None:
+            terms[name] = terms.get(name, 0.0) + value / fast.entries_per_step
+
+        for entry in pick[: fast.entries_per_step].tolist():
+            m, r = divmod(entry, fast.draws)
+            draw = bank.draws[m][r]
+            syn = self.dsa.apply(syn_all, draw, groups=owned[syn_group]) if draw is not None else syn_all
+            features = bank.networks[m].embed(syn)
+            syn_means = class_means(features, syn_group, k)
+            dm_term = mean_feature_distance(bank.means[m, r], syn_means)
+            add("loss_dm", dm_term)
+            if mm.mfa:
+                mfa_term = mean_feature_distance(bank.isolated_means[m, r], syn_means)
+                add("loss_mfa", mfa_term)
+                add("loss", blend(dm_term, mfa_term, mm.lambda_mfa))
+            else:
+                add("loss", dm_term)
+            if mm.cc:
+                u = self.decoded_captions()
+                project = self.caption_projection(iteration, u.shape[1])
+                cc_term = mean_feature_distance(mm.cc_alpha * project(bank.caption_means[m, r]),
+                                                class_means(mm.cc_alpha * project(u), syn_group, k))
+                add("loss_cc", cc_term)
+                add("loss", cc_term)
+            if mm.cm:
+                cm_term = ((features - bank.cm_targets[m, r]) ** 2).sum()
+                add("loss_cm", cm_term)
+                add("loss", mm.lambda_cm * cm_term)
+        loss = terms.pop("loss")
+        self._image_step(loss)
+        out = {"loss": loss.detach()}
+        if len(terms) > 1:
+            out.update({name: value.detach() for name, value in terms.items()})
+        return out
+
+    # -- the reference DM ---------------------------------------------------------------------------
+    def _classic_step(self, iteration: int) -> dict[str, torch.Tensor]:
         mm = self.mm
         # Channels-last weights: the convolutions run NHWC (faster on CPU and GPU; same values).
         net = channels_last(self.net_spec.build(derive_seed(self.seed, "net", iteration), self.device))
@@ -37,8 +151,7 @@ class DMDistiller(Distiller):
         real_index, real_group = self.pool.sample_indices(self.classes, self.cfg.batch_real, self.seed, "real", iteration)
         real = self.pool.images[real_index]
         masks = self.pool.masks[real_index] if mm.mfa else None
-        syn = self.own_images()
-        syn_group = torch.arange(k, device=self.device).repeat_interleave(self.syn.ipc)
+        syn, syn_group = self.decoded_images()  # the stored images themselves unless dm.formation > 1
 
         isolated = None
         if mm.mfa and mm.mfa_level == "input":
@@ -86,7 +199,7 @@ class DMDistiller(Distiller):
             loss = blend(terms["loss_dm"], terms["loss_mfa"], mm.lambda_mfa)
         if mm.cc or mm.cm:
             t = self.pool.caption_emb[real_index]
-            u = self.own_captions()
+            u = self.decoded_captions()
         if mm.cc:
             project = self.caption_projection(iteration, t.shape[1])
             terms["loss_cc"] = mean_feature_distance(class_means(mm.cc_alpha * project(t), real_group, k),

@@ -52,6 +52,26 @@ def gradient_distance(grads_real: list[torch.Tensor], grads_syn: list[torch.Tens
     return total
 
 
+def caption_matching_targets(
+    syn_captions: torch.Tensor,
+    syn_groups: torch.Tensor,
+    real_features: torch.Tensor,
+    real_captions: torch.Tensor,
+    real_groups: torch.Tensor,
+    tau: float,
+) -> torch.Tensor:
+    """CM's target per synthetic sample: z_j = sum_i softmax_i(tau * cos(u_j, t_i)) phi(x_i), i of j's class.
+
+    All classes at once: other classes are masked out of the softmax.
+    """
+    u = torch.nn.functional.normalize(syn_captions, dim=1)
+    t = torch.nn.functional.normalize(real_captions, dim=1)
+    logits = tau * (u @ t.T)
+    same_class = syn_groups[:, None] == real_groups[None, :]
+    logits = logits.masked_fill(~same_class, float("-inf"))
+    return torch.softmax(logits, dim=1) @ real_features
+
+
 def caption_matching_loss(
     syn_features: torch.Tensor,
     syn_captions: torch.Tensor,
@@ -63,16 +83,9 @@ def caption_matching_loss(
 ) -> torch.Tensor:
     """CM: pull each synthetic feature toward the real features of its class whose captions resemble its own.
 
-    z_j = sum_i softmax_i(tau * cos(u_j, t_i)) phi(x_i) over real i of the same class;
-    loss = sum_j || phi(s_j) - z_j ||^2. All classes at once: other classes are masked out of the softmax.
+    loss = sum_j || phi(s_j) - z_j ||^2 with z_j from ``caption_matching_targets``.
     """
-    u = torch.nn.functional.normalize(syn_captions, dim=1)
-    t = torch.nn.functional.normalize(real_captions, dim=1)
-    logits = tau * (u @ t.T)
-    same_class = syn_groups[:, None] == real_groups[None, :]
-    logits = logits.masked_fill(~same_class, float("-inf"))
-    weights = torch.softmax(logits, dim=1)
-    targets = weights @ real_features
+    targets = caption_matching_targets(syn_captions, syn_groups, real_features, real_captions, real_groups, tau)
     return ((syn_features - targets) ** 2).sum()
 
 

@@ -123,7 +123,9 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, object_
             ray.init(address=address, **kwargs)
         else:
             store = (object_store_mb or int(os.environ.get("RAYDD_OBJECT_STORE_MB", "512"))) * 1024 * 1024
-            ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, object_store_memory=store,
+            # RAYDD_NUM_CPUS: a local Ray that uses part of the machine (two experiments side by side).
+            cpus = num_cpus or int(os.environ.get("RAYDD_NUM_CPUS", "0")) or os.cpu_count()
+            ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=store,
                      _node_ip_address="127.0.0.1", **kwargs)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
         where = address or "a local cluster"

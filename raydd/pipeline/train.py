@@ -21,9 +21,10 @@ import torch
 
 from raydd.config import Config, config_from_dict
 from raydd.distill import (build_distiller, check_names, dataset_class_count, finish, load_inputs, load_splits,
-                            prepare, write_caption_bank, write_initial)
+                            model_pool, preflight, prepare, write_caption_bank, write_initial, write_snapshot)
 from raydd.errors import ConfigError, RayddError
 from raydd.methods import method_class
+from raydd.methods.dm_setup import load_model_pool, network_spec
 from raydd.pipeline import cluster
 from raydd.pipeline.cluster import available_cpus, init_ray
 from raydd.pipeline.sharding import assemble, shard_classes, sum_across_workers
@@ -72,6 +73,12 @@ def train_loop(config: dict[str, Any]) -> None:
     kwargs = {}
     if world > 1 and method_class(cfg.distill.method).needs_sync:
         kwargs["sync"] = lambda tensor: tensor.data.copy_(assemble(tensor, own_rows).to(tensor.device))
+    syn = state.syn
+    syn.init_ids = list(config["init_ids"])  # every class's, as the driver drew them (snapshots carry them)
+    trained = load_model_pool(cfg, run, network_spec(cfg, syn.channels, syn.num_classes, syn.image_size),
+                              state.splits.name)
+    if trained is not None:
+        kwargs["model_pool"] = trained
     distiller = build_distiller(cfg, state, device, classes=classes, **kwargs)
     own_rows = distiller.own_rows
     total = distiller.iterations
@@ -79,10 +86,13 @@ def train_loop(config: dict[str, Any]) -> None:
     start = 0
     loaded = _load_start(run)
     if loaded is not None:
-        state, start = loaded
-        distiller.load_state_dict(state)
+        tensors, start = loaded
+        distiller.load_state_dict(tensors)
     fail_at = config.get("fail_once_at")
-    t0 = time.perf_counter()
+    # Seconds since the driver started (Ray Train start-up included), continued across a resume.
+    t0 = time.perf_counter() - (time.time() - config["started"]) - config["seconds_before"]
+    snapshots = set(cfg.distill.snapshots)
+    loop_started = time.perf_counter()
     for iteration in range(start, total):
         metrics = distiller.step(iteration)
         done = iteration + 1
@@ -91,20 +101,24 @@ def train_loop(config: dict[str, Any]) -> None:
             os._exit(1)  # a hard worker death, as a preempted node would look
         log_now = done % cfg.distill.log_every == 0 or done == total
         checkpoint_now = done % cfg.distill.checkpoint_every == 0 or done == total
+        if done in snapshots:  # every rank takes part in assembling the set; rank 0 writes it
+            snapshot = _shard_state(distiller)
+            if rank == 0:
+                write_snapshot(run, state.syn, snapshot, done, time.perf_counter() - t0)
         if not (log_now or checkpoint_now):
             continue
         loss = float(sum_across_workers(metrics["loss"] * distiller.shard_weight()))
         row = {"iteration": done, "loss": loss, "seconds": round(time.perf_counter() - t0, 3)}
         if log_now and rank == 0:
             run.log_metrics(row)
-            eta = (time.perf_counter() - t0) / max(1, done - start) * (total - done)
+            eta = (time.perf_counter() - loop_started) / max(1, done - start) * (total - done)
             print(f"raydd: {cfg.distill.method} iteration {done}/{total} loss {loss:.4g} eta {eta:.0f}s", flush=True)
         if checkpoint_now:
-            state = _shard_state(distiller)
+            tensors = _shard_state(distiller)
             if rank == 0:
-                run.save_checkpoint(state, done)
+                run.save_checkpoint(tensors, done)
                 with tempfile.TemporaryDirectory() as folder:
-                    RunDir(folder).save_checkpoint(state, done)
+                    RunDir(folder).save_checkpoint(tensors, done)
                     ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(folder))
             else:
                 ray.train.report(row)
@@ -125,8 +139,10 @@ def distill_with_ray(
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    started = time.time()
     check_names(cfg)
     splits, captions = load_inputs(cfg)  # data errors before anything is written or started
+    preflight(cfg, splits, captions)
     if not 1 <= workers <= splits.num_classes:
         raise ConfigError(f"--workers must be between 1 and the number of classes ({splits.num_classes}), got {workers}")
     want_gpu = cfg.device.startswith("cuda") or cfg.device == "auto"
@@ -142,9 +158,12 @@ def distill_with_ray(
     cluster.check_resources(workers, cpus_per_worker=1 if use_gpu else threads, gpus_per_worker=1 if use_gpu else 0)
 
     state = prepare(cfg, splits, torch.device("cpu"), captions)  # init ids and metadata, as one process makes them
+    model_pool(cfg, run, state, torch.device("cpu"), show_progress)  # trained once here, read by every worker
+    seconds_before = 0.0
     if resume:
         checkpoint = run.load_checkpoint()
         run.truncate_metrics(checkpoint[1] if checkpoint else 0)
+        seconds_before = run.seconds_at(checkpoint[1] if checkpoint else 0)
     if not resume or not run.has("members.json"):
         run.write_config(cfg)
         run.write_members(state.pool.ids, splits.name)
@@ -154,7 +173,9 @@ def distill_with_ray(
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"cfg": cfg.to_dict(), "out": run.path if "://" in out else os.path.abspath(out),
-                           "threads": threads, "use_gpu": use_gpu, "fail_once_at": fail_once_at},
+                           "threads": threads, "use_gpu": use_gpu, "fail_once_at": fail_once_at,
+                           "started": started, "seconds_before": seconds_before,
+                           "init_ids": state.syn.init_ids},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": 1 if use_gpu else threads}),
         run_config=RunConfig(name="distill", storage_path=storage,
@@ -173,6 +194,7 @@ def distill_with_ray(
         syn.caption_emb = tensors["captions"]
     syn.meta["iterations"] = done
     syn.meta["workers"] = workers
+    syn.meta["distill_seconds"] = round(time.time() - started + seconds_before, 3)
     finish(run, syn)
     write_caption_bank(run, syn, splits, captions)
     return syn

@@ -1,0 +1,278 @@
+"""Accuracy against wall time: raydd's DM family beside the reference DM loop, on one machine.
+
+Each variant distils one (dataset, IPC, seed) through the path users run (``raydd distill``, Ray Train),
+keeping snapshots of the synthetic set at log-spaced iterations (``distill.snapshots``); the reference
+DM loop (jobs/speed_reference.py's per-class loop at batch_real 256) runs in this process for a wall
+budget, keeping snapshots at log-spaced seconds. Every snapshot is scored on the **validation** split
+by one cheap fixed protocol (``--val-models`` ConvNet-3 x ``--val-epochs``); the final set of each
+variant on **test** under ``quick`` and, with ``--paper-eval``, the paper evaluation (5 x 1000 epochs).
+
+Outputs: ``--records`` (JSON list, one record per final test figure), ``OUT/curve.jsonl`` (every
+validation point), ``--plot`` (PNG of the curves). Resumable: a finished distillation, snapshot score
+or test figure is never recomputed; a killed distillation continues with ``--resume``.
+
+    ray job submit --working-dir . -- python jobs/benchmark_time_to_accuracy.py \\
+        --datasets fashion-mnist --ipc 10 --variants ref,dm,fast --budget-minutes 60 --paper-eval
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# What each variant sets on top of the quick preset (docs/method.md "Fast DM"). ``dm`` is classic DM as
+# the quick preset ran it before the fast family (batch_real 64); ``ref`` is the reference loop.
+VARIANTS: dict[str, list[str]] = {
+    "dm": ["dm.bank=false", "dm.pool=random", "dm.formation=1", "dm.optimizer=sgd", "dm.schedule=constant",
+           "distill.batch_real=64"],
+    "bank": ["dm.bank=true", "dm.pool=random", "dm.formation=1"],
+    "bank+pool": ["dm.bank=true", "dm.pool=trained", "dm.formation=1"],
+    "bank+mf": ["dm.bank=true", "dm.pool=random", "dm.formation=2"],
+    "fast": ["dm.bank=true", "dm.pool=trained", "dm.formation=2"],
+}
+ITERATIONS = {"dm": 2000, "bank": 4000, "bank+pool": 4000, "bank+mf": 4000, "fast": 4000}
+
+
+def log_spaced(limit: float, start: float = 1.0, per_decade: int = 3) -> list[float]:
+    """1, 2, 5, 10, 20, 50, ... up to ``limit`` (always ending at ``limit``)."""
+    steps = [1.0, 2.0, 5.0][: per_decade]
+    out, decade = [], start
+    while decade <= limit:
+        out += [decade * s for s in steps if decade * s <= limit]
+        decade *= 10
+    if not out or out[-1] != limit:
+        out.append(limit)
+    return out
+
+
+def read_json(path: Path, default):
+    return json.loads(path.read_text()) if path.exists() else default
+
+
+def write_json(path: Path, data) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def distill_variant(variant: str, dataset: str, ipc: int, seed: int, run: Path, args) -> None:
+    """``raydd distill`` (Ray Train, one worker) with snapshots; resumed when a previous try was killed."""
+    if (run / "synthetic.safetensors").exists():
+        return
+    iterations = args.iterations.get(variant, ITERATIONS[variant])
+    snapshots = [int(i) for i in log_spaced(iterations)]
+    command = [str(Path(sys.executable).with_name("raydd")), "distill", "--dataset", dataset, "--ipc", str(ipc),
+               "--seed", str(seed), "--iterations", str(iterations), "--device", "cpu", "--out", str(run),
+               "--set", f"distill.snapshots=[{','.join(map(str, snapshots))}]",
+               "--set", f"distill.log_every={max(1, iterations // 100)}",
+               "--set", f"distill.checkpoint_every={max(1, iterations // 20)}"]
+    for item in VARIANTS[variant] + args.sets:
+        command += ["--set", item]
+    if (run / "config.yaml").exists():
+        command.append("--resume")
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "RAYDD_NUM_CPUS": str(args.threads)}
+    subprocess.run(command, check=True, env=env)
+
+
+def reference_variant(dataset: str, ipc: int, seed: int, run: Path, args) -> None:
+    """The reference per-class DM loop for ``--budget-minutes``, snapshots at log-spaced seconds.
+
+    Resumable at snapshot granularity: the state (images, momentum, numpy RNG) of the last snapshot is
+    kept in ``run/reference-state.pt`` and the clock continues from its seconds.
+    """
+    import numpy as np
+    import torch
+
+    from raydd.config import build_config
+    from raydd.distill import load_inputs, prepare
+    from raydd.rundir import RunDir
+    from speed_reference import RefDiffAugment, RefDM, RefReal
+
+    if (run / "synthetic.safetensors").exists():
+        return
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    cfg = build_config("quick", overrides={"data": {"name": dataset}, "seed": seed, "device": "cpu",
+                                           "distill": {"method": "dm", "ipc": ipc, "batch_real": 256}})
+    splits, captions = load_inputs(cfg)
+    state = prepare(cfg, splits, torch.device("cpu"), captions)
+    spec = dict(channels=state.syn.channels, num_classes=state.syn.num_classes, image_size=state.syn.image_size)
+    aug = RefDiffAugment(cfg.distill.dsa_strategy, state.syn.image_size, torch.device("cpu"), splits.flip_ok)
+    np.random.seed(seed)
+    ref = RefDM(cfg.distill.model, spec, state.syn.images, ipc, state.syn.num_classes, RefReal(state.pool, 256), aug,
+                seed, torch.device("cpu"))
+    budget = args.budget_minutes * 60.0
+    marks = log_spaced(budget, start=10.0)
+    saved = run / "reference-state.pt"
+    iteration, offset = 0, 0.0
+    if saved.exists():
+        blob = torch.load(saved, weights_only=False)  # written by this job itself, a few lines below
+        iteration, offset = blob["iteration"], blob["seconds"]
+        with torch.no_grad():
+            ref.image_syn.copy_(blob["images"])
+        ref.optimizer_img.state[ref.image_syn]["momentum_buffer"] = blob["momentum"]
+        np.random.set_state(blob["numpy"])
+    else:
+        run.mkdir(parents=True, exist_ok=True)
+        RunDir(str(run)).write_config(cfg)
+    clock = lambda: offset + time.perf_counter() - started  # noqa: E731
+    pending = [m for m in marks if m > offset]
+    syn = state.syn
+    syn.meta.update({"method": "dm-ref", "preset": "quick"})
+    while pending:
+        ref.step(iteration)
+        iteration += 1
+        if clock() >= pending[0] or iteration % 50 == 0 and clock() >= budget:
+            seconds = clock()
+            while pending and pending[0] <= seconds:
+                pending.pop(0)
+            syn.images = ref.image_syn.detach().clone()
+            syn.meta.update({"iterations": iteration, "distill_seconds": round(seconds, 3)})
+            syn.save(str(run / "snapshots" / f"iteration-{iteration:06d}"))
+            momentum = ref.optimizer_img.state[ref.image_syn]["momentum_buffer"]
+            torch.save({"iteration": iteration, "seconds": seconds, "images": syn.images, "momentum": momentum,
+                        "numpy": np.random.get_state()}, saved)
+            print(f"reference DM: {iteration} iterations, {seconds:.0f}s of {budget:.0f}s", flush=True)
+    syn.save(str(run))
+
+
+_SPLITS: dict = {}  # (dataset, seed) -> splits, loaded once per job
+
+
+def score(path: Path, dataset: str, seed: int, split: str, protocol: str, args) -> dict:
+    """Evaluate one synthetic set (a run or snapshot directory); cached beside it."""
+    import torch
+
+    from raydd.config import build_config
+    from raydd.synthetic import SyntheticSet
+    from raydd.distill import load_splits
+    from raydd.workflows import evaluate_set
+
+    cache = path / f"score-{split}-{protocol}.json"
+    if cache.exists():
+        return json.loads(cache.read_text())
+    torch.set_num_threads(args.threads)
+    preset = "paper" if protocol == "paper" else "quick"
+    overrides: dict = {"data": {"name": dataset}, "seed": seed, "device": "cpu"}
+    if protocol == "val":
+        overrides["eval"] = {"models": args.val_models, "epochs": args.val_epochs}
+    cfg = build_config(preset, overrides=overrides)
+    syn = SyntheticSet.load(str(path))
+    if (dataset, seed) not in _SPLITS:
+        _SPLITS[(dataset, seed)] = load_splits(cfg)
+    result = evaluate_set(syn, _SPLITS[(dataset, seed)], cfg, split=split, show_progress=False)
+    out = {"accuracy": result["accuracy"]["mean"], "std": result["accuracy"]["std"],
+           "iterations": syn.meta.get("iterations"), "distill_seconds": syn.meta.get("distill_seconds"),
+           "protocol": protocol, "split": split}
+    write_json(cache, out)
+    return out
+
+
+def machine() -> str:
+    import torch
+
+    return f"{os.cpu_count()}-core CPU, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
+
+
+def plot(curve_file: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # this job's own process; never switched in the library
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in curve_file.read_text().splitlines() if line.strip()]
+    panels = sorted({(r["dataset"], r["ipc"]) for r in rows})
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (dataset, ipc) in zip(axes[0], panels):
+        for method in sorted({r["method"] for r in rows if (r["dataset"], r["ipc"]) == (dataset, ipc)}):
+            pts = sorted((r["distill_seconds"], 100 * r["val_accuracy"]) for r in rows
+                         if (r["dataset"], r["ipc"], r["method"]) == (dataset, ipc, method))
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=method)
+        ax.set_xscale("log")
+        ax.set_xlabel("distillation wall time (s)")
+        ax.set_ylabel("validation accuracy (%)")
+        ax.set_title(f"{dataset}, IPC {ipc}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from raydd.progress import progress_bar
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="fashion-mnist")
+    parser.add_argument("--ipc", default="10")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--variants", default="ref,dm,fast", help=f"ref and any of {', '.join(VARIANTS)}")
+    parser.add_argument("--iterations", action="append", default=[], metavar="VARIANT=N",
+                        help="distillation iterations of a variant (defaults: " +
+                        ", ".join(f"{k} {v}" for k, v in ITERATIONS.items()) + ")")
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="extra config for raydd variants")
+    parser.add_argument("--budget-minutes", type=float, default=60.0, help="wall budget of the reference loop")
+    parser.add_argument("--val-models", type=int, default=2)
+    parser.add_argument("--val-epochs", type=int, default=100)
+    parser.add_argument("--paper-eval", action="store_true", help="also score final sets under the paper evaluation")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default="runs/time-to-accuracy")
+    parser.add_argument("--records", default="docs/benchmarks/time-to-accuracy.json")
+    parser.add_argument("--plot", default="docs/benchmarks/time-to-accuracy.png")
+    parser.add_argument("--tag", default="", help="suffix of the method name in records (e.g. a setting)")
+    args = parser.parse_args(argv)
+    args.iterations = {k: int(v) for k, v in (item.split("=", 1) for item in args.iterations)}
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    curve = out / "curve.jsonl"
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in variants if v != "ref" and v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: ref, {', '.join(VARIANTS)}")
+    plan = [(d, int(i), v) for d in args.datasets.split(",") for i in args.ipc.split(",") for v in variants]
+    records_path = Path(args.records)
+    for dataset, ipc, variant in progress_bar(plan, desc="time to accuracy"):
+        method = ("dm-ref" if variant == "ref" else f"dm-{variant}") + args.tag
+        run = out / f"{dataset}-ipc{ipc}-{method}-seed{args.seed}"
+        if variant == "ref":
+            reference_variant(dataset, ipc, args.seed, run, args)
+        else:
+            distill_variant(variant, dataset, ipc, args.seed, run, args)
+        seen = {(r["method"], r["dataset"], r["ipc"], r["seed"], r["iterations"])
+                for r in (json.loads(line) for line in curve.read_text().splitlines() if line.strip())} \
+            if curve.exists() else set()
+        for snap in sorted((run / "snapshots").glob("iteration-*")) + [run]:
+            s = score(snap, dataset, args.seed, "val", "val", args)
+            if (method, dataset, ipc, args.seed, s["iterations"]) not in seen:
+                with curve.open("a") as f:
+                    f.write(json.dumps({"dataset": dataset, "ipc": ipc, "method": method, "seed": args.seed,
+                                        "iterations": s["iterations"], "distill_seconds": s["distill_seconds"],
+                                        "val_accuracy": s["accuracy"]}) + "\n")
+                seen.add((method, dataset, ipc, args.seed, s["iterations"]))
+        for protocol in ["quick", "paper"] if args.paper_eval else ["quick"]:
+            s = score(run, dataset, args.seed, "test", protocol, args)
+            records = read_json(records_path, [])
+            key = (dataset, ipc, method, protocol, args.seed)
+            records = [r for r in records if (r["dataset"], r["ipc"], r["method"], r["eval_protocol"], r["seed"]) != key]
+            records.append({"dataset": dataset, "ipc": ipc, "method": method, "distill_seconds": s["distill_seconds"],
+                            "iterations": s["iterations"], "test_accuracy": s["accuracy"], "test_std": s["std"],
+                            "eval_protocol": protocol, "seed": args.seed, "machine": machine()})
+            records_path.parent.mkdir(parents=True, exist_ok=True)
+            write_json(records_path, records)
+            print(f"{dataset} ipc{ipc} {method}: {100 * s['accuracy']:.2f} % test ({protocol}) after "
+                  f"{s['distill_seconds']:.0f} s of distillation", flush=True)
+    if curve.exists() and args.plot:
+        plot(curve, Path(args.plot))
+
+
+if __name__ == "__main__":
+    main()
