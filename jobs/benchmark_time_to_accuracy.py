@@ -70,7 +70,7 @@ def distill_variant(variant: str, dataset: str, ipc: int, seed: int, run: Path, 
     iterations = args.iterations.get(variant, ITERATIONS[variant])
     snapshots = [int(i) for i in log_spaced(iterations)]
     command = [str(Path(sys.executable).with_name("raydd")), "distill", "--dataset", dataset, "--ipc", str(ipc),
-               "--seed", str(seed), "--iterations", str(iterations), "--device", "cpu", "--out", str(run),
+               "--seed", str(seed), "--iterations", str(iterations), "--device", args.device, "--out", str(run),
                "--set", f"distill.snapshots=[{','.join(map(str, snapshots))}]",
                "--set", f"distill.log_every={max(1, iterations // 100)}",
                "--set", f"distill.checkpoint_every={max(1, iterations // 20)}"]
@@ -100,15 +100,16 @@ def reference_variant(dataset: str, ipc: int, seed: int, run: Path, args) -> Non
         return
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
-    cfg = build_config("quick", overrides={"data": {"name": dataset}, "seed": seed, "device": "cpu",
+    device = torch.device(args.device)
+    cfg = build_config("quick", overrides={"data": {"name": dataset}, "seed": seed, "device": args.device,
                                            "distill": {"method": "dm", "ipc": ipc, "batch_real": 256}})
     splits, captions = load_inputs(cfg)
-    state = prepare(cfg, splits, torch.device("cpu"), captions)
+    state = prepare(cfg, splits, device, captions)
     spec = dict(channels=state.syn.channels, num_classes=state.syn.num_classes, image_size=state.syn.image_size)
-    aug = RefDiffAugment(cfg.distill.dsa_strategy, state.syn.image_size, torch.device("cpu"), splits.flip_ok)
+    aug = RefDiffAugment(cfg.distill.dsa_strategy, state.syn.image_size, device, splits.flip_ok)
     np.random.seed(seed)
     ref = RefDM(cfg.distill.model, spec, state.syn.images, ipc, state.syn.num_classes, RefReal(state.pool, 256), aug,
-                seed, torch.device("cpu"))
+                seed, device)
     budget = args.budget_minutes * 60.0
     marks = log_spaced(budget, start=10.0)
     saved = run / "reference-state.pt"
@@ -118,7 +119,7 @@ def reference_variant(dataset: str, ipc: int, seed: int, run: Path, args) -> Non
         iteration, offset = blob["iteration"], blob["seconds"]
         with torch.no_grad():
             ref.image_syn.copy_(blob["images"])
-        ref.optimizer_img.state[ref.image_syn]["momentum_buffer"] = blob["momentum"]
+        ref.optimizer_img.state[ref.image_syn]["momentum_buffer"] = blob["momentum"].to(device)
         np.random.set_state(blob["numpy"])
     else:
         run.mkdir(parents=True, exist_ok=True)
@@ -134,14 +135,32 @@ def reference_variant(dataset: str, ipc: int, seed: int, run: Path, args) -> Non
             seconds = clock()
             while pending and pending[0] <= seconds:
                 pending.pop(0)
-            syn.images = ref.image_syn.detach().clone()
+            syn.images = ref.image_syn.detach().cpu().clone()
             syn.meta.update({"iterations": iteration, "distill_seconds": round(seconds, 3)})
             syn.save(str(run / "snapshots" / f"iteration-{iteration:06d}"))
             momentum = ref.optimizer_img.state[ref.image_syn]["momentum_buffer"]
-            torch.save({"iteration": iteration, "seconds": seconds, "images": syn.images, "momentum": momentum,
+            torch.save({"iteration": iteration, "seconds": seconds, "images": syn.images, "momentum": momentum.cpu(),
                         "numpy": np.random.get_state()}, saved)
             print(f"reference DM: {iteration} iterations, {seconds:.0f}s of {budget:.0f}s", flush=True)
     syn.save(str(run))
+
+
+def scored_snapshots(run: Path, max_points: int) -> list[Path]:
+    """At most ``max_points`` snapshots, spread evenly in log wall time (scoring costs more than distilling)."""
+    from raydd.synthetic import SyntheticSet
+
+    snaps = sorted((run / "snapshots").glob("iteration-*"))
+    if max_points <= 0 or len(snaps) <= max_points:
+        return snaps
+    seconds = [max(1e-3, float(SyntheticSet.load(str(p)).meta["distill_seconds"])) for p in snaps]
+    lo, hi = math.log(seconds[0]), math.log(seconds[-1])
+    chosen = []
+    for k in range(max_points):
+        target = hi if max_points == 1 else lo + (hi - lo) * k / (max_points - 1)
+        best = min(range(len(snaps)), key=lambda i: abs(math.log(seconds[i]) - target))
+        if snaps[best] not in chosen:
+            chosen.append(snaps[best])
+    return sorted(chosen)
 
 
 _SPLITS: dict = {}  # (dataset, seed) -> splits, loaded once per job
@@ -161,7 +180,7 @@ def score(path: Path, dataset: str, seed: int, split: str, protocol: str, args) 
         return json.loads(cache.read_text())
     torch.set_num_threads(args.threads)
     preset = "paper" if protocol == "paper" else "quick"
-    overrides: dict = {"data": {"name": dataset}, "seed": seed, "device": "cpu"}
+    overrides: dict = {"data": {"name": dataset}, "seed": seed, "device": args.device}
     if protocol == "val":
         overrides["eval"] = {"models": args.val_models, "epochs": args.val_epochs}
     cfg = build_config(preset, overrides=overrides)
@@ -176,9 +195,11 @@ def score(path: Path, dataset: str, seed: int, split: str, protocol: str, args) 
     return out
 
 
-def machine() -> str:
+def machine(device: str) -> str:
     import torch
 
+    if device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
     return f"{os.cpu_count()}-core CPU, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
 
 
@@ -206,6 +227,21 @@ def plot(curve_file: Path, png: Path) -> None:
     fig.savefig(png, dpi=110)
 
 
+def write_table(records_path: Path, curve_file: Path, out: Path) -> None:
+    """Markdown: the validation curve of each variant, then the final test figures (from the records)."""
+    rows = [json.loads(line) for line in curve_file.read_text().splitlines() if line.strip()]
+    lines = ["| dataset | IPC | method | iterations | distillation s | validation % |", "|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["dataset"], r["ipc"], r["method"], r["distill_seconds"])):
+        lines.append(f"| {r['dataset']} | {r['ipc']} | {r['method']} | {r['iterations']} | "
+                     f"{r['distill_seconds']:.0f} | {100 * r['val_accuracy']:.2f} |")
+    lines += ["", "| dataset | IPC | method | iterations | distillation s | test % (mean ± std) | evaluation | machine |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(read_json(records_path, []), key=lambda r: (r["dataset"], r["ipc"], r["method"], r["eval_protocol"])):
+        lines.append(f"| {r['dataset']} | {r['ipc']} | {r['method']} | {r['iterations']} | {r['distill_seconds']:.0f} | "
+                     f"{100 * r['test_accuracy']:.2f} ± {100 * r['test_std']:.2f} | {r['eval_protocol']} | {r['machine']} |")
+    out.write_text("\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> None:
     from raydd.progress import progress_bar
 
@@ -221,11 +257,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-minutes", type=float, default=60.0, help="wall budget of the reference loop")
     parser.add_argument("--val-models", type=int, default=2)
     parser.add_argument("--val-epochs", type=int, default=100)
+    parser.add_argument("--max-points", type=int, default=0,
+                        help="score at most this many snapshots per variant on validation (0: all)")
     parser.add_argument("--paper-eval", action="store_true", help="also score final sets under the paper evaluation")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (every variant, the reference and scoring)")
     parser.add_argument("--out", default="runs/time-to-accuracy")
     parser.add_argument("--records", default="docs/benchmarks/time-to-accuracy.json")
     parser.add_argument("--plot", default="docs/benchmarks/time-to-accuracy.png")
+    parser.add_argument("--table", default="", help="write the curve and records as a markdown table here")
     parser.add_argument("--tag", default="", help="suffix of the method name in records (e.g. a setting)")
     args = parser.parse_args(argv)
     args.iterations = {k: int(v) for k, v in (item.split("=", 1) for item in args.iterations)}
@@ -250,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
         seen = {(r["method"], r["dataset"], r["ipc"], r["seed"], r["iterations"])
                 for r in (json.loads(line) for line in curve.read_text().splitlines() if line.strip())} \
             if curve.exists() else set()
-        for snap in sorted((run / "snapshots").glob("iteration-*")) + [run]:
+        for snap in scored_snapshots(run, args.max_points) + [run]:
             s = score(snap, dataset, args.seed, "val", "val", args)
             if (method, dataset, ipc, args.seed, s["iterations"]) not in seen:
                 with curve.open("a") as f:
@@ -265,13 +305,15 @@ def main(argv: list[str] | None = None) -> None:
             records = [r for r in records if (r["dataset"], r["ipc"], r["method"], r["eval_protocol"], r["seed"]) != key]
             records.append({"dataset": dataset, "ipc": ipc, "method": method, "distill_seconds": s["distill_seconds"],
                             "iterations": s["iterations"], "test_accuracy": s["accuracy"], "test_std": s["std"],
-                            "eval_protocol": protocol, "seed": args.seed, "machine": machine()})
+                            "eval_protocol": protocol, "seed": args.seed, "machine": machine(args.device)})
             records_path.parent.mkdir(parents=True, exist_ok=True)
             write_json(records_path, records)
             print(f"{dataset} ipc{ipc} {method}: {100 * s['accuracy']:.2f} % test ({protocol}) after "
                   f"{s['distill_seconds']:.0f} s of distillation", flush=True)
     if curve.exists() and args.plot:
         plot(curve, Path(args.plot))
+    if curve.exists() and args.table:
+        write_table(records_path, curve, Path(args.table))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@
 #   2. the speed table on the GPU: reference loop vs raydd, DM and DSA at IPC 1/10/50,
 #   3. one paper-preset DM run on fashion-mnist at IPC 10 (the full 20 000 iterations, 5 x 1000-epoch
 #      evaluation), and a paper-preset DSA run at IPC 10 cut to 200 iterations (the full 1000 would
-#      not fit the loan; the cut is written into the output).
+#      not fit the loan; the cut is written into the output),
+#   4. the fast DM family's time-to-accuracy curve (bank + trained pool + multi-formation) beside the
+#      reference loop, fashion-mnist IPC 10, a few minutes each.
 # Everything it prints goes to $OUT (or runs/gpu-check) so it can be committed as it is:
 #   OUT=/tmp/out bash jobs/gpu_check.sh
 set -uo pipefail
@@ -24,4 +26,7 @@ timeout 300 .venv/bin/raydd run --preset paper --method dm --ipc 10 --device cud
     --out "$OUT/paper-dm-ipc10" > "$OUT/paper-dm-ipc10.log" 2>&1
 timeout 200 .venv/bin/raydd run --preset paper --method dsa --ipc 10 --iterations 200 --device cuda --no-preprocess \
     --quiet --out "$OUT/paper-dsa-ipc10-200it" > "$OUT/paper-dsa-ipc10-200it.log" 2>&1
+timeout 420 $PY jobs/benchmark_time_to_accuracy.py --device cuda --datasets fashion-mnist --ipc 10 \
+    --variants ref,fast --iterations fast=3000 --budget-minutes 2 --out "$OUT/time-to-accuracy" \
+    --records "$OUT/time-to-accuracy.json" --plot "$OUT/time-to-accuracy.png" > "$OUT/time-to-accuracy.log" 2>&1
 tail -n 5 "$OUT"/*.log "$OUT"/*.txt

@@ -70,9 +70,11 @@ class RunDir:
         if resume:
             previous = self.read_config().to_dict()
             current = cfg.to_dict()
-            # Only the length of the run (and settings of later stages) may change on resume.
+            # Only the length of the run, its bookkeeping (how often it logs, checkpoints, keeps
+            # snapshots) and settings of later stages may change on resume: none changes the result.
             for cfg_dict in (previous, current):
-                cfg_dict["distill"].pop("iterations", None)
+                for key in ("iterations", "log_every", "checkpoint_every", "snapshots"):
+                    cfg_dict["distill"].pop(key, None)
                 for later in ("device", "eval", "audit"):
                     cfg_dict.pop(later, None)
             if previous != current:

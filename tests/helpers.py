@@ -71,3 +71,29 @@ def write_imagefolder(root: Path, *, num_classes: int = 3, n_train: int = 8, n_t
             rows.append({"file_name": name, "label": f"kind{int(y[i])}", "caption": f"a picture of kind {int(y[i])}"})
         (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
+
+
+def step_shards_together(whole, shards, iterations: int) -> torch.Tensor:
+    """Step a whole-run distiller and its class shards in lockstep; the shards' own rows combined."""
+    for it in range(iterations):
+        whole.step(it)
+        for shard in shards:
+            shard.step(it)
+    combined = whole.images.detach().clone()
+    for shard in shards:
+        combined[shard.own_rows] = shard.images.detach()[shard.own_rows]
+    return combined
+
+
+class Killed(Exception):
+    """Raised by ``kill_at`` to stand for a process killed mid-run."""
+
+
+def kill_at(iteration: int):
+    """An ``on_step`` hook that kills the run after ``iteration``."""
+
+    def hook(done: int) -> None:
+        if done == iteration:
+            raise Killed
+
+    return hook

@@ -22,7 +22,7 @@ from raydd.methods.model_pool import TrainedPool, pool_fingerprint, train_pool
 from raydd.realpool import RealPool
 from raydd.seeding import derive_seed, generator
 from raydd.synthetic import SyntheticSet
-from tests.helpers import tiny_splits
+from tests.helpers import Killed, kill_at, step_shards_together, tiny_splits
 
 DEVICE = torch.device("cpu")
 
@@ -121,13 +121,7 @@ def test_bank_shards_compute_what_one_process_computes(splits, fast):
     whole, _, _ = make(splits, fast, trained=trained, lr_img=0.1)
     first, _, _ = make(splits, fast, classes=[0, 2], trained=trained, lr_img=0.1)
     second, _, _ = make(splits, fast, classes=[1], trained=trained, lr_img=0.1)
-    for it in range(4):
-        whole.step(it)
-        first.step(it)
-        second.step(it)
-    combined = whole.images.detach().clone()
-    combined[first.own_rows] = first.images.detach()[first.own_rows]
-    combined[second.own_rows] = second.images.detach()[second.own_rows]
+    combined = step_shards_together(whole, [first, second], 4)
     assert torch.allclose(combined, whole.images.detach(), atol=1e-5)
     assert not torch.equal(whole.images.detach(), make(splits, fast, trained=trained)[0].images.detach())
 
@@ -200,20 +194,11 @@ def fast_config(**distill):
         "eval": {"models": 1, "epochs": 2}})
 
 
-class Killed(Exception):
-    pass
-
-
 def test_a_fast_dm_run_resumes_to_the_uninterrupted_result_and_keeps_its_snapshots(splits, tmp_path):
     cfg = fast_config(lr_img=0.05)
     straight = run_distillation(cfg, str(tmp_path / "a"), splits=splits, show_progress=False)
-
-    def kill_at_5(done):
-        if done == 5:
-            raise Killed
-
     with pytest.raises(Killed):
-        run_distillation(cfg, str(tmp_path / "b"), splits=splits, show_progress=False, on_step=kill_at_5)
+        run_distillation(cfg, str(tmp_path / "b"), splits=splits, show_progress=False, on_step=kill_at(5))
     resumed = run_distillation(cfg, str(tmp_path / "b"), splits=splits, show_progress=False, resume=True)
     assert torch.equal(straight.images, resumed.images)
     assert (tmp_path / "b" / "model_pool.safetensors").exists()  # trained once, read back on resume

@@ -12,7 +12,7 @@ from raydd.models.init import build_seeded
 from raydd.realpool import RealPool
 from raydd.seeding import derive_seed, generator
 from raydd.synthetic import SyntheticSet
-from tests.helpers import tiny_splits
+from tests.helpers import step_shards_together, tiny_splits
 
 DEVICE = torch.device("cpu")
 
@@ -57,13 +57,7 @@ def test_dm_class_shards_compute_what_one_process_computes(splits):
     whole, _, _ = make(splits, "dm")
     first, _, _ = make(splits, "dm", classes=[0, 2])
     second, _, _ = make(splits, "dm", classes=[1])
-    for it in range(3):
-        whole.step(it)
-        first.step(it)
-        second.step(it)
-    combined = whole.images.detach().clone()
-    combined[first.own_rows] = first.images.detach()[first.own_rows]
-    combined[second.own_rows] = second.images.detach()[second.own_rows]
+    combined = step_shards_together(whole, [first, second], 3)
     assert torch.allclose(combined, whole.images.detach(), atol=1e-5)
     # Shards leave the classes they do not own untouched.
     assert not torch.equal(first.images.detach()[second.own_rows], whole.images.detach()[second.own_rows])

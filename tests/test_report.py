@@ -350,3 +350,21 @@ def test_emit_table_prints_and_writes_the_whole_table(tmp_path, capsys):
     emit_table("| a |\n|---|", str(target))
     assert capsys.readouterr().out == "| a |\n|---|\n"
     assert target.read_text() == "| a |\n|---|\n"
+
+
+def test_importing_raydd_and_drawing_leave_the_callers_matplotlib_backend_alone():
+    # A notebook's interactive backend must survive `import raydd.distill` and a synthetic-set picture.
+    import subprocess
+    import sys
+
+    script = (
+        "import matplotlib; matplotlib.use('pdf')\n"
+        "import torch, raydd.distill, raydd.report.plots, raydd.audit.nearest\n"
+        "from raydd.report.grid import grid_png\n"
+        "png = grid_png(torch.rand(4, 1, 8, 8), torch.tensor([0, 0, 1, 1]), ['a', 'b'])\n"
+        "import matplotlib.pyplot as plt\n"
+        "print(matplotlib.get_backend(), png[:4] == b'\\x89PNG', plt.get_fignums())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["pdf", "True", "[]"]

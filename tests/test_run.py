@@ -13,7 +13,7 @@ from raydd.distill import run_distillation
 from raydd.errors import RunDirError
 from raydd.synthetic import SyntheticSet
 from raydd.workflows import evaluate_set
-from tests.helpers import tiny_splits, write_imagefolder
+from tests.helpers import Killed, kill_at, tiny_splits, write_imagefolder
 
 
 def tiny_config(**distill):
@@ -21,10 +21,6 @@ def tiny_config(**distill):
                                                                        "checkpoint_every": 2, "log_every": 1, **distill},
                                            "eval": {"models": 2, "epochs": 4}})
     return cfg
-
-
-class Killed(Exception):
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +53,8 @@ def test_resume_after_kill_reaches_the_uninterrupted_result(tmp_path, splits, me
     extra = {"outer_loop": 2, "inner_loop": 1} if method == "dsa" else {}
     cfg = tiny_config(method=method, **extra)
     straight = run_distillation(cfg, str(tmp_path / "a"), splits=splits, show_progress=False)
-
-    def kill_at_5(done):
-        if done == 5:
-            raise Killed
-
     with pytest.raises(Killed):
-        run_distillation(cfg, str(tmp_path / "b"), splits=splits, show_progress=False, on_step=kill_at_5)
+        run_distillation(cfg, str(tmp_path / "b"), splits=splits, show_progress=False, on_step=kill_at(5))
     assert not (tmp_path / "b" / "synthetic.safetensors").exists()  # nothing half-finished is published
     resumed = run_distillation(cfg, str(tmp_path / "b"), splits=splits, show_progress=False, resume=True)
     assert torch.equal(straight.images, resumed.images)
@@ -78,6 +69,11 @@ def test_existing_run_is_not_overwritten_and_resume_checks_config(tmp_path, spli
         run_distillation(tiny_config(), out, splits=splits, show_progress=False)
     with pytest.raises(RunDirError, match="different configuration"):
         run_distillation(tiny_config(ipc=3), out, splits=splits, show_progress=False, resume=True)
+    # Length and bookkeeping may change: a finished run extended by two iterations, logged and kept differently.
+    longer = tiny_config(iterations=8, log_every=2, checkpoint_every=4, snapshots=[7])
+    run_distillation(longer, out, splits=splits, show_progress=False, resume=True)
+    assert (tmp_path / "run" / "snapshots" / "iteration-000007" / "metadata.json").exists()
+    assert SyntheticSet.load(out).meta["iterations"] == 8
 
 
 def test_evaluation_reports_last_epoch_accuracy_per_model(splits):

@@ -49,6 +49,9 @@ class DMDistiller(Distiller):
             from raydd.methods.model_pool import NetworkPool
 
             check_bank_switches(self.mm)
+            if has_batch_statistics(self.net_spec.build(0, torch.device("cpu"))):
+                raise ConfigError(f"dm.bank with {self.cfg.model}: batch-norm statistics would mix the classes of "
+                                  "a stored draw; use a network without batch norm (convnet3)")
             self.network_pool = NetworkPool(self.fast, self.net_spec, self.seed, self.device, trained=model_pool)
 
     def make_optimizer(self, params, lr):

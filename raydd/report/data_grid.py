@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import textwrap
 
 from raydd.data import DatasetSplits
@@ -12,15 +11,12 @@ from raydd.storage import write_bytes_atomic
 def show_data_grid(splits: DatasetSplits, n_per_class: int, path: str) -> str:
     """PNG of the first ``n_per_class`` train images of each class, with the outline of each mask
     and the caption under each image; works for any source (no outline/caption where absent)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from raydd.report.figures import png_bytes, subplots
 
     data = splits.train
     rows = [index[:n_per_class] for index in data.indices_by_class()]
     cols = max(1, n_per_class)
-    figure, axes = plt.subplots(len(rows), cols, figsize=(1.9 * cols + 1.2, 2.3 * len(rows)), squeeze=False)
+    figure, axes = subplots(len(rows), cols, figsize=(1.9 * cols + 1.2, 2.3 * len(rows)), squeeze=False)
     for c, index in enumerate(rows):
         for j in range(cols):
             ax = axes[c][j]
@@ -41,8 +37,5 @@ def show_data_grid(splits: DatasetSplits, n_per_class: int, path: str) -> str:
                 ax.set_xlabel(textwrap.fill(data.captions[i], 30), fontsize=5)
     figure.suptitle(f"{splits.name}: train images, mask outlines, captions", fontsize=9)
     figure.tight_layout(pad=0.4, rect=(0, 0, 1, 1 - 0.35 / (2.3 * len(rows))))  # leave room for the title
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    write_bytes_atomic(str(path), buffer.getvalue())
+    write_bytes_atomic(str(path), png_bytes(figure, dpi=110))
     return str(path)

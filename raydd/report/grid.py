@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import io
+import torch
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from raydd.storage import write_bytes_atomic  # noqa: E402
+from raydd.report.figures import png_bytes, subplots
+from raydd.storage import write_bytes_atomic
 
 
 def grid_png(images: torch.Tensor, labels: torch.Tensor, class_names: list[str], *, max_per_class: int = 10,
@@ -21,7 +16,7 @@ def grid_png(images: torch.Tensor, labels: torch.Tensor, class_names: list[str],
     """
     rows = [torch.nonzero(labels == c).flatten()[:max_per_class] for c in range(len(class_names))]
     cols = max(1, max(len(r) for r in rows))
-    fig, axes = plt.subplots(len(rows), cols, figsize=(0.75 * cols + 1.6, 0.75 * len(rows) + 0.4), squeeze=False)
+    fig, axes = subplots(len(rows), cols, figsize=(0.75 * cols + 1.6, 0.75 * len(rows) + 0.4), squeeze=False)
     for c, index in enumerate(rows):
         for j in range(cols):
             ax = axes[c][j]
@@ -42,10 +37,7 @@ def grid_png(images: torch.Tensor, labels: torch.Tensor, class_names: list[str],
     # Leave the title its own band above the first row.
     top = 1.0 - 0.3 / fig.get_figheight() if title else 1.0
     fig.tight_layout(pad=0.3, rect=(0, 0, 1, top))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig, dpi=dpi)
 
 
 def write_grid(path: str, images: torch.Tensor, labels: torch.Tensor, class_names: list[str], **kwargs) -> str:

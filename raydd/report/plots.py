@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import io
 import math
 from typing import Any, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from raydd.report.summaries import Accuracy, is_number  # noqa: E402
+from raydd.report.figures import png_bytes, subplots
+from raydd.report.summaries import Accuracy, is_number
 
 COLOURS = {"image": "#2f5fb3", "cross-arch": "#7a4fb3", "image+caption": "#1f8a4c", "caption-only": "#b36b2f"}
 
 
 def figure_png(fig, dpi: int = 110) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig, dpi=dpi)
 
 
 def _wants_log(values: Sequence[float]) -> bool:
@@ -34,7 +26,7 @@ def loss_curves_png(curves: dict[str, tuple[list[float], list[float]]]) -> bytes
     names = list(curves)
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.0 * cols, 2.7 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(4.0 * cols, 2.7 * rows), squeeze=False)
     for ax in axes.flat[len(names):]:
         ax.set_visible(False)
     for ax, name in zip(axes.flat, names):
@@ -52,7 +44,7 @@ def loss_curves_png(curves: dict[str, tuple[list[float], list[float]]]) -> bytes
 
 def accuracy_png(rows: list[Accuracy]) -> bytes:
     """Mean ± std per model as a dot with an error bar; each trained network as a faint dot behind it."""
-    fig, ax = plt.subplots(figsize=(6.5, 0.5 * len(rows) + 1.1))
+    fig, ax = subplots(figsize=(6.5, 0.5 * len(rows) + 1.1))
     positions = list(range(len(rows)))[::-1]
     values: list[float] = []
     for y, row in zip(positions, rows):
@@ -91,7 +83,7 @@ def objective_scatter_png(params: list[str], trials: list[dict[str, Any]], metri
     """
     cols = min(3, max(1, len(params)))
     rows = math.ceil(max(1, len(params)) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
+    fig, axes = subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
     for ax in axes.flat[len(params):]:
         ax.set_visible(False)
     scored = [(i, t) for i, t in enumerate(trials) if is_number(t.get(metric))]
