@@ -114,6 +114,8 @@ def reference_variant(dataset: str, ipc: int, seed: int, run: Path, args) -> Non
     marks = log_spaced(budget, start=10.0)
     saved = run / "reference-state.pt"
     iteration, offset = 0, 0.0
+    syn = state.syn
+    syn.meta.update({"method": "dm-ref", "preset": "quick"})
     if saved.exists():
         blob = torch.load(saved, weights_only=False)  # written by this job itself, a few lines below
         iteration, offset = blob["iteration"], blob["seconds"]
@@ -121,13 +123,13 @@ def reference_variant(dataset: str, ipc: int, seed: int, run: Path, args) -> Non
             ref.image_syn.copy_(blob["images"])
         ref.optimizer_img.state[ref.image_syn]["momentum_buffer"] = blob["momentum"].to(device)
         np.random.set_state(blob["numpy"])
+        syn.images = blob["images"].clone()  # the set as of that snapshot, final if no mark is left
+        syn.meta.update({"iterations": iteration, "distill_seconds": round(offset, 3)})
     else:
         run.mkdir(parents=True, exist_ok=True)
         RunDir(str(run)).write_config(cfg)
     clock = lambda: offset + time.perf_counter() - started  # noqa: E731
     pending = [m for m in marks if m > offset]
-    syn = state.syn
-    syn.meta.update({"method": "dm-ref", "preset": "quick"})
     while pending:
         ref.step(iteration)
         iteration += 1

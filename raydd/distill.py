@@ -17,6 +17,7 @@ from raydd.data import DatasetSplits, load_dataset
 from raydd.data.loader import parquet_location
 from raydd.data.parquet import is_preprocessed_dir, read_manifest, read_parquet_splits
 from raydd.errors import ConfigError
+from raydd.formation import check_factor
 from raydd.methods import dm_setup, method_class
 from raydd.modalities import CaptionEmbeddings, attach_masks, embed_captions
 from raydd.models import available_models
@@ -126,6 +127,8 @@ def build_distiller(cfg: Config, state: DistillState, device: torch.device, clas
 def preflight(cfg: Config, splits: DatasetSplits, captions: CaptionEmbeddings | None) -> None:
     """Checks that need the data's shape, before anything is written (the bank's memory)."""
     caption_dim = captions.train.shape[1] if captions is not None else 0
+    if cfg.distill.method == "dm":
+        check_factor(cfg.dm.formation, splits.image_size)
     dm_setup.check_memory(cfg, splits.channels, splits.num_classes, splits.image_size, caption_dim)
 
 
@@ -192,7 +195,7 @@ def run_distillation(
             run.log_metrics(row)
             bar.set_postfix(loss=f"{row['loss']:.4g}")
         if done % cfg.distill.checkpoint_every == 0 or done == total:
-            run.save_checkpoint(distiller.state_dict(), done)
+            run.save_checkpoint(distiller.state_dict(), done, seconds=time.perf_counter() - t0)
         if done in snapshots:
             write_snapshot(run, state.syn, distiller.state_dict(), done, time.perf_counter() - t0)
         if on_step is not None:

@@ -70,6 +70,13 @@ class RunDir:
         if resume:
             previous = self.read_config().to_dict()
             current = cfg.to_dict()
+            if current.get("dm", {}).get("schedule") == "cosine" and \
+                    previous["distill"]["iterations"] != current["distill"]["iterations"]:
+                raise RunDirError(
+                    f"{self.path}: dm.schedule=cosine decays over the run's length "
+                    f"({previous['distill']['iterations']} iterations); a resume cannot change it "
+                    f"to {current['distill']['iterations']}"
+                )
             # Only the length of the run, its bookkeeping (how often it logs, checkpoints, keeps
             # snapshots) and settings of later stages may change on resume: none changes the result.
             for cfg_dict in (previous, current):
@@ -102,9 +109,22 @@ class RunDir:
         return [json.loads(line) for line in read_text(self.file("metrics.jsonl")).splitlines() if line.strip()]
 
     def seconds_at(self, iteration: int) -> float:
-        """Distillation seconds logged at or before ``iteration`` (0 when none): a resume's clock offset."""
+        """A resume's clock offset: the seconds stored with the checkpoint at ``iteration``, else (a
+        checkpoint from before they were stored) the last logged seconds at or before it, else 0."""
+        header = self._checkpoint_header()
+        if header.get("iteration") == str(iteration) and "seconds" in header:
+            return float(header["seconds"])
         rows = [r for r in self.read_metrics() if r.get("iteration", -1) <= iteration and "seconds" in r]
         return float(rows[-1]["seconds"]) if rows else 0.0
+
+    def _checkpoint_header(self) -> dict[str, str]:
+        if not self.has(CHECKPOINT):
+            return {}
+        blob = read_bytes(self.file(CHECKPOINT))
+        try:
+            return json.loads(blob[8 : 8 + int.from_bytes(blob[:8], "little")]).get("__metadata__", {})
+        except (ValueError, json.JSONDecodeError):
+            return {}
 
     def snapshot_dir(self, iteration: int) -> str:
         return self.file(f"{SNAPSHOTS}/iteration-{iteration:06d}")
@@ -115,8 +135,12 @@ class RunDir:
         write_text_atomic(self.file("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
 
     # -- checkpoints ----------------------------------------------------------------------------
-    def save_checkpoint(self, state: dict[str, torch.Tensor], iteration: int) -> None:
-        blob = save_safetensors({k: v.contiguous() for k, v in state.items()}, metadata={"iteration": str(iteration)})
+    def save_checkpoint(self, state: dict[str, torch.Tensor], iteration: int, seconds: float | None = None) -> None:
+        """Atomically; ``seconds`` (the run's clock at ``iteration``) lets a resume continue the clock."""
+        meta = {"iteration": str(iteration)}
+        if seconds is not None:
+            meta["seconds"] = f"{seconds:.3f}"
+        blob = save_safetensors({k: v.contiguous() for k, v in state.items()}, metadata=meta)
         write_bytes_atomic(self.file(CHECKPOINT), blob)
 
     def load_checkpoint(self) -> tuple[dict[str, torch.Tensor], int] | None:

@@ -212,6 +212,10 @@ class SyntheticSet:
         return images, decoded_labels(self.labels, f), captions
 
     def denormalized(self) -> torch.Tensor:
+        return self.denormalize(self.images)
+
+    def denormalize(self, images: torch.Tensor) -> torch.Tensor:
+        """Images of this set's normalised space back in [0, 1] (the stored or the decoded ones)."""
         mean = torch.tensor(self.mean).view(1, -1, 1, 1)
         std = torch.tensor(self.std).view(1, -1, 1, 1)
-        return (self.images.detach().cpu() * std + mean).clamp(0, 1)
+        return (images.detach().cpu() * std + mean).clamp(0, 1)

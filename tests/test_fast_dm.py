@@ -207,6 +207,9 @@ def test_a_fast_dm_run_resumes_to_the_uninterrupted_result_and_keeps_its_snapsho
         assert snaps == ["iteration-000001", "iteration-000004"]
     snap = SyntheticSet.load(str(tmp_path / "a" / "snapshots" / "iteration-000004"))
     assert snap.meta["iterations"] == 4 and snap.meta["distill_seconds"] > 0 and snap.formation == 2
+    with pytest.raises(RunDirError, match="cosine decays over the run's length"):
+        longer = fast_config(lr_img=0.05, iterations=8)
+        run_distillation(longer, str(tmp_path / "a"), splits=splits, show_progress=False, resume=True)
     meta = json.loads((tmp_path / "a" / "metadata.json").read_text())
     assert meta["formation"] == 2 and meta["distill_seconds"] >= snap.meta["distill_seconds"]
     assert meta["model_pool_seconds"] > 0

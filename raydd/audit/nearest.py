@@ -198,22 +198,24 @@ def memorisation(syn: SyntheticSet, members: ImageData, normalize: Prepare, net:
 
 
 def pair_records(pairs: NearestPairs, syn: SyntheticSet, members: ImageData) -> list[dict[str, Any]]:
-    """One row per synthetic image naming its nearest real images (nn_pairs.json)."""
+    """One row per synthetic image (decoded, under multi-formation) naming its nearest real images."""
+    labels = syn.training_set()[1]
     return [
-        {"synthetic_index": j, "class": syn.class_names[int(syn.labels[j])],
+        {"synthetic_index": j, "class": syn.class_names[int(labels[j])],
          "pixel_l2": {"id": members.ids[int(pairs.l2_index[j])], "distance": float(pairs.l2_distance[j])},
          "feature_cosine": {"id": members.ids[int(pairs.cos_index[j])], "similarity": float(pairs.cos_similarity[j])}}
-        for j in range(len(syn.labels))
+        for j in range(len(labels))
     ]
 
 
 def write_pairs_png(path: str, syn: SyntheticSet, members: ImageData, pairs: NearestPairs, max_pairs: int = 10) -> str:
     """Each synthetic image followed by its nearest real image (pixel L2), one row per class."""
-    shown = syn.denormalized()
+    decoded, syn_labels, _ = syn.training_set()
+    shown = syn.denormalize(decoded)
     real = members.images[pairs.l2_index].float() / 255.0
     images, labels = [], []
     for c in range(syn.num_classes):
-        for j in torch.nonzero(syn.labels.cpu() == c).flatten()[:max_pairs].tolist():
+        for j in torch.nonzero(syn_labels.cpu() == c).flatten()[:max_pairs].tolist():
             images += [shown[j], real[j]]
             labels += [c, c]
     return write_grid(path, torch.stack(images), torch.tensor(labels), syn.class_names, max_per_class=2 * max_pairs,

@@ -24,7 +24,7 @@ from raydd.distill import (build_distiller, check_names, dataset_class_count, fi
                             model_pool, preflight, prepare, write_caption_bank, write_initial, write_snapshot)
 from raydd.errors import ConfigError, RayddError
 from raydd.methods import method_class
-from raydd.methods.dm_setup import load_model_pool, network_spec
+from raydd.methods.dm_setup import load_model_pool, network_spec, uses_trained_pool
 from raydd.pipeline import cluster
 from raydd.pipeline.cluster import available_cpus, init_ray
 from raydd.pipeline.sharding import assemble, shard_classes, sum_across_workers
@@ -116,9 +116,9 @@ def train_loop(config: dict[str, Any]) -> None:
         if checkpoint_now:
             tensors = _shard_state(distiller)
             if rank == 0:
-                run.save_checkpoint(tensors, done)
+                run.save_checkpoint(tensors, done, seconds=row["seconds"])
                 with tempfile.TemporaryDirectory() as folder:
-                    RunDir(folder).save_checkpoint(tensors, done)
+                    RunDir(folder).save_checkpoint(tensors, done, seconds=row["seconds"])
                     ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(folder))
             else:
                 ray.train.report(row)
@@ -158,7 +158,12 @@ def distill_with_ray(
     cluster.check_resources(workers, cpus_per_worker=1 if use_gpu else threads, gpus_per_worker=1 if use_gpu else 0)
 
     state = prepare(cfg, splits, torch.device("cpu"), captions)  # init ids and metadata, as one process makes them
-    model_pool(cfg, run, state, torch.device("cpu"), show_progress)  # trained once here, read by every worker
+    # Trained once here, read by every worker; on the run's device where the driver has it, as --no-ray would.
+    pool_device = torch.device("cuda") if use_gpu and torch.cuda.is_available() else torch.device("cpu")
+    on_device = pool_device.type != "cpu" and uses_trained_pool(cfg)
+    pool_state = prepare(cfg, splits, pool_device, captions) if on_device else state
+    model_pool(cfg, run, pool_state, pool_device, show_progress)
+    state.syn.meta.update({k: v for k, v in pool_state.syn.meta.items() if k == "model_pool_seconds"})
     seconds_before = 0.0
     if resume:
         checkpoint = run.load_checkpoint()
