@@ -110,6 +110,10 @@ class DMDistiller(Distiller):
         def add(name: str, value: torch.Tensor) -> None:
             terms[name] = terms.get(name, 0.0) + value / fast.entries_per_step
 
+        if mm.cc:  # one projection per iteration, shared by its entries: the synthetic side is computed once
+            u = self.decoded_captions()
+            project = self.caption_projection(iteration, u.shape[1])
+            syn_caption_means = class_means(mm.cc_alpha * project(u), syn_group, k)
         for entry in pick[: fast.entries_per_step].tolist():
             m, r = divmod(entry, fast.draws)
             draw = bank.draws[m][r]
@@ -125,10 +129,7 @@ class DMDistiller(Distiller):
             else:
                 add("loss", dm_term)
             if mm.cc:
-                u = self.decoded_captions()
-                project = self.caption_projection(iteration, u.shape[1])
-                cc_term = mean_feature_distance(mm.cc_alpha * project(bank.caption_means[m, r]),
-                                                class_means(mm.cc_alpha * project(u), syn_group, k))
+                cc_term = mean_feature_distance(mm.cc_alpha * project(bank.caption_means[m, r]), syn_caption_means)
                 add("loss_cc", cc_term)
                 add("loss", cc_term)
             if mm.cm:
