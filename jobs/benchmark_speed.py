@@ -123,9 +123,9 @@ def make_config(dataset: str, method: str, ipc: int, args) -> object:
 
 def build_pair(cfg, splits, device: torch.device):
     """raydd's distiller and the reference on the same initial synthetic set."""
-    from raydd.distill import build_distiller, prepare
+    from raydd.distill import build_distiller, initial_state
 
-    state = prepare(cfg, splits, device)
+    state = initial_state(cfg, splits, device)
     ours = build_distiller(cfg, state, device)
     d = cfg.distill
     spec = dict(channels=state.syn.channels, num_classes=state.syn.num_classes, image_size=state.syn.image_size)
@@ -180,11 +180,11 @@ def bench_distill(cfg, splits, args) -> dict:
 
 def bench_eval(cfg, splits, args) -> dict:
     """Time per evaluation model: ``eval_epochs`` epochs on the initial IPC-N set, scaled to 1000; test pass."""
-    from raydd.distill import prepare
+    from raydd.distill import initial_state
     from raydd.evaluate import EvalJob, accuracy, train_network
 
     device = args.device
-    state = prepare(cfg, splits, device)
+    state = initial_state(cfg, splits, device)
     syn = state.syn
     ecfg = replace(cfg.eval, epochs=args.eval_epochs)
     test_x, test_y = splits.test.images, splits.test.labels
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("--device cuda requested but CUDA is not available")
     os.environ.setdefault("RAYDD_CLUTTERED_LIMIT", "6000,2000")
 
-    from raydd.distill import load_splits
+    from raydd.run_inputs import load_splits
 
     methods = [m for m in args.methods if m != "eval"]
     do_eval = args.eval or "eval" in args.methods

@@ -92,7 +92,7 @@ def reference_variant(dataset: str, ipc: int, seed: int, run: Path, args) -> Non
     import torch
 
     from raydd.config import build_config
-    from raydd.distill import load_inputs, prepare
+    from raydd.distill import initial_state, load_inputs
     from raydd.rundir import RunDir
     from speed_reference import RefDiffAugment, RefDM, RefReal
 
@@ -104,7 +104,7 @@ def reference_variant(dataset: str, ipc: int, seed: int, run: Path, args) -> Non
     cfg = build_config("quick", overrides={"data": {"name": dataset}, "seed": seed, "device": args.device,
                                            "distill": {"method": "dm", "ipc": ipc, "batch_real": 256}})
     splits, captions = load_inputs(cfg)
-    state = prepare(cfg, splits, device, captions)
+    state = initial_state(cfg, splits, device, captions)
     spec = dict(channels=state.syn.channels, num_classes=state.syn.num_classes, image_size=state.syn.image_size)
     aug = RefDiffAugment(cfg.distill.dsa_strategy, state.syn.image_size, device, splits.flip_ok)
     np.random.seed(seed)
@@ -174,7 +174,7 @@ def score(path: Path, dataset: str, seed: int, split: str, protocol: str, args) 
 
     from raydd.config import build_config
     from raydd.synthetic import SyntheticSet
-    from raydd.distill import load_splits
+    from raydd.run_inputs import load_splits
     from raydd.workflows import evaluate_set
 
     cache = path / f"score-{split}-{protocol}.json"

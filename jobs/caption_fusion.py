@@ -22,7 +22,7 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
 
 def main(argv: list[str] | None = None) -> None:
     from raydd.config import parse_set
-    from raydd.distill import load_splits
+    from raydd.run_inputs import load_splits
     from raydd.modalities import embed_captions
     from raydd.report.tables import emit_table
     from raydd.rundir import RunDir

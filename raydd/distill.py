@@ -1,78 +1,28 @@
-"""Run a distillation from a resolved config into a run directory (the plain-PyTorch driver).
+"""Distillation in one process, and the setup both drivers share (this one and Ray Train's).
 
-The same functions are called by the CLI, by jobs/ and by the Ray Train workers; here the loop owns
-progress, metrics, checkpoints and the final artifacts.
+Both drivers check the config and the data before anything is written, open the run directory, build
+the initial synthetic set and the trained model pool, then hand the iterations to the one loop in
+:mod:`raydd.distill_loop`, and publish the final set the same way.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
-from typing import Callable
+from dataclasses import asdict, dataclass
 
 import torch
 
 from raydd.config import Config
-from raydd.data import DatasetSplits, load_dataset
-from raydd.data.loader import parquet_location
-from raydd.data.parquet import is_preprocessed_dir, read_manifest, read_parquet_splits
-from raydd.errors import ConfigError
+from raydd.data import DatasetSplits
+from raydd.distill_loop import LoopBackend, distill_loop, run_clock
 from raydd.formation import check_factor
 from raydd.methods import dm_setup, method_class
 from raydd.modalities import CaptionEmbeddings, attach_masks, embed_captions
-from raydd.models import available_models
-from raydd.progress import progress_bar
 from raydd.realpool import RealPool
 from raydd.report.grid import write_grid
+from raydd.run_inputs import check_names, load_splits, resolve_device
 from raydd.rundir import RunDir
 from raydd.synthetic import SyntheticSet
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available on this machine")
-    return device
-
-
-def data_location(cfg: Config) -> str | None:
-    """The preprocessed (Parquet) directory the run reads, or None when it reads its source directly.
-
-    A run whose preprocessing stage wrote ``data.prepared`` reads that copy while it exists; if it
-    was deleted since, the source itself gives the same rows.
-    """
-    d = cfg.data
-    if d.prepared and is_preprocessed_dir(d.prepared.removeprefix("parquet:")):
-        return d.prepared.removeprefix("parquet:")
-    return parquet_location(d.name)
-
-
-def load_splits(cfg: Config, classes: list[int] | None = None) -> DatasetSplits:
-    """The run's dataset; with ``classes``, a preprocessed (Parquet) dataset reads only those partitions."""
-    d = cfg.data
-    location = data_location(cfg)
-    if location is not None:
-        splits = read_parquet_splits(location, classes=classes, image_size=d.image_size,
-                                     val_fraction=d.val_fraction, seed=cfg.seed)
-        return splits if parquet_location(d.name) is not None else replace(splits, name=d.name)
-    return load_dataset(d.name, root=d.root, val_fraction=d.val_fraction, seed=cfg.seed,
-                        image_size=d.image_size, mask_threshold=d.mask_threshold)
-
-
-def dataset_class_count(cfg: Config) -> int | None:
-    """Number of classes of a preprocessed dataset, read from its manifest alone (None otherwise)."""
-    location = data_location(cfg)
-    return len(read_manifest(location)["classes"]) if location is not None else None
-
-
-def check_names(cfg: Config) -> None:
-    """Fail on unknown method/model names before anything is written."""
-    method_class(cfg.distill.method)
-    for name in [cfg.distill.model, cfg.eval.model, *cfg.eval.cross_arch]:
-        if name not in available_models():
-            raise ConfigError(f"unknown model {name!r}; available: {', '.join(available_models())}")
 
 
 @dataclass
@@ -89,8 +39,8 @@ def load_inputs(cfg: Config, splits: DatasetSplits | None = None) -> tuple[Datas
     return splits, embed_captions(cfg, splits)
 
 
-def prepare(cfg: Config, splits: DatasetSplits, device: torch.device, captions: CaptionEmbeddings | None = None,
-            classes: list[int] | None = None) -> DistillState:
+def initial_state(cfg: Config, splits: DatasetSplits, device: torch.device,
+                  captions: CaptionEmbeddings | None = None, classes: list[int] | None = None) -> DistillState:
     """Real pool (only ``classes`` when given) and the initial synthetic set with its metadata."""
     data, emb = splits.train, captions.train if captions is not None else None
     if classes is not None:
@@ -143,6 +93,37 @@ def model_pool(cfg: Config, run: RunDir, state: DistillState, device: torch.devi
     return pool
 
 
+def open_run(cfg: Config, out: str, *, resume: bool, splits: DatasetSplits | None = None,
+             checks: tuple = ()) -> tuple[RunDir, DatasetSplits, CaptionEmbeddings | None]:
+    """Names, data and ``checks(splits)`` first (an error leaves nothing behind), then the run directory."""
+    check_names(cfg)
+    splits, captions = load_inputs(cfg, splits)
+    preflight(cfg, splits, captions)
+    for check in checks:
+        check(splits)
+    run = RunDir(out)
+    run.prepare(cfg, resume=resume)
+    return run, splits, captions
+
+
+def record_start(cfg: Config, run: RunDir, state: DistillState, resume: bool) -> float:
+    """Write a new run's config, members and initial picture; return a resumed run's seconds so far."""
+    if not resume or not run.has("members.json"):
+        run.write_config(cfg)
+        run.write_members(state.pool.ids, state.splits.name)
+        write_initial(run, state.syn)
+    return run.seconds_at(run.checkpoint_iteration()) if resume else 0.0
+
+
+def publish(run: RunDir, syn: SyntheticSet, splits: DatasetSplits, captions: CaptionEmbeddings | None, *,
+            iterations: int, seconds: float, **meta) -> SyntheticSet:
+    """The final set, its picture and caption bank: what both drivers leave in the run directory."""
+    syn.meta.update({"iterations": iterations, **meta, "distill_seconds": round(seconds, 3)})
+    finish(run, syn)
+    write_caption_bank(run, syn, splits, captions)
+    return syn
+
+
 def run_distillation(
     cfg: Config,
     out: str,
@@ -150,71 +131,20 @@ def run_distillation(
     resume: bool = False,
     splits: DatasetSplits | None = None,
     show_progress: bool = True,
-    on_step: Callable[[int], None] | None = None,
+    backend: LoopBackend | None = None,
 ) -> SyntheticSet:
-    """Distill into ``out``; with ``resume`` continue from its last checkpoint.
-
-    ``on_step(iteration)`` is called after each finished iteration (used to simulate a kill in tests).
-    """
-    started = time.perf_counter()  # the run's clock includes loading, the model pool and the bank
-    check_names(cfg)
+    """Distill into ``out`` in this process; with ``resume`` continue from its last checkpoint."""
+    started = time.time()  # the run's clock includes loading, the model pool and the bank
     device = resolve_device(cfg.device)
-    splits, captions = load_inputs(cfg, splits)  # data errors surface before any write
-    preflight(cfg, splits, captions)
-    run = RunDir(out)
-    run.prepare(cfg, resume=resume)
-    state = prepare(cfg, splits, device, captions)
+    run, splits, captions = open_run(cfg, out, resume=resume, splits=splits)
+    state = initial_state(cfg, splits, device, captions)
     trained = model_pool(cfg, run, state, device, show_progress)
-    distiller = build_distiller(cfg, state, device, model_pool=trained) if trained is not None \
-        else build_distiller(cfg, state, device)
-    total = distiller.iterations
-
-    start_iteration = 0
-    checkpoint = run.load_checkpoint() if resume else None
-    if checkpoint is not None:
-        tensors, done = checkpoint
-        distiller.load_state_dict(tensors)
-        start_iteration = done
-    if resume:
-        run.truncate_metrics(start_iteration)
-    if not resume or not run.has("members.json"):
-        run.write_config(cfg)
-        run.write_members(state.pool.ids, splits.name)
-        write_initial(run, state.syn)
-
-    t0 = started - (run.seconds_at(start_iteration) if resume else 0.0)
-    snapshots = set(cfg.distill.snapshots)
-    bar = progress_bar(range(start_iteration, total), desc=f"{cfg.distill.method} ipc{cfg.distill.ipc}",
-                       total=total, initial=start_iteration, disable=not show_progress)
-    for iteration in bar:
-        metrics = distiller.step(iteration)
-        done = iteration + 1
-        if done % cfg.distill.log_every == 0 or done == total:
-            row = {"iteration": done, **{k: float(v) for k, v in metrics.items()},
-                   "seconds": round(time.perf_counter() - t0, 3)}
-            run.log_metrics(row)
-            bar.set_postfix(loss=f"{row['loss']:.4g}")
-        if done % cfg.distill.checkpoint_every == 0 or done == total:
-            run.save_checkpoint(distiller.state_dict(), done, seconds=time.perf_counter() - t0)
-        if done in snapshots:
-            write_snapshot(run, state.syn, distiller.state_dict(), done, time.perf_counter() - t0)
-        if on_step is not None:
-            on_step(done)
-
-    syn = distiller.export()
-    syn.meta["iterations"] = total
-    syn.meta["distill_seconds"] = round(time.perf_counter() - t0, 3)
-    finish(run, syn)
-    write_caption_bank(run, syn, splits, captions)
-    return syn
-
-
-def write_snapshot(run: RunDir, syn: SyntheticSet, tensors: dict[str, torch.Tensor], iteration: int,
-                   seconds: float) -> None:
-    """The set at ``iteration`` as a loadable synthetic set (``raydd evaluate RUN/snapshots/iteration-N``)."""
-    snap = replace(syn, images=tensors["images"], caption_emb=tensors.get("captions", syn.caption_emb),
-                   meta={**syn.meta, "iterations": iteration, "distill_seconds": round(seconds, 3)})
-    snap.save(run.snapshot_dir(iteration))
+    extra = {"model_pool": trained} if trained is not None else {}
+    distiller = build_distiller(cfg, state, device, **extra)
+    clock = run_clock(started, record_start(cfg, run, state, resume))
+    done = distill_loop(distiller, run, cfg.distill, state.syn, backend or LoopBackend(), clock,
+                        show_progress=show_progress)
+    return publish(run, distiller.export(), splits, captions, iterations=done, seconds=clock())
 
 
 def write_initial(run: RunDir, syn: SyntheticSet) -> None:

@@ -81,7 +81,7 @@ def _stored_embeddings(cfg: Config, splits: DatasetSplits) -> CaptionEmbeddings 
     captions are encoded; a different encoder in the config encodes again.
     """
     from raydd.data.parquet import check_captions_present, read_caption_embeddings, read_manifest
-    from raydd.distill import data_location
+    from raydd.run_inputs import data_location
 
     url = data_location(cfg)
     if url is None:

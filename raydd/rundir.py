@@ -117,6 +117,10 @@ class RunDir:
         rows = [r for r in self.read_metrics() if r.get("iteration", -1) <= iteration and "seconds" in r]
         return float(rows[-1]["seconds"]) if rows else 0.0
 
+    def checkpoint_iteration(self) -> int:
+        """The iteration of the last checkpoint (0 without one), read from its header alone."""
+        return int(self._checkpoint_header().get("iteration", 0))
+
     def _checkpoint_header(self) -> dict[str, str]:
         if not self.has(CHECKPOINT):
             return {}

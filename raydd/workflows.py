@@ -9,7 +9,8 @@ import torch
 
 from raydd.config import Config
 from raydd.data import DatasetSplits
-from raydd.distill import check_names, finish, load_splits, resolve_device
+from raydd.distill import finish
+from raydd.run_inputs import check_names, load_splits, resolve_device
 from raydd.errors import RunDirError
 from raydd.evaluate import EvalJob, caption_only_accuracy, evaluate_images, protocol
 from raydd.modalities import CaptionEmbeddings, embed_captions, embed_dataset_captions

@@ -13,6 +13,7 @@ from PIL import Image
 
 from raydd.data import DatasetSplits, ImageData
 from raydd.data.mnist_family import FASHION_MNIST
+from raydd.distill_loop import LoopBackend
 
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES = [spec.name + ".gz" for spec in FASHION_MNIST.files]
@@ -86,14 +87,16 @@ def step_shards_together(whole, shards, iterations: int) -> torch.Tensor:
 
 
 class Killed(Exception):
-    """Raised by ``kill_at`` to stand for a process killed mid-run."""
+    """Raised by ``KillAt`` to stand for a process killed mid-run."""
 
 
-def kill_at(iteration: int):
-    """An ``on_step`` hook that kills the run after ``iteration``."""
+class KillAt(LoopBackend):
+    """The in-process loop backend, killed after ``iteration`` (its bookkeeping done, as a real kill
+    after a finished iteration would leave it)."""
 
-    def hook(done: int) -> None:
-        if done == iteration:
+    def __init__(self, iteration: int) -> None:
+        self.iteration = iteration
+
+    def after_step(self, run, done: int) -> None:
+        if done == self.iteration:
             raise Killed
-
-    return hook

@@ -344,7 +344,7 @@ def test_ray_runner_matches_the_in_process_runner(ray_local, tiny_run):
     from raydd.audit import audit_config, local_runner, ray_audit_runner
     from raydd.audit.population import draw_population
     from raydd.audit.workflow import plan_jobs
-    from raydd.distill import load_splits
+    from raydd.run_inputs import load_splits
     from raydd.rundir import RunDir
     from raydd.synthetic import SyntheticSet
 

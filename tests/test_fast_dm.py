@@ -22,7 +22,7 @@ from raydd.methods.model_pool import TrainedPool, pool_fingerprint, train_pool
 from raydd.realpool import RealPool
 from raydd.seeding import derive_seed, generator
 from raydd.synthetic import SyntheticSet
-from tests.helpers import Killed, kill_at, step_shards_together, tiny_splits
+from tests.helpers import KillAt, Killed, step_shards_together, tiny_splits
 
 DEVICE = torch.device("cpu")
 
@@ -198,7 +198,7 @@ def test_a_fast_dm_run_resumes_to_the_uninterrupted_result_and_keeps_its_snapsho
     cfg = fast_config(lr_img=0.05)
     straight = run_distillation(cfg, str(tmp_path / "a"), splits=splits, show_progress=False)
     with pytest.raises(Killed):
-        run_distillation(cfg, str(tmp_path / "b"), splits=splits, show_progress=False, on_step=kill_at(5))
+        run_distillation(cfg, str(tmp_path / "b"), splits=splits, show_progress=False, backend=KillAt(5))
     resumed = run_distillation(cfg, str(tmp_path / "b"), splits=splits, show_progress=False, resume=True)
     assert torch.equal(straight.images, resumed.images)
     assert (tmp_path / "b" / "model_pool.safetensors").exists()  # trained once, read back on resume

@@ -151,7 +151,7 @@ def test_the_whole_training_set_baseline_reports_an_image_caption_ceiling(tmp_pa
 
 
 def test_masked_dm_with_all_ones_masks_equals_plain_dm(tmp_path):
-    from raydd.distill import load_inputs, prepare, build_distiller
+    from raydd.distill import build_distiller, initial_state, load_inputs
 
     data = _captioned_data(tmp_path)
     plain_cfg = _cfg(data, "dm")
@@ -164,7 +164,7 @@ def test_masked_dm_with_all_ones_masks_equals_plain_dm(tmp_path):
     losses = []
     for cfg in (plain_cfg, masked_cfg):
         cfg.mm.segmenter = "auto"
-        state = prepare(cfg, splits, torch.device("cpu"))
+        state = initial_state(cfg, splits, torch.device("cpu"))
         losses.append(build_distiller(cfg, state, torch.device("cpu")).step(0)["loss"].item())
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
 

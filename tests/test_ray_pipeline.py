@@ -1,5 +1,6 @@
 """The Ray layer: class-sharded Ray Train distillation, fault recovery, evaluation fan-out, `raydd run`."""
 
+import functools
 import json
 import os
 
@@ -15,6 +16,7 @@ from raydd.evaluate import evaluate_images
 from raydd.pipeline.fanout import ray_runner
 from raydd.pipeline.sharding import shard_classes
 from raydd.pipeline.train import distill_with_ray
+from tests.faults import MARKER, DieOnceAt
 from tests.helpers import write_imagefolder
 
 pytestmark = pytest.mark.timeout(420)
@@ -56,9 +58,27 @@ def test_two_workers_give_the_single_process_result_for_gradient_matching(ray_lo
 def test_a_killed_worker_is_restarted_and_nothing_is_lost(ray_local, data, tmp_path):
     cfg = tiny(data, "dm")
     single = run_distillation(cfg, str(tmp_path / "single"), show_progress=False)
-    recovered = distill_with_ray(cfg, str(tmp_path / "ray"), workers=2, fail_once_at=3, show_progress=False)
-    assert (tmp_path / "ray" / "fault-injected").exists()  # the worker really died at iteration 3
+    recovered = distill_with_ray(cfg, str(tmp_path / "ray"), workers=2, show_progress=False,
+                                 backend=functools.partial(DieOnceAt, iteration=3))
+    assert (tmp_path / "ray" / MARKER).exists()  # the worker really died at iteration 3
     assert torch.allclose(single.images, recovered.images, atol=1e-5)
+    # Iteration 3 was logged before the death and again after the restart from iteration 2: kept once.
+    rows = [json.loads(x)["iteration"] for x in (tmp_path / "ray" / "metrics.jsonl").read_text().splitlines()]
+    assert rows == [1, 2, 3, 4]
+
+
+def test_the_ray_path_logs_every_loss_term_as_one_process_does(ray_local, data, tmp_path):
+    cfg = tiny(data, "dm")
+    cfg.mm.mfa = True  # two terms besides the total
+    single = run_distillation(cfg, str(tmp_path / "single"), show_progress=False)
+    sharded = distill_with_ray(cfg, str(tmp_path / "ray"), workers=2, show_progress=False)
+    assert torch.allclose(single.images, sharded.images, atol=1e-5)
+    expected = [json.loads(x) for x in (tmp_path / "single" / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (tmp_path / "ray" / "metrics.jsonl").read_text().splitlines()]
+    assert set(rows[0]) == set(expected[0]) >= {"iteration", "seconds", "loss", "loss_dm", "loss_mfa"}
+    for got, want in zip(rows, expected, strict=True):
+        for term in ("loss", "loss_dm", "loss_mfa"):
+            assert got[term] == pytest.approx(want[term], rel=1e-4), (got["iteration"], term)
 
 
 def test_fast_dm_on_two_workers_gives_the_single_process_result_and_snapshots(ray_local, data, tmp_path):
@@ -136,7 +156,7 @@ def test_more_workers_than_classes_is_a_clear_error(ray_local, data, tmp_path):
 
 
 def test_sharded_workers_read_their_classes_from_parquet(ray_local, data, tmp_path):
-    from raydd.distill import load_splits
+    from raydd.run_inputs import load_splits
     from raydd.pipeline.preprocess import preprocess_to_parquet
 
     parquet = tmp_path / "pq"
@@ -152,7 +172,7 @@ def test_sharded_workers_read_their_classes_from_parquet(ray_local, data, tmp_pa
 
 def test_a_parquet_run_reads_the_caption_embeddings_ray_data_wrote(ray_local, data, tmp_path, monkeypatch):
     from raydd import modalities
-    from raydd.distill import load_splits
+    from raydd.run_inputs import load_splits
     from raydd.pipeline.preprocess import preprocess_to_parquet
 
     parquet = tmp_path / "pq"

@@ -13,7 +13,7 @@ from raydd.distill import run_distillation
 from raydd.errors import RunDirError
 from raydd.synthetic import SyntheticSet
 from raydd.workflows import evaluate_set
-from tests.helpers import Killed, kill_at, tiny_splits, write_imagefolder
+from tests.helpers import KillAt, Killed, tiny_splits, write_imagefolder
 
 
 def tiny_config(**distill):
@@ -54,7 +54,7 @@ def test_resume_after_kill_reaches_the_uninterrupted_result(tmp_path, splits, me
     cfg = tiny_config(method=method, **extra)
     straight = run_distillation(cfg, str(tmp_path / "a"), splits=splits, show_progress=False)
     with pytest.raises(Killed):
-        run_distillation(cfg, str(tmp_path / "b"), splits=splits, show_progress=False, on_step=kill_at(5))
+        run_distillation(cfg, str(tmp_path / "b"), splits=splits, show_progress=False, backend=KillAt(5))
     assert not (tmp_path / "b" / "synthetic.safetensors").exists()  # nothing half-finished is published
     resumed = run_distillation(cfg, str(tmp_path / "b"), splits=splits, show_progress=False, resume=True)
     assert torch.equal(straight.images, resumed.images)

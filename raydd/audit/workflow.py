@@ -19,7 +19,7 @@ import torch
 
 from raydd.config import Config
 from raydd.data import DatasetSplits
-from raydd.distill import check_names, load_splits, resolve_device
+from raydd.run_inputs import check_names, load_splits, resolve_device
 from raydd.models.init import build_seeded
 from raydd.rundir import RunDir
 from raydd.seeding import derive_seed

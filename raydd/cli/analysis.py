@@ -44,7 +44,7 @@ def show_data(dataset: Dataset = None,
               set_: Sets = None) -> None:
     """Write a grid of real images with their mask outlines and captions."""
     from raydd.report.data_grid import show_data_grid
-    from raydd.distill import load_splits
+    from raydd.run_inputs import load_splits
 
     cfg = config_from_flags("quick", None, set_, dataset=dataset, method=None, ipc=None, seed=None, device=None,
                   iterations=None, eval_models=None, eval_epochs=None)

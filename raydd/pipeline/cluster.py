@@ -125,13 +125,40 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, object_
             store = (object_store_mb or int(os.environ.get("RAYDD_OBJECT_STORE_MB", "512"))) * 1024 * 1024
             # RAYDD_NUM_CPUS: a local Ray that uses part of the machine (two experiments side by side).
             cpus = num_cpus or int(os.environ.get("RAYDD_NUM_CPUS", "0")) or os.cpu_count()
-            ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=store,
-                     _node_ip_address="127.0.0.1", **kwargs)
+            port = free_port()
+            # Ray's own helpers (Ray Train's placement-group cleaner) look the cluster up by address; with
+            # another Ray on the machine that lookup fails unless the workers are told which one is theirs.
+            kwargs["runtime_env"]["env_vars"]["RAY_ADDRESS"] = f"127.0.0.1:{port}"
+            with scoped_env(RAY_GCS_SERVER_PORT=str(port)):
+                ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=store,
+                         _node_ip_address="127.0.0.1", **kwargs)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
         where = address or "a local cluster"
         hint = f"; {HOW_TO_START}" if address else ""
         raise ClusterError(f"could not connect to Ray at {where}: {exc}{hint}") from None
     return ray
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (the local head's GCS port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def scoped_env(**values: str) -> Iterator[None]:
+    """Set environment variables for the duration of a block (the processes it starts inherit them)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def available_cpus() -> float:

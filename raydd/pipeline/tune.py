@@ -185,7 +185,8 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], out: str, report_
     import torch
     from ray import tune
 
-    from raydd.distill import load_splits, run_distillation
+    from raydd.distill import run_distillation
+    from raydd.run_inputs import load_splits
     from raydd.rundir import RunDir
     from raydd.workflows import evaluate_run
 
@@ -241,7 +242,7 @@ def _settings(cfg: Config, space: dict[str, Any], *, num_samples: int, max_concu
         raise ConfigError("num_samples and max_concurrent must be >= 1")
     if cpus_per_trial <= 0 or gpus_per_trial < 0:
         raise ConfigError("cpus_per_trial must be > 0 and gpus_per_trial >= 0")
-    from raydd.distill import check_names
+    from raydd.run_inputs import check_names
 
     check_names(cfg)
     base = _localize_data_paths(cfg.to_dict())
