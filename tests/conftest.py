@@ -35,3 +35,15 @@ def ray_local():
         finally:
             ray.shutdown()
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+# A test that starts Ray (through these fixtures) costs seconds to minutes: it is `slow`, so
+# `pytest -m "not slow"` gives a contributor the quick part of the suite. Tests that start Ray or
+# train for minutes by other means carry the mark themselves.
+RAY_FIXTURES = {"ray_local", "ray_head"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if RAY_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

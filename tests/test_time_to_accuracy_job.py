@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import write_imagefolder
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 JOB = Path(__file__).resolve().parent.parent / "jobs" / "benchmark_time_to_accuracy.py"
 
 

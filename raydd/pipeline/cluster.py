@@ -129,7 +129,9 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, object_
             # Ray's own helpers (Ray Train's placement-group cleaner) look the cluster up by address; with
             # another Ray on the machine that lookup fails unless the workers are told which one is theirs.
             kwargs["runtime_env"]["env_vars"]["RAY_ADDRESS"] = f"127.0.0.1:{port}"
-            with scoped_env(RAY_GCS_SERVER_PORT=str(port)):
+            # Ray starts its workers at nice 15; the distillation and evaluation workers are the job here,
+            # not background work, so they keep the driver's priority.
+            with scoped_env(RAY_GCS_SERVER_PORT=str(port), RAY_worker_niceness="0"):
                 ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=store,
                          _node_ip_address="127.0.0.1", **kwargs)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as exc:
