@@ -205,6 +205,25 @@ def test_ray_job_submit_runs_the_whole_job(tmp_path, ray_head):
     print(f"ray job submit (tiny run: preprocess, distill, evaluate, report; 1 worker): {seconds:.1f} s")
 
 
+@pytest.mark.timeout(300)
+def test_a_second_ray_on_the_machine_does_not_disturb_a_local_run(tmp_path, ray_head):
+    """Another Ray is running (a colleague's experiment): `raydd distill` starts its own local Ray and
+    talks only to it, and its progress lines reach the console once each."""
+    dataset = write_imagefolder(tmp_path / "data", num_classes=4, n_train=10)
+    out = tmp_path / "run"
+    done = subprocess.run(
+        [str(VENV_BIN / "raydd"), "distill", "--dataset", str(dataset), "--out", str(out), "--workers", "2",
+         "--ipc", "1", "--iterations", "3", "--device", "cpu", "--set", "distill.batch_real=4",
+         "--set", "distill.log_every=1", "--set", "data.val_fraction=0.2"],
+        capture_output=True, text=True, timeout=280, env={**_ray_env(), "RAYDD_PROGRESS": "1"}, cwd=ROOT)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "multiple active Ray instances" not in output, output[-4000:]
+    progress = [line for line in output.splitlines() if line.startswith("raydd: dm ipc1 iteration")]
+    assert [line.split()[4] for line in progress] == ["1/3", "2/3", "3/3"], output[-4000:]
+    assert (out / "synthetic.safetensors").is_file()
+
+
 # Last in the module: the shared in-process Ray starts here, after the job test's head is gone.
 @pytest.mark.timeout(120)
 def test_requests_beyond_a_fixed_cluster_fail_instead_of_waiting(ray_local):
