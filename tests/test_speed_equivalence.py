@@ -26,7 +26,8 @@ def config(method, **distill):
 
 
 @pytest.mark.parametrize("method,extra", [("dm", {}), ("dsa", {"outer_loop": 2, "inner_loop": 2}),
-                                          ("dc", {"outer_loop": 2, "inner_loop": 1})])
+                                          ("dc", {"outer_loop": 2, "inner_loop": 1}),
+                                          ("dc", {"outer_loop": 2, "inner_loop": 1, "model": "convnet_bn"})])
 def test_reference_loop_gives_our_loss_and_images(splits, method, extra):
     ours, ref, _ = build_pair(config(method, **extra), splits, DEVICE)
     start = ours.images.detach().clone()
