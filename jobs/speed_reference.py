@@ -84,13 +84,14 @@ class RefReal:
         self.indices = [idx.numpy() for idx in pool.class_indices]
         self.n = n
         self.pool = pool
-        self.check_keys: tuple | None = None  # check mode: raydd's per-class draw keys
+        self.check_keys: tuple | None = None  # check mode: raydd's per-class draw keys (after the purpose)
 
-    def get(self, c: int, seed: int = 0) -> torch.Tensor:
+    def get(self, c: int, seed: int = 0, n: int | None = None, purpose: str = "real") -> torch.Tensor:
+        n = self.n if n is None else n
         if self.check_keys is not None:
-            index, _ = self.pool.sample_indices([c], self.n, seed, *self.check_keys)
+            index, _ = self.pool.sample_indices([c], n, seed, purpose, *self.check_keys)
             return self.images[index]
-        idx = np.random.permutation(self.indices[c])[: self.n]
+        idx = np.random.permutation(self.indices[c])[:n]
         return self.images[torch.from_numpy(idx).to(self.images.device)]
 
 
@@ -113,7 +114,7 @@ class RefDM:
             self.aug.shared = (self.aug.dsa.draw(self.num_classes, self.aug.size,
                                                  generator(self.seed, "dsa", it, device=self.device))
                                if check else None)
-        self.real.check_keys = ("real", it) if check else None
+        self.real.check_keys = (it,) if check else None
         loss = torch.tensor(0.0, device=self.device)
         for c in range(self.num_classes):
             img_real = self.real.get(c, self.seed)
@@ -186,7 +187,15 @@ class RefGradMatch:
                 self.aug.shared = (self.aug.dsa.draw(self.num_classes, self.aug.size,
                                                      generator(self.seed, "dsa", it, ol, device=self.device))
                                    if check else None)
-            self.real.check_keys = ("real", it, ol) if check else None
+            self.real.check_keys = (it, ol) if check else None
+            if any("BatchNorm" in m._get_name() for m in net.modules()):
+                # Running statistics from 16 real images per class (train mode), then frozen.
+                img_real = torch.cat([self.real.get(c, self.seed, 16, "bn") for c in range(self.num_classes)])
+                net.train()
+                net(img_real)
+                for module in net.modules():
+                    if "BatchNorm" in module._get_name():
+                        module.eval()
             loss = torch.tensor(0.0, device=self.device)
             for c in range(self.num_classes):
                 img_real = self.real.get(c, self.seed)

@@ -1,7 +1,7 @@
 """Run configuration: typed sections, presets as YAML package data, dotted overrides.
 
 Resolution order (later wins): dataclass defaults < preset YAML < method recipe (``--method dm+mm``)
-< user YAML file < CLI flags < ``--set``.
+< named evaluation protocol (``eval.protocol``) < user YAML file < CLI flags < ``--set``.
 Unknown keys are errors rather than silently ignored, so a typo never runs the wrong experiment.
 """
 
@@ -77,8 +77,18 @@ class DMConfig:
     max_bank_gb: float | None = None  # refuse a bank larger than this (None: half the machine's memory)
 
 
+# Named evaluation protocols: the training under which a paper reports accuracy. Naming one
+# (``eval.protocol``) sets these fields; a field the user sets alongside it still wins. Both train with
+# SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 256, lr x0.1 at half (the reference's trainer).
+EVAL_PROTOCOLS: dict[str, dict[str, Any]] = {
+    "dsa": {"augment": "dsa", "epochs": 1000},  # DSA and DM papers: Siamese augmentation's strategy
+    "dc": {"augment": "none", "epochs": 300},  # DC paper: no augmentation, fewer epochs
+}
+
+
 @dataclass
 class EvalConfig:
+    protocol: str | None = None  # dsa | dc (EVAL_PROTOCOLS); None: augment and epochs as given
     model: str = "convnet3"
     models: int = 5  # independent networks trained from scratch
     epochs: int = 1000
@@ -311,11 +321,13 @@ def build_config(
         layers.append(parse_set(sets))
 
     def assemble(method_block: dict[str, Any], recipe: str | None = None,
-                 settings: dict[str, Any] | None = None) -> Config:
+                 settings: dict[str, Any] | None = None, protocol: str | None = None) -> Config:
         cfg = Config()
         _merge_into(cfg, base)
         _merge_into(cfg, method_block)
         _merge_into(cfg, {k: v for k, v in (settings or {}).items() if k != "method"})
+        if protocol is not None:  # below the user's layers: a field they set themselves wins
+            _merge_into(cfg, protocol_layer(protocol))
         for layer in layers:
             _merge_into(cfg, layer)
         if recipe:
@@ -332,7 +344,8 @@ def build_config(
     if settings:
         method = settings["method"]
     block = _deep_merge(per_method.get(method, {}), per_method.get(f"{method}@{ipc}", {}))
-    cfg = assemble(block, recipe, settings)
+    protocol = assemble(block, recipe, settings).eval.protocol  # named by any layer, the preset's included
+    cfg = assemble(block, recipe, settings, protocol)
     validate(cfg)
     return cfg
 
@@ -344,6 +357,25 @@ def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def protocol_layer(name: str) -> dict[str, Any]:
+    """The config fields a named evaluation protocol sets, as a layer to merge."""
+    check_protocol(name)
+    return {"eval": {"protocol": name, **EVAL_PROTOCOLS[name]}}
+
+
+def check_protocol(name: str | None) -> None:
+    if name is not None and name not in EVAL_PROTOCOLS:
+        raise ConfigError(f"eval.protocol: unknown protocol {name!r}; known: {', '.join(sorted(EVAL_PROTOCOLS))} "
+                          "(or null: eval.augment and eval.epochs as given)")
+
+
+def named_protocol(layers: list[dict[str, Any]] | tuple[dict[str, Any], ...]) -> str | None:
+    """The protocol the last layer naming one names (None if no layer names one)."""
+    named = [layer["eval"]["protocol"] for layer in layers
+             if isinstance(layer.get("eval"), dict) and "protocol" in layer["eval"]]
+    return named[-1] if named else None
+
+
 def config_from_dict(data: dict[str, Any]) -> Config:
     cfg = Config()
     _merge_into(cfg, data)
@@ -353,6 +385,7 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
 def validate(cfg: Config) -> None:
     d, e = cfg.distill, cfg.eval
+    check_protocol(e.protocol)
     checks = [
         (d.ipc >= 1, "distill.ipc must be >= 1"),
         (d.iterations is None or d.iterations >= 0, "distill.iterations must be >= 0"),

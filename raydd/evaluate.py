@@ -1,8 +1,9 @@
 """The train-from-scratch protocol: what a synthetic set is worth.
 
 N networks, each freshly initialised, are trained on the synthetic images only (SGD, momentum 0.9,
-weight decay 5e-4, batch 256, lr x0.1 at half the epochs, DSA augmentation) and tested once, after the
-last epoch, on the real test split. No model or epoch is chosen by test accuracy.
+weight decay 5e-4, batch 256, lr x0.1 at half the epochs) and tested once, after the last epoch, on the
+real test split. No model or epoch is chosen by test accuracy. Augmentation and epochs come from the
+named protocol (``eval.protocol``: ``dsa`` as DSA/DM report, ``dc`` as the DC paper) or are set directly.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 import raydd
-from raydd.config import Config, config_from_dict, dump_yaml
+from raydd.config import Config, config_from_dict, dump_yaml, named_protocol, protocol_layer
 from raydd.errors import RunDirError
 from raydd.storage import append_text, exists, makedirs, read_bytes, read_text, remove, write_bytes_atomic, write_text_atomic
 
@@ -51,12 +51,18 @@ class RunDir:
         write_text_atomic(self.file("config.yaml"), dump_yaml(data))
 
     def read_config(self, *layers: dict[str, Any]) -> Config:
-        """The run's config; each layer (nested dict, e.g. from ``--set``) replaces the fields it names."""
+        """The run's config; each layer (nested dict, e.g. from ``--set``) replaces the fields it names.
+
+        A layer naming an evaluation protocol brings that protocol's fields, below the layers' own.
+        """
         if not self.has("config.yaml"):
             raise RunDirError(f"{self.path}: not a raydd run directory (config.yaml is missing)")
         data = yaml.safe_load(read_text(self.file("config.yaml"))) or {}
         data.pop("raydd_version", None)
         data.pop("git_sha", None)
+        protocol = named_protocol(layers)
+        if protocol is not None:
+            layers = (protocol_layer(protocol), *layers)
         for layer in layers:
             for key, value in layer.items():
                 if isinstance(value, dict) and isinstance(data.get(key), dict):

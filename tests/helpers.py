@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,7 @@ from PIL import Image
 from raydd.data import DatasetSplits, ImageData
 from raydd.data.mnist_family import FASHION_MNIST
 from raydd.distill_loop import LoopBackend
+from raydd.pipeline.sharding import rows_only
 
 DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES = [spec.name + ".gz" for spec in FASHION_MNIST.files]
@@ -80,6 +83,11 @@ def step_shards_together(whole, shards, iterations: int) -> torch.Tensor:
         whole.step(it)
         for shard in shards:
             shard.step(it)
+    return _combined(whole, shards)
+
+
+def _combined(whole, shards) -> torch.Tensor:
+    """The whole run's image tensor with each shard's own rows put in its place."""
     combined = whole.images.detach().clone()
     for shard in shards:
         combined[shard.own_rows] = shard.images.detach()[shard.own_rows]
@@ -100,3 +108,58 @@ class KillAt(LoopBackend):
     def after_step(self, run, done: int) -> None:
         if done == self.iteration:
             raise Killed
+
+
+class ThreadedExchange:
+    """``share_rows`` hooks for class shards stepped in threads of one process: a stand-in for the
+    all-reduce across Ray Train workers. Each shard contributes its rows; all receive the sum, in rank order."""
+
+    def __init__(self, shards: int) -> None:
+        self.barrier = threading.Barrier(shards, timeout=120)
+        self.parts: list[torch.Tensor | None] = [None] * shards
+
+    def hook(self, rank: int):
+        def share_rows(tensor: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+            self.parts[rank] = rows_only(tensor, rows)
+            self.barrier.wait()
+            total = self.parts[0].clone()
+            for part in self.parts[1:]:
+                total += part
+            self.barrier.wait()  # everyone has read the parts before the next call replaces them
+            return total
+
+        return share_rows
+
+
+def step_shards_in_threads(whole, shards, exchange: ThreadedExchange, iterations: int) -> torch.Tensor:
+    """As ``step_shards_together`` for methods whose shards exchange rows every step (DC/DSA): each shard
+    runs in its own thread, meeting the others in ``exchange``.
+
+    Seeded network construction reseeds torch's process-wide generator, which threads share (Ray
+    workers are processes and do not): the shards build their networks one at a time.
+    """
+    building = threading.Lock()
+
+    def one_at_a_time(build):
+        def locked(*args):
+            with building:
+                return build(*args)
+        return locked
+
+    for shard in shards:
+        shard.build_network = one_at_a_time(shard.build_network)
+
+    def run(shard) -> None:
+        try:
+            for it in range(iterations):
+                shard.step(it)
+        except BaseException:
+            exchange.barrier.abort()  # do not leave the other shards waiting
+            raise
+
+    for it in range(iterations):
+        whole.step(it)
+    with ThreadPoolExecutor(len(shards)) as pool:
+        for future in [pool.submit(run, shard) for shard in shards]:
+            future.result()
+    return _combined(whole, shards)

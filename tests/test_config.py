@@ -2,8 +2,10 @@
 
 import pytest
 
-from raydd.config import available_presets, available_recipes, build_config, parse_set, recipe_dict
+from raydd.config import (EVAL_PROTOCOLS, available_presets, available_recipes, build_config, config_from_dict,
+                          parse_set, recipe_dict)
 from raydd.errors import ConfigError
+from raydd.rundir import RunDir
 
 
 def test_presets_ship_as_package_data():
@@ -75,3 +77,53 @@ def test_an_unknown_method_names_the_recipes_too():
 
     with pytest.raises(ConfigError, match=r"dm\+mm"):
         method_class("dm+cc")
+
+
+def test_paper_evaluates_under_the_dsa_protocol_and_dc_names_the_dc_papers():
+    paper = build_config("paper").eval
+    assert (paper.protocol, paper.augment, paper.epochs) == ("dsa", "dsa", 1000)
+    dc = build_config("paper", sets=["eval.protocol=dc"]).eval
+    assert (dc.protocol, dc.augment, dc.epochs) == ("dc", "none", 300)
+    # The trainer itself is the same under both (the reference's evaluate_synset).
+    assert (dc.lr, dc.momentum, dc.weight_decay, dc.batch) == (paper.lr, paper.momentum, paper.weight_decay,
+                                                              paper.batch) == (0.01, 0.9, 5e-4, 256)
+    assert EVAL_PROTOCOLS == {"dsa": {"augment": "dsa", "epochs": 1000}, "dc": {"augment": "none", "epochs": 300}}
+
+
+def test_quick_keeps_its_cut_unless_a_protocol_is_named():
+    quick = build_config("quick").eval
+    assert (quick.protocol, quick.augment, quick.epochs) == (None, "dsa", 300)
+    named = build_config("quick", sets=["eval.protocol=dsa"]).eval
+    assert (named.augment, named.epochs) == ("dsa", 1000)
+
+
+def test_fields_set_with_a_protocol_win_over_it(tmp_path):
+    cfg = build_config("paper", overrides={"eval": {"epochs": 7}}, sets=["eval.protocol=dc"])
+    assert (cfg.eval.protocol, cfg.eval.augment, cfg.eval.epochs) == ("dc", "none", 7)
+    f = tmp_path / "c.yaml"
+    f.write_text("eval: {protocol: dc, augment: dsa}\n")
+    assert build_config("quick", file=f).eval.augment == "dsa"
+
+
+@pytest.mark.parametrize("where", ["sets", "stored"])
+def test_an_unknown_protocol_is_a_config_error_naming_the_field(where):
+    with pytest.raises(ConfigError, match=r"eval\.protocol: unknown protocol 'dd'.*dc, dsa"):
+        if where == "sets":
+            build_config("quick", sets=["eval.protocol=dd"])
+        else:
+            config_from_dict({"eval": {"protocol": "dd"}})
+
+
+def test_a_config_written_before_protocols_still_loads(tmp_path):
+    old = build_config("quick").to_dict()
+    del old["eval"]["protocol"]
+    cfg = config_from_dict(old)
+    assert (cfg.eval.protocol, cfg.eval.augment, cfg.eval.epochs) == (None, "dsa", 300)
+    # Evaluating an existing run under a named protocol: its fields, below the command's own.
+    run = RunDir(str(tmp_path / "run"))
+    run.prepare(cfg, resume=False)
+    run.write_config(cfg)
+    again = run.read_config({"eval": {"protocol": "dc"}})
+    assert (again.eval.protocol, again.eval.augment, again.eval.epochs) == ("dc", "none", 300)
+    assert run.read_config({"eval": {"models": 1}}, {"eval": {"protocol": "dc", "epochs": 5}}).eval.epochs == 5
+    assert run.read_config().eval.protocol is None

@@ -106,6 +106,23 @@ def test_cli_run_end_to_end_on_an_imagefolder(tmp_path):
     assert shown.exit_code == 0 and (tmp_path / "grid.png").exists()
 
 
+def test_eval_json_records_the_named_protocol(tmp_path):
+    data = write_imagefolder(tmp_path / "data")
+    out = tmp_path / "run"
+    common = ["--eval-models", "1", "--device", "cpu", "--quiet", "--no-ray"]
+    ran = CliRunner().invoke(app, ["run", "--dataset", str(data), "--out", str(out), "--iterations", "1", "--ipc", "1",
+                                   "--set", "distill.batch_real=4", "--set", "eval.protocol=dc", *common])
+    assert ran.exit_code == 0, ran.output
+    proto = json.loads((out / "eval.json").read_text())["protocol"]
+    assert (proto["protocol"], proto["augment"], proto["epochs"]) == ("dc", "none", 300)
+    assert "protocol: dc, preset quick, 300 epochs, augmentation none" in ran.output
+    # Re-evaluating under another protocol; a flag given with it still wins.
+    again = CliRunner().invoke(app, ["evaluate", str(out), "--set", "eval.protocol=dsa", "--eval-epochs", "2", *common])
+    assert again.exit_code == 0, again.output
+    proto = json.loads((out / "eval.json").read_text())["protocol"]
+    assert (proto["protocol"], proto["augment"], proto["epochs"]) == ("dsa", "dsa", 2)
+
+
 def test_cli_bad_image_is_one_clear_error_and_writes_nothing(tmp_path):
     data = write_imagefolder(tmp_path / "data")
     (data / "train" / "img002.png").write_bytes(b"not a png")
@@ -124,9 +141,10 @@ def test_cli_unknown_method_and_model_are_named(tmp_path):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
-def test_presets_lists_the_method_recipes_too():
+def test_presets_lists_the_method_recipes_and_evaluation_protocols_too():
     r = CliRunner().invoke(app, ["presets"])
     assert r.exit_code == 0 and "# preset quick" in r.output and "# recipe dm+mm (--method dm+mm)" in r.output
+    assert "# evaluation protocol dc (--set eval.protocol=dc)" in r.output
 
 
 def test_every_command_has_help():

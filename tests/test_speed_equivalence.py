@@ -26,7 +26,8 @@ def config(method, **distill):
 
 
 @pytest.mark.parametrize("method,extra", [("dm", {}), ("dsa", {"outer_loop": 2, "inner_loop": 2}),
-                                          ("dc", {"outer_loop": 2, "inner_loop": 1})])
+                                          ("dc", {"outer_loop": 2, "inner_loop": 1}),
+                                          ("dc", {"outer_loop": 2, "inner_loop": 1, "model": "convnet_bn"})])
 def test_reference_loop_gives_our_loss_and_images(splits, method, extra):
     ours, ref, _ = build_pair(config(method, **extra), splits, DEVICE)
     start = ours.images.detach().clone()
@@ -55,11 +56,14 @@ def test_reference_evaluation_trains_the_same_network(splits):
 @pytest.mark.parametrize("model", ["convnet3", "convnet_bn", "alexnet"])
 def test_channels_last_gives_the_same_outputs_and_gradients(model):
     shape = dict(channels=3, num_classes=4, image_size=(32, 32))
-    plain = build_seeded(model, 7, DEVICE, **shape)
-    fast = channels_last(build_seeded(model, 7, DEVICE, **shape))
+    # In float64: in float32 the two layouts' rounding differences can flip a ReLU whose input is near 0,
+    # which changes a gradient by far more than any tolerance (this test failed now and then for that).
+    plain = build_seeded(model, 7, DEVICE, **shape).double()
+    fast = channels_last(build_seeded(model, 7, DEVICE, **shape).double())
     assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) for p in fast.parameters())
-    x = torch.randn(6, 3, 32, 32)
-    y = torch.randint(0, 4, (6,))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, 32, 32, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 4, (6,), generator=g)
     outs, grads = [], []
     for net in (plain, fast):
         xi = x.clone().requires_grad_(True)

@@ -100,10 +100,12 @@ def audit(run_dir: Annotated[str, typer.Argument(help="A run directory holding s
 @app.command()
 @user_errors
 def presets() -> None:
-    """List the presets and the method recipes (--method dm+mm), with their settings."""
-    from raydd.config import available_presets, available_recipes, preset_dict, recipe_dict
+    """List the presets, the method recipes (--method dm+mm) and the evaluation protocols, with their settings."""
+    from raydd.config import EVAL_PROTOCOLS, available_presets, available_recipes, preset_dict, recipe_dict
 
     for name in available_presets():
         typer.echo(f"# preset {name}\n{json.dumps(preset_dict(name), indent=2)}")
     for name in available_recipes():
         typer.echo(f"# recipe {name} (--method {name})\n{json.dumps(recipe_dict(name), indent=2)}")
+    for name, fields in sorted(EVAL_PROTOCOLS.items()):
+        typer.echo(f"# evaluation protocol {name} (--set eval.protocol={name})\n{json.dumps({'eval': fields}, indent=2)}")

@@ -96,8 +96,10 @@ def print_accuracy(title: str, result: dict[str, Any]) -> None:
     if result.get("caption_only"):
         typer.echo(f"  caption-only baseline (linear, whole train split): {100 * result['caption_only']['accuracy']:.2f}")
     proto = result.get("protocol", {})
-    typer.echo(f"  protocol: preset {result.get('preset')}, {proto.get('epochs')} epochs, {acc['n']} models, "
-               f"tested on {proto.get('tested_on')}, accuracy at the last epoch")
+    named = f"{proto['protocol']}, " if proto.get("protocol") else ""
+    typer.echo(f"  protocol: {named}preset {result.get('preset')}, {proto.get('epochs')} epochs, "
+               f"augmentation {proto.get('augment')}, {acc['n']} models, tested on {proto.get('tested_on')}, "
+               "accuracy at the last epoch")
 
 
 def setup_torch() -> None:

@@ -71,7 +71,7 @@ class Distiller:
     default_lr_img = 1.0
     default_iterations = 1000
     uses_dsa = True
-    needs_sync = False  # True when a step reads other classes' synthetic images (a ``sync`` hook)
+    needs_sync = False  # True when a step reads other classes' rows (a ``share_rows`` hook across workers)
     config_section: str | None = None  # the Config section this method owns (passed as ``section``)
 
     def __init__(

@@ -7,7 +7,10 @@ synthetic images take one SGD step, and the network is then trained on the synth
 inner network training augmented.
 
 The network's inner training reads *all* classes' synthetic images, so a class-sharded run needs the
-other workers' images before each inner loop: that is what the ``sync`` hook is for.
+other workers' images before each inner loop. A network with batch norm also needs real images of every
+class before each outer step: as the reference, its running statistics are set from 16 real images per
+class (one train-mode pass) and then frozen, so that the matched gradients of a class do not depend on
+which images share its batch. Both exchanges go through the ``share_rows`` hook.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from raydd.methods.losses import blend, caption_matching_loss, gradient_distance
 from raydd.models.fusion import FusionSettings, build_fused_seeded, drop_captions
 from raydd.seeding import derive_seed, generator
 
+# Real images per class in the batch that sets the batch-norm statistics (the reference's value).
+BN_IMAGES_PER_CLASS = 16
+
 # Reference outer/inner loop counts by images per class.
 REFERENCE_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
 
@@ -35,17 +41,67 @@ def reference_loops(ipc: int) -> tuple[int, int]:
     return REFERENCE_LOOPS[below]
 
 
+def batchnorm_layers(net: torch.nn.Module) -> list[torch.nn.Module]:
+    """The network's batch-norm modules (any dimension); empty for instance/group norm networks."""
+    return [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+
+
+ShareRows = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 class GradientMatching(Distiller):
     default_lr_img = 0.1
     default_iterations = 1000
     needs_sync = True
 
-    def __init__(self, *args, sync: Callable[[torch.Tensor], None] | None = None, **kwargs) -> None:
+    def __init__(self, *args, share_rows: ShareRows | None = None, **kwargs) -> None:
+        """``share_rows(tensor, rows)``: every worker's ``rows`` of ``tensor`` combined into one full tensor
+        (a collective: all workers call it together). None in one process, which owns every row."""
         super().__init__(*args, **kwargs)
         outer, inner = reference_loops(self.syn.ipc)
         self.outer_loop = self.cfg.outer_loop if self.cfg.outer_loop is not None else outer
         self.inner_loop = self.cfg.inner_loop if self.cfg.inner_loop is not None else inner
-        self.sync = sync
+        self.share_rows = share_rows
+
+    def _shared(self, tensor: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """``tensor`` with the other workers' rows filled in (itself in one process)."""
+        return tensor if self.share_rows is None else self.share_rows(tensor, rows)
+
+    def batchnorm_batch(self, iteration: int, outer: int) -> torch.Tensor:
+        """Up to 16 real images of every class, in class order, identical on every worker.
+
+        Each class's images come from a seed of (run, iteration, outer step, class), drawn by the worker
+        that holds the class; a slot per image (16 per class, empty where a class has fewer) lets the
+        workers combine their slots by row, so a shard sees the batch one process draws.
+        """
+        per_class = BN_IMAGES_PER_CLASS
+        slots = self.pool.images.new_zeros((self.syn.num_classes * per_class, *self.pool.images.shape[1:]))
+        filled = torch.zeros(slots.shape[0], device=slots.device)
+        owned = []
+        for c in self.classes:
+            index, _ = self.pool.sample_indices([c], per_class, self.seed, "bn", iteration, outer)
+            rows = torch.arange(len(index), device=slots.device) + c * per_class
+            slots[rows] = self.pool.images[index]
+            filled[rows] = 1.0
+            owned.append(rows)
+        rows = torch.cat(owned)
+        return self._shared(slots, rows)[self._shared(filled, rows) > 0]
+
+    def freeze_batchnorm(self, net: torch.nn.Module, iteration: int, outer: int) -> None:
+        """Set every batch-norm layer's running statistics from a real batch of all classes, then freeze them.
+
+        With statistics frozen (eval mode), a class's real and synthetic gradients are those of per-sample
+        losses, not of batches whose normalisation mixes samples. No-op for networks without batch norm.
+        """
+        layers = batchnorm_layers(net)
+        if not layers:
+            return
+        batch = self.batchnorm_batch(iteration, outer)
+        net.train()
+        with torch.no_grad():
+            net.embed(batch)  # every model's classifier is a linear layer on embed(): no normalisation after it
+        for layer in layers:
+            layer.eval()
 
     def build_network(self, iteration: int) -> torch.nn.Module:
         seed = derive_seed(self.seed, "net", iteration)
@@ -105,7 +161,11 @@ class GradientMatching(Distiller):
         return loss
 
     def train_network(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer, iteration: int, outer: int) -> None:
-        """``inner_loop`` epochs of SGD on the (detached) synthetic set, augmented for DSA."""
+        """``inner_loop`` epochs of SGD on the (detached) synthetic set, augmented for DSA.
+
+        In train mode, batch norm included: the statistics frozen for matching are the next freeze's start.
+        """
+        net.train()
         images = self.images.detach()
         captions = self.captions.detach() if self.captions is not None else None
         labels = self.syn.labels.to(self.device)
@@ -126,6 +186,15 @@ class GradientMatching(Distiller):
                 loss.backward()
                 optimizer.step()
 
+    def _share_synthetic(self) -> None:
+        """Other workers' synthetic rows (and learned captions) before the inner loop, which reads every class."""
+        if self.share_rows is None:
+            return
+        with torch.no_grad():
+            self.images.copy_(self.share_rows(self.images, self.own_rows))
+            if self.captions is not None and self.mm.learn_caption_emb:
+                self.captions.copy_(self.share_rows(self.captions, self.own_rows))
+
     def shard_weight(self) -> float:
         # The reported loss is a mean over the shard's classes; the run's is a mean over all classes.
         return len(self.classes) / self.syn.num_classes
@@ -136,15 +205,13 @@ class GradientMatching(Distiller):
         net_optimizer = torch.optim.SGD(net.parameters(), lr=self.cfg.lr_net)
         total = self.images.new_zeros(())
         for outer in range(self.outer_loop):
+            self.freeze_batchnorm(net, iteration, outer)
             loss = self.matching_loss(net, iteration, outer)
             self._image_step(loss)
             total = total + loss.detach()
             if outer == self.outer_loop - 1:
                 break
-            if self.sync is not None:
-                self.sync(self.images)
-                if self.captions is not None and self.mm.learn_caption_emb:
-                    self.sync(self.captions)
+            self._share_synthetic()
             self.train_network(net, net_optimizer, iteration, outer)
         # Reference reports the loss averaged over classes and outer steps.
         return {"loss": total / (len(self.classes) * self.outer_loop)}

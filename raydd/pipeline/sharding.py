@@ -23,12 +23,18 @@ def shard_classes(num_classes: int, workers: int) -> list[list[int]]:
     return shards
 
 
+def rows_only(tensor: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """A detached copy of ``tensor`` with every row but ``rows`` zeroed: one worker's share of a sum."""
+    full = torch.zeros_like(tensor.detach())
+    full[rows] = tensor.detach()[rows]
+    return full
+
+
 def assemble(tensor: torch.Tensor, own_rows: torch.Tensor) -> torch.Tensor:
     """Every worker's own rows combined into one full tensor (identity with one process)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensor.detach().clone()
-    full = torch.zeros_like(tensor.detach())
-    full[own_rows] = tensor.detach()[own_rows]
+    full = rows_only(tensor, own_rows)
     dist.all_reduce(full, op=dist.ReduceOp.SUM)
     return full
 

@@ -3,10 +3,11 @@
 K ``TorchTrainer`` workers each own a contiguous range of classes, read only those classes' images,
 and draw the iteration's network and batches from the shared run seed, so together they compute what
 one process computes (DM exactly per class; DC/DSA exchange the synthetic images once per outer step
-because the inner network training reads all classes). At each checkpoint the shards are combined with
-one all-reduce and rank 0 writes the run directory's checkpoint (the same format as a single-process
-run) and reports it to Ray Train. A worker that dies is restarted by ``FailureConfig`` and continues
-from the last checkpoint; the per-iteration seeds make the replayed iterations identical.
+because the inner network training reads all classes, and, for a batch-norm network, the real images
+that set its statistics). At each checkpoint the shards are combined with one all-reduce and rank 0
+writes the run directory's checkpoint (the same format as a single-process run) and reports it to Ray
+Train. A worker that dies is restarted by ``FailureConfig`` and continues from the last checkpoint; the
+per-iteration seeds make the replayed iterations identical.
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ def train_loop(config: dict[str, Any]) -> None:
     state = initial_state(cfg, splits, device, captions, classes=classes)
     kwargs = {}
     if world > 1 and method_class(cfg.distill.method).needs_sync:
-        kwargs["sync"] = lambda tensor: tensor.data.copy_(assemble(tensor, own_rows).to(tensor.device))
+        kwargs["share_rows"] = lambda tensor, rows: assemble(tensor, rows).to(tensor.device)
     syn = state.syn
     syn.init_ids = list(config["init_ids"])  # every class's, as the driver drew them (snapshots carry them)
     trained = load_model_pool(cfg, run, network_spec(cfg, syn.channels, syn.num_classes, syn.image_size),
@@ -110,7 +111,6 @@ def train_loop(config: dict[str, Any]) -> None:
     if trained is not None:
         kwargs["model_pool"] = trained
     distiller = build_distiller(cfg, state, device, classes=classes, **kwargs)
-    own_rows = distiller.own_rows
     backend = config["backend"](rank=rank, world=world)
     distill_loop(distiller, run, cfg.distill, syn, backend, run_clock(config["started"], config["seconds_before"]),
                  show_progress=config["show_progress"])
