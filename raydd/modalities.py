@@ -90,7 +90,7 @@ def _stored_embeddings(cfg: Config, splits: DatasetSplits) -> CaptionEmbeddings 
     encoder = manifest.get("text_encoder")
     if not encoder or encoder.get("spec") != cfg.mm.text_encoder:
         return None
-    check_captions_present(url, (splits.train, splits.val, splits.test))
+    check_captions_present(url, (splits.train, splits.val, splits.test), manifest)
     split_names = manifest["splits"]
     classes = sorted({int(y) for data in (splits.train, splits.val, splits.test) for y in data.labels.tolist()})
 

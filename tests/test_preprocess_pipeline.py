@@ -280,6 +280,24 @@ def test_missing_caption_when_required_names_the_image(tmp_path: Path) -> None:
         preprocess_to_parquet(str(root), str(tmp_path / "out"), show_progress=False)
 
 
+def test_a_caption_error_in_a_preprocessed_copy_names_the_users_source_and_says_empty() -> None:
+    from raydd.data import ImageData
+    from raydd.data.parquet import check_captions_present
+
+    data = ImageData(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]),
+                     ["train/a.png", "train/b.png"], ["x", "y"], captions=["a shirt", "  "])
+    copy = "/home/me/.cache/raydd/prepared/photos-1234"
+    with pytest.raises(DataError) as error:
+        check_captions_present(copy, [data], {"source": "/data/photos"})
+    assert str(error.value).startswith("/data/photos: train/b.png: empty caption") and copy not in str(error.value)
+    data.captions[1] = None
+    with pytest.raises(DataError, match=r"^/data/photos: train/b.png: missing caption"):
+        check_captions_present(copy, [data], {"source": "/data/photos"})
+    # A directory preprocessed from another preprocessed directory (or by hand) is its own source.
+    with pytest.raises(DataError, match=rf"^{copy}: train/b.png"):
+        check_captions_present(copy, [data], {"source": f"parquet:{copy}"})
+
+
 @pytest.mark.parametrize(
     ("option", "match"),
     [({"segmenter": "magic"}, "unknown segmenter"), ({"text_encoder": "bert"}, "unknown text encoder"),

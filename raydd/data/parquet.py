@@ -292,7 +292,7 @@ def read_parquet_splits(
     if image_size is not None and [image_size, image_size] != list(manifest["image_size"]):
         train, val, test = (_resized(d, image_size) for d in (train, val, test))
     if require_captions:
-        check_captions_present(url, (train, val, test))
+        check_captions_present(url, (train, val, test), manifest)
     return DatasetSplits(
         name=f"{SOURCE_NAME}:{url}",
         train=train,
@@ -305,12 +305,23 @@ def read_parquet_splits(
     )
 
 
-def check_captions_present(url: str, parts: Sequence[ImageData]) -> None:
+def check_captions_present(url: str, parts: Sequence[ImageData], manifest: dict | None = None) -> None:
+    """Every row has a caption; an error names the user's source (not this preprocessed copy) and the row."""
+    where = source_shown(url, manifest if manifest is not None else read_manifest(url))
     for data in parts:
         captions = data.captions if data.captions is not None else [None] * len(data)
         for image_id, caption in zip(data.ids, captions):
             if caption is None or not caption.strip():
-                raise DataError(f"{url}: {image_id}: missing caption (captions are required)")
+                problem = "missing caption" if caption is None else "empty caption"
+                raise DataError(f"{where}: {image_id}: {problem} (captions are required)")
+
+
+def source_shown(url: str, manifest: dict) -> str:
+    """How a row's origin is named to the user: the source the copy was made from, else the copy itself."""
+    source = manifest.get("source")
+    if not source or str(source).startswith(f"{SOURCE_NAME}:") or source == url:
+        return url
+    return str(source)
 
 
 def read_caption_embeddings(
