@@ -48,8 +48,9 @@ def apply_quiet_env() -> None:
 
 def worker_env() -> dict[str, str]:
     """Runtime environment variables for Ray workers: one torch thread per CPU Ray gives them."""
+    # No weight-loading bars from the Hugging Face libraries: a worker's output is forwarded line by line.
     return {"OMP_NUM_THREADS": "1", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1", "RAY_AUTH_MODE": "disabled",
-            "RAY_USAGE_STATS_ENABLED": "0"}
+            "RAY_USAGE_STATS_ENABLED": "0", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
 
 
 # -- reaching a cluster ---------------------------------------------------------------------------

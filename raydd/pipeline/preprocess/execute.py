@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -36,9 +37,15 @@ def data_context(show_progress: bool) -> Iterator[None]:
     saved = {name: getattr(context, name) for name in wanted}
     for name, value in wanted.items():
         setattr(context, name, value)
+    # Ray Data's INFO lines (operator plans, progress printed as log lines off a terminal) go to Ray's
+    # session logs; raydd prints its own summary of the stage.
+    data_logger = logging.getLogger("ray.data")
+    level = data_logger.level
+    data_logger.setLevel(max(level, logging.WARNING))
     try:
         yield
     finally:
+        data_logger.setLevel(level)
         for name, value in saved.items():
             setattr(context, name, value)
 
