@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from raydd.artifacts import CAPTIONS, GRID, INIT_GRID, MEMBERS
 from raydd.config import Config
 from raydd.data import DatasetSplits, load_dataset
 from raydd.data.loader import parquet_location
@@ -177,7 +178,7 @@ def run_distillation(
         start_iteration = done
     if resume:
         run.truncate_metrics(start_iteration)
-    if not resume or not run.has("members.json"):
+    if not resume or not run.has(MEMBERS):
         run.write_config(cfg)
         run.write_members(state.pool.ids, splits.name)
         write_initial(run, state.syn)
@@ -219,7 +220,7 @@ def write_snapshot(run: RunDir, syn: SyntheticSet, tensors: dict[str, torch.Tens
 
 def write_initial(run: RunDir, syn: SyntheticSet) -> None:
     """The starting point, for the report's before/after view."""
-    write_grid(run.file("synthetic_init.png"), syn.denormalized(), syn.labels, syn.class_names,
+    write_grid(run.file(INIT_GRID), syn.denormalized(), syn.labels, syn.class_names,
                title=f"initial ({syn.meta.get('init', '')}) ipc={syn.ipc}")
 
 
@@ -236,10 +237,10 @@ def write_caption_bank(run: RunDir, syn: SyntheticSet, splits: DatasetSplits, ca
     bank = {"captions": [splits.train.captions[i] for i in nearest],
             "caption_emb": captions.train[nearest].tolist(),
             "source": "nearest real training caption of each synthetic caption embedding (cosine)"}
-    run.write_json("captions.json", bank)
+    run.write_json(CAPTIONS, bank)
 
 
 def finish(run: RunDir, syn: SyntheticSet) -> None:
     syn.save(run.path)
-    write_grid(run.file("synthetic.png"), syn.denormalized(), syn.labels, syn.class_names,
+    write_grid(run.file(GRID), syn.denormalized(), syn.labels, syn.class_names,
                title=f"{syn.meta.get('method', '')} {syn.meta.get('dataset', '')} ipc={syn.ipc}")

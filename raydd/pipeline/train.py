@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from raydd.artifacts import MEMBERS
 from raydd.config import Config, config_from_dict
 from raydd.distill import (build_distiller, check_names, dataset_class_count, finish, load_inputs, load_splits,
                             model_pool, preflight, prepare, write_caption_bank, write_initial, write_snapshot)
@@ -169,7 +170,7 @@ def distill_with_ray(
         checkpoint = run.load_checkpoint()
         run.truncate_metrics(checkpoint[1] if checkpoint else 0)
         seconds_before = run.seconds_at(checkpoint[1] if checkpoint else 0)
-    if not resume or not run.has("members.json"):
+    if not resume or not run.has(MEMBERS):
         run.write_config(cfg)
         run.write_members(state.pool.ids, splits.name)
         write_initial(run, state.syn)
