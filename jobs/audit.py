@@ -33,6 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from raydd.artifacts import AUDIT, NN_PAIRS_PNG
     from raydd.audit import audit_config, audit_run, format_audit_table, ray_audit_runner
     from raydd.pipeline.cluster import check_resources, check_storage, init_ray
 
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     runner = ray_audit_runner(cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task, show_progress=False)
     result = audit_run(args.run_dir, cfg, runner=runner, show_progress=False)
     print(format_audit_table(result))
-    print(f"audit: {args.run_dir}/audit.json\nnearest pairs: {args.run_dir}/nn_pairs.png")
+    print(f"audit: {args.run_dir}/{AUDIT}\nnearest pairs: {args.run_dir}/{NN_PAIRS_PNG}")
 
 
 if __name__ == "__main__":

@@ -15,9 +15,11 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> None:
+    from raydd.artifacts import AUDIT
     from raydd.audit import format_audit_grid
     from raydd.errors import ConfigError, RunDirError
     from raydd.report.tables import emit_table
+    from raydd.results import AuditResult
     from raydd.rundir import RunDir
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -27,10 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     for path in args.run_dirs:
         run = RunDir(path)
-        if not run.has("audit.json"):
-            raise SystemExit(f"error: {path} has no audit.json (run `raydd audit {path}` first)")
+        if not run.has(AUDIT):
+            raise SystemExit(f"error: {path} has no {AUDIT} (run `raydd audit {path}` first)")
         try:
-            rows.append((run.read_config().to_dict(), run.read_json("audit.json")))
+            rows.append((run.read_config().to_dict(), AuditResult.from_json(run.read_json(AUDIT), run.file(AUDIT))))
         except (ConfigError, RunDirError) as exc:
             raise SystemExit(f"error: {exc}") from None
     table = format_audit_grid(rows)

@@ -27,18 +27,22 @@ import numpy as np
 import torch
 import yaml
 
+from raydd.artifacts import CONFIG, EVAL
 from raydd.config import build_config
 from raydd.distill import run_distillation
 from raydd.report.tables import emit_table
+from raydd.results import EvalResult
 from raydd.rundir import RunDir
 from raydd.workflows import evaluate_run, run_baseline
+
+TIMING = "timing.json"  # this job's own file beside eval.json: distillation and total seconds
 
 
 def run_one(method: str, ipc: int, seed: int, args) -> dict:
     out = Path(args.work_dir) / f"{method}-ipc{ipc}-seed{seed}"
     run = RunDir(str(out))
-    if run.has("eval.json") and run.has("timing.json"):
-        return {**run.read_json("eval.json"), **run.read_json("timing.json")}
+    if run.has(EVAL) and run.has(TIMING):
+        return {**EvalResult.from_json(run.read_json(EVAL), run.file(EVAL)).to_json(), **run.read_json(TIMING)}
     sets = list(args.set or [])
     overrides = {"distill": {"ipc": ipc}, "seed": seed, "data": {"name": args.dataset}}
     start = time.perf_counter()
@@ -51,31 +55,31 @@ def run_one(method: str, ipc: int, seed: int, args) -> dict:
     else:
         overrides["distill"]["method"] = method
         cfg = build_config(args.preset, overrides=overrides, sets=sets)
-        run_distillation(cfg, str(out), resume=run.has("config.yaml"), show_progress=not args.quiet)
+        run_distillation(cfg, str(out), resume=run.has(CONFIG), show_progress=not args.quiet)
         distill_s = time.perf_counter() - start
         result = evaluate_run(str(out), cfg, show_progress=not args.quiet)
     timing = {"distill_seconds": distill_s, "total_seconds": time.perf_counter() - start,
               "torch_threads": torch.get_num_threads()}
-    run.write_json("timing.json", timing)
-    return {**result, **timing}
+    run.write_json(TIMING, timing)
+    return {**result.to_json(), **timing}
 
 
 def collect(work_dir: Path) -> list[dict]:
     groups: dict[tuple, list] = defaultdict(list)
-    for ev_path in sorted(work_dir.glob("*/eval.json")):
+    for ev_path in sorted(work_dir.glob(f"*/{EVAL}")):
         run_dir = ev_path.parent
-        if not (run_dir / "timing.json").exists():
+        if not (run_dir / TIMING).exists():
             continue
-        ev = json.loads(ev_path.read_text())
-        timing = json.loads((run_dir / "timing.json").read_text())
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
-        method = ev.get("method") or cfg["distill"]["method"]
-        iterations = ev.get("iterations")
+        ev = EvalResult.from_json(ev_path.read_text(), str(ev_path))
+        timing = json.loads((run_dir / TIMING).read_text())
+        cfg = yaml.safe_load((run_dir / CONFIG).read_text())
+        method = ev.method or cfg["distill"]["method"]
+        iterations = ev.iterations
         key = (method, cfg["distill"]["ipc"], cfg["preset"], iterations)
         groups[key].append({"ev": ev, "timing": timing, "seed": cfg["seed"], "cfg": cfg})
     rows = []
     for (method, ipc, preset, iterations), runs in groups.items():
-        accs = np.array([a for r in runs for a in r["ev"]["accuracy"]["per_model"]])
+        accs = np.array([a for r in runs for a in r["ev"].accuracy.per_model])
         c = runs[0]["cfg"]
         rows.append({
             "method": method, "ipc": ipc, "preset": preset, "iterations": iterations,

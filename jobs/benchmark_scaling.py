@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from raydd.artifacts import METRICS
 from raydd.config import build_config
 from raydd.distill import run_distillation
 from raydd.pipeline.cluster import init_ray
@@ -25,7 +26,7 @@ from raydd.report.tables import emit_table
 
 
 def iterations_per_second(run_dir: Path) -> float:
-    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (run_dir / METRICS).read_text().splitlines()]
     first, last = rows[0], rows[-1]
     return (last["iteration"] - first["iteration"]) / max(1e-9, last["seconds"] - first["seconds"])
 

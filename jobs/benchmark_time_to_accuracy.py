@@ -28,6 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from raydd.artifacts import CONFIG, METADATA, SNAPSHOTS, SYNTHETIC  # noqa: E402  (light: names only)
+
 # What each variant sets on top of the quick preset (docs/method.md "Fast DM"). ``dm`` is classic DM as
 # the quick preset ran it before the fast family (batch_real 64); ``ref`` is the reference loop.
 VARIANTS: dict[str, list[str]] = {
@@ -65,7 +67,7 @@ def write_json(path: Path, data) -> None:
 
 def distill_variant(variant: str, dataset: str, ipc: int, seed: int, run: Path, args) -> None:
     """``raydd distill`` (Ray Train, one worker) with snapshots; resumed when a previous try was killed."""
-    if (run / "synthetic.safetensors").exists():
+    if (run / SYNTHETIC).exists():
         return
     iterations = args.iterations.get(variant, ITERATIONS[variant])
     snapshots = [int(i) for i in log_spaced(iterations)]
@@ -76,7 +78,7 @@ def distill_variant(variant: str, dataset: str, ipc: int, seed: int, run: Path, 
                "--set", f"distill.checkpoint_every={max(1, iterations // 20)}"]
     for item in VARIANTS[variant] + args.sets:
         command += ["--set", item]
-    if (run / "config.yaml").exists():
+    if (run / CONFIG).exists():
         command.append("--resume")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "RAYDD_NUM_CPUS": str(args.threads)}
     subprocess.run(command, check=True, env=env)
@@ -96,7 +98,7 @@ def reference_variant(dataset: str, ipc: int, seed: int, run: Path, args) -> Non
     from raydd.rundir import RunDir
     from speed_reference import RefDiffAugment, RefDM, RefReal
 
-    if (run / "synthetic.safetensors").exists():
+    if (run / SYNTHETIC).exists():
         return
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
@@ -139,7 +141,7 @@ def reference_variant(dataset: str, ipc: int, seed: int, run: Path, args) -> Non
                 pending.pop(0)
             syn.images = ref.image_syn.detach().cpu().clone()
             syn.meta.update({"iterations": iteration, "distill_seconds": round(seconds, 3)})
-            syn.save(str(run / "snapshots" / f"iteration-{iteration:06d}"))
+            syn.save(str(run / SNAPSHOTS / f"iteration-{iteration:06d}"))
             momentum = ref.optimizer_img.state[ref.image_syn]["momentum_buffer"]
             torch.save({"iteration": iteration, "seconds": seconds, "images": syn.images, "momentum": momentum.cpu(),
                         "numpy": np.random.get_state()}, saved)
@@ -151,7 +153,7 @@ def scored_snapshots(run: Path, max_points: int) -> list[Path]:
     """At most ``max_points`` snapshots, spread evenly in log wall time (scoring costs more than distilling)."""
     from raydd.synthetic import SyntheticSet
 
-    snaps = sorted((run / "snapshots").glob("iteration-*"))
+    snaps = sorted((run / SNAPSHOTS).glob("iteration-*"))
     if max_points <= 0 or len(snaps) <= max_points:
         return snaps
     seconds = [max(1e-3, float(SyntheticSet.load(str(p)).meta["distill_seconds"])) for p in snaps]
@@ -180,7 +182,7 @@ def score(path: Path, dataset: str, seed: int, split: str, protocol: str, args) 
     cache = path / f"score-{split}-{protocol}.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    same = path / "snapshots" / f"iteration-{int(json.loads((path / 'metadata.json').read_text())['iterations']):06d}"
+    same = path / SNAPSHOTS / f"iteration-{int(json.loads((path / METADATA).read_text())['iterations']):06d}"
     if (same / cache.name).exists():  # the final set is its last snapshot: scored already
         write_json(cache, json.loads((same / cache.name).read_text()))
         return json.loads(cache.read_text())
@@ -194,7 +196,7 @@ def score(path: Path, dataset: str, seed: int, split: str, protocol: str, args) 
     if (dataset, seed) not in _SPLITS:
         _SPLITS[(dataset, seed)] = load_splits(cfg)
     result = evaluate_set(syn, _SPLITS[(dataset, seed)], cfg, split=split, show_progress=False)
-    out = {"accuracy": result["accuracy"]["mean"], "std": result["accuracy"]["std"],
+    out = {"accuracy": result.accuracy.mean, "std": result.accuracy.std,
            "iterations": syn.meta.get("iterations"), "distill_seconds": syn.meta.get("distill_seconds"),
            "protocol": protocol, "split": split}
     write_json(cache, out)

@@ -52,10 +52,10 @@ def main(argv: list[str] | None = None) -> None:
     for name, sets in map(parse_variant, args.variant):
         variant = run.read_config(parse_set(sets))
         train = (syn.images.detach(), syn.labels, syn.caption_emb)
-        result = fused_accuracy(train, splits, variant, (val_x, val_y, val_t), show_progress=False)["accuracy"]
-        per_model = ", ".join(f"{100 * a:.2f}" for a in result["per_model"])
-        lines.append(f"| {name} | {', '.join(sets) or 'defaults'} | {100 * result['mean']:.2f} ± "
-                     f"{100 * result['std']:.2f} | {per_model} |")
+        result = fused_accuracy(train, splits, variant, (val_x, val_y, val_t), show_progress=False).accuracy
+        per_model = ", ".join(f"{100 * a:.2f}" for a in result.per_model)
+        lines.append(f"| {name} | {', '.join(sets) or 'defaults'} | {100 * result.mean:.2f} ± "
+                     f"{100 * result.std:.2f} | {per_model} |")
         print(lines[-1], flush=True)
     table = "\n".join(lines)
     emit_table(table, args.output)

@@ -39,6 +39,7 @@ def run_config(run_dir: str, sets: list[str]):
 
 
 def main(argv: list[str] | None = None) -> None:
+    from raydd.artifacts import EVAL, EVAL_VAL
     from raydd.pipeline.cluster import check_resources, check_storage, init_ray
     from raydd.pipeline.fanout import ray_runner
     from raydd.workflows import evaluate_run
@@ -50,11 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     check_resources(1, args.cpus_per_task, args.gpus_per_task)
     runner = ray_runner(cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task, show_progress=False)
     result = evaluate_run(args.run_dir, cfg, split=args.split, runner=runner, show_progress=False)
-    acc = result["accuracy"]
-    per_model = " ".join(f"{100 * a:.2f}" for a in acc["per_model"])
-    print(f"{result.get('method')} ipc={result.get('ipc')} on {result.get('dataset')} ({args.split}): "
-          f"{100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} % over {acc['n']} models [{per_model}]")
-    print(f"eval: {args.run_dir}/{'eval.json' if args.split == 'test' else 'eval_val.json'}")
+    acc = result.accuracy
+    per_model = " ".join(f"{100 * a:.2f}" for a in acc.per_model)
+    print(f"{result.method} ipc={result.ipc} on {result.dataset} ({args.split}): "
+          f"{100 * acc.mean:.2f} ± {100 * acc.std:.2f} % over {acc.n} models [{per_model}]")
+    print(f"eval: {args.run_dir}/{EVAL if args.split == 'test' else EVAL_VAL}")
 
 
 if __name__ == "__main__":

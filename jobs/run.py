@@ -18,6 +18,7 @@ from raydd.pipeline.cluster import config_from_arguments, parse_run_arguments, r
 
 def main(argv: list[str] | None = None) -> None:
     from raydd.pipeline.cluster import check_storage
+    from raydd.artifacts import EVAL
     from raydd.pipeline.job import run_pipeline_job
 
     args = parse_run_arguments(__doc__, argv)
@@ -27,9 +28,9 @@ def main(argv: list[str] | None = None) -> None:
         check_storage(cfg.prepare.root, write=True)
     job = run_pipeline_job(cfg, args.out, workers=args.workers, resume=args.resume, address=args.address,
                            show_progress=False)
-    acc = job.eval["accuracy"]
-    print(f"accuracy: {100 * acc['mean']:.2f} ± {100 * acc['std']:.2f} ({acc['n']} models)\n"
-          f"eval: {args.out}/eval.json\nreport: {job.report}")
+    acc = job.eval.accuracy
+    print(f"accuracy: {100 * acc.mean:.2f} ± {100 * acc.std:.2f} ({acc.n} models)\n"
+          f"eval: {args.out}/{EVAL}\nreport: {job.report}")
 
 
 if __name__ == "__main__":

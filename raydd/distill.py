@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from raydd.artifacts import CAPTIONS, GRID, INIT_GRID, MEMBERS
 from raydd.config import Config
 from raydd.data import DatasetSplits
 from raydd.distill_loop import LoopBackend, distill_loop, run_clock
@@ -108,7 +109,7 @@ def open_run(cfg: Config, out: str, *, resume: bool, splits: DatasetSplits | Non
 
 def record_start(cfg: Config, run: RunDir, state: DistillState, resume: bool) -> float:
     """Write a new run's config, members and initial picture; return a resumed run's seconds so far."""
-    if not resume or not run.has("members.json"):
+    if not resume or not run.has(MEMBERS):
         run.write_config(cfg)
         run.write_members(state.pool.ids, state.splits.name)
         write_initial(run, state.syn)
@@ -149,7 +150,7 @@ def run_distillation(
 
 def write_initial(run: RunDir, syn: SyntheticSet) -> None:
     """The starting point, for the report's before/after view."""
-    write_grid(run.file("synthetic_init.png"), syn.denormalized(), syn.labels, syn.class_names,
+    write_grid(run.file(INIT_GRID), syn.denormalized(), syn.labels, syn.class_names,
                title=f"initial ({syn.meta.get('init', '')}) ipc={syn.ipc}")
 
 
@@ -166,10 +167,10 @@ def write_caption_bank(run: RunDir, syn: SyntheticSet, splits: DatasetSplits, ca
     bank = {"captions": [splits.train.captions[i] for i in nearest],
             "caption_emb": captions.train[nearest].tolist(),
             "source": "nearest real training caption of each synthetic caption embedding (cosine)"}
-    run.write_json("captions.json", bank)
+    run.write_json(CAPTIONS, bank)
 
 
 def finish(run: RunDir, syn: SyntheticSet) -> None:
     syn.save(run.path)
-    write_grid(run.file("synthetic.png"), syn.denormalized(), syn.labels, syn.class_names,
+    write_grid(run.file(GRID), syn.denormalized(), syn.labels, syn.class_names,
                title=f"{syn.meta.get('method', '')} {syn.meta.get('dataset', '')} ipc={syn.ipc}")

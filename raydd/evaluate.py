@@ -23,6 +23,7 @@ from raydd.config import EvalConfig
 from raydd.models.fusion import FusionSettings, build_fused_seeded, drop_captions
 from raydd.models.init import build_seeded
 from raydd.progress import progress_bar
+from raydd.results import Accuracy, EvalResult
 from raydd.seeding import derive_seed, generator
 
 
@@ -131,15 +132,11 @@ def describe_device(device: torch.device) -> str:
     return f"{device.type}, {torch.get_num_threads()} torch threads of {os.cpu_count()} CPUs, torch {torch.__version__}"
 
 
-def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise(results: list[dict[str, Any]]) -> Accuracy:
     """Mean and (population, as the reference) standard deviation of the per-model accuracies."""
     accs = np.array([r["accuracy"] for r in sorted(results, key=lambda r: r["index"])], dtype=np.float64)
-    return {
-        "mean": float(accs.mean()),
-        "std": float(accs.std()),
-        "per_model": [float(a) for a in accs],
-        "n": int(len(accs)),
-    }
+    return Accuracy(mean=float(accs.mean()), std=float(accs.std()), per_model=[float(a) for a in accs],
+                    n=int(len(accs)))
 
 
 def protocol(cfg: EvalConfig, split: str, epochs: int | None = None) -> dict[str, Any]:
@@ -168,7 +165,7 @@ def evaluate_images(
     show_progress: bool = True,
     captions: tuple[torch.Tensor, torch.Tensor] | None = None,
     fusion: FusionSettings = FusionSettings(),
-) -> dict[str, Any]:
+) -> EvalResult:
     """Train ``cfg.models`` networks per architecture on the given images; test each once.
 
     ``runner`` maps a list of jobs to their results; the default runs them one after another in this
@@ -191,13 +188,13 @@ def evaluate_images(
     start = time.perf_counter()
     results = runner(jobs)
     per_arch = {arch: summarise([r for r in results if r["model"] == arch]) for arch in archs}
-    main = per_arch[archs[0]]
-    out: dict[str, Any] = {"accuracy": main, "model": archs[0]}
-    if len(archs) > 1:
-        out["cross_arch"] = {a: per_arch[a] for a in archs[1:]}
-    out["seconds_per_model"] = float(np.mean([r["seconds"] for r in results]))
-    out["wall_seconds"] = time.perf_counter() - start
-    out["devices"] = sorted({r["device"] for r in results})
+    out = EvalResult(
+        accuracy=per_arch[archs[0]], model=archs[0],
+        cross_arch={a: per_arch[a] for a in archs[1:]} if len(archs) > 1 else None,
+        seconds_per_model=float(np.mean([r["seconds"] for r in results])),
+        wall_seconds=time.perf_counter() - start,
+        devices=sorted({r["device"] for r in results}),
+    )
     if not all(math.isfinite(r["accuracy"]) for r in results):
         raise RuntimeError("an evaluation model produced a non-finite accuracy")
     return out

@@ -1,7 +1,8 @@
 """The run directory: resolved config, membership record, metrics log, atomic checkpoints.
 
-Layout (DESIGN §3): config.yaml, members.json, metrics.jsonl, checkpoint/state.safetensors,
-synthetic.safetensors + metadata.json, eval.json, synthetic.png. Paths may be fsspec URIs.
+Layout (DESIGN §3, names in ``raydd.artifacts``): config.yaml, members.json, metrics.jsonl,
+checkpoint/state.safetensors, synthetic.safetensors + metadata.json, eval.json, synthetic.png.
+Paths may be fsspec URIs.
 """
 
 from __future__ import annotations
@@ -17,12 +18,10 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 import raydd
+from raydd.artifacts import CHECKPOINT, CHECKPOINT_DIR, CONFIG, MEMBERS, METRICS, SNAPSHOTS, parse_object
 from raydd.config import Config, config_from_dict, dump_yaml, named_protocol, protocol_layer
 from raydd.errors import RunDirError
 from raydd.storage import append_text, exists, makedirs, read_bytes, read_text, remove, write_bytes_atomic, write_text_atomic
-
-CHECKPOINT = "checkpoint/state.safetensors"
-SNAPSHOTS = "snapshots"  # distill.snapshots: the set at chosen iterations, each a loadable synthetic set
 
 
 def git_sha() -> str | None:
@@ -48,16 +47,16 @@ class RunDir:
     # -- config ---------------------------------------------------------------------------------
     def write_config(self, cfg: Config) -> None:
         data = {"raydd_version": raydd.__version__, "git_sha": git_sha(), **cfg.to_dict()}
-        write_text_atomic(self.file("config.yaml"), dump_yaml(data))
+        write_text_atomic(self.file(CONFIG), dump_yaml(data))
 
     def read_config(self, *layers: dict[str, Any]) -> Config:
         """The run's config; each layer (nested dict, e.g. from ``--set``) replaces the fields it names.
 
         A layer naming an evaluation protocol brings that protocol's fields, below the layers' own.
         """
-        if not self.has("config.yaml"):
-            raise RunDirError(f"{self.path}: not a raydd run directory (config.yaml is missing)")
-        data = yaml.safe_load(read_text(self.file("config.yaml"))) or {}
+        if not self.has(CONFIG):
+            raise RunDirError(f"{self.path}: not a raydd run directory ({CONFIG} is missing)")
+        data = yaml.safe_load(read_text(self.file(CONFIG))) or {}
         data.pop("raydd_version", None)
         data.pop("git_sha", None)
         protocol = named_protocol(layers)
@@ -96,23 +95,23 @@ class RunDir:
                     "start a new --out directory instead"
                 )
             return
-        if self.has("config.yaml"):
+        if self.has(CONFIG):
             raise RunDirError(f"{self.path}: already holds a run; use --resume to continue it or pick another --out")
         makedirs(self.path)
 
     # -- members --------------------------------------------------------------------------------
     def write_members(self, ids: list[str], dataset: str) -> None:
         payload = {"dataset": dataset, "count": len(ids), "ids": ids}
-        write_text_atomic(self.file("members.json"), json.dumps(payload))
+        write_text_atomic(self.file(MEMBERS), json.dumps(payload))
 
     # -- metrics --------------------------------------------------------------------------------
     def log_metrics(self, row: dict[str, Any]) -> None:
-        append_text(self.file("metrics.jsonl"), json.dumps(row) + "\n")
+        append_text(self.file(METRICS), json.dumps(row) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.has("metrics.jsonl"):
+        if not self.has(METRICS):
             return []
-        return [json.loads(line) for line in read_text(self.file("metrics.jsonl")).splitlines() if line.strip()]
+        return [json.loads(line) for line in read_text(self.file(METRICS)).splitlines() if line.strip()]
 
     def seconds_at(self, iteration: int) -> float:
         """A resume's clock offset: the seconds stored with the checkpoint at ``iteration``, else (a
@@ -142,7 +141,7 @@ class RunDir:
     def truncate_metrics(self, after_iteration: int) -> None:
         """Drop rows a killed run logged after its last checkpoint (they are recomputed on resume)."""
         rows = [r for r in self.read_metrics() if r.get("iteration", -1) <= after_iteration]
-        write_text_atomic(self.file("metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+        write_text_atomic(self.file(METRICS), "".join(json.dumps(r) + "\n" for r in rows))
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, torch.Tensor], iteration: int, seconds: float | None = None) -> None:
@@ -167,13 +166,14 @@ class RunDir:
             raise RunDirError(f"{self.file(CHECKPOINT)}: unreadable checkpoint ({exc})") from None
 
     def clear_checkpoint(self) -> None:
-        remove(self.file("checkpoint"))
+        remove(self.file(CHECKPOINT_DIR))
 
     # -- results --------------------------------------------------------------------------------
     def write_json(self, name: str, payload: dict[str, Any]) -> None:
         write_text_atomic(self.file(name), json.dumps(payload, indent=2))
 
     def read_json(self, name: str) -> dict[str, Any]:
+        """A JSON object; a missing, truncated or non-object file is a ``RunDirError`` naming it."""
         if not self.has(name):
             raise RunDirError(f"{self.path}: {name} is missing")
-        return json.loads(read_text(self.file(name)))
+        return parse_object(read_text(self.file(name)), self.file(name))

@@ -20,6 +20,24 @@ def _is_local_fs(fs) -> bool:
     return "file" in (fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,))
 
 
+def is_remote(path: str) -> bool:
+    """Whether ``path`` is a URI (``s3://``, ``gs://``, ``file://`` ...) rather than a plain path.
+
+    A URI means the same on every machine; a plain path is relative to this process's directory.
+    """
+    return "://" in str(path)
+
+
+def absolute(path: str) -> str:
+    """A location another process (a Ray worker, a trial actor) resolves the same: URIs as they are."""
+    return path if is_remote(path) else os.path.abspath(path)
+
+
+def protocol(path: str) -> str:
+    """The URI scheme (``s3``, ``gs``), or ``file`` for a plain path."""
+    return str(path).split("://", 1)[0].lower() if is_remote(path) else "file"
+
+
 def is_local(path: str) -> bool:
     """Whether the path is on this machine's file system (locks and appends work there)."""
     return _is_local_fs(_fs(path)[0])

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
+from raydd.artifacts import METADATA, SYNTHETIC
 from raydd.errors import RunDirError
 from raydd.realpool import RealPool
 from raydd.seeding import generator
@@ -165,20 +166,20 @@ class SyntheticSet:
         }
 
     def save(self, run_dir: str) -> None:
-        write_bytes_atomic(f"{run_dir}/synthetic.safetensors", save_safetensors(self.tensors()))
-        write_bytes_atomic(f"{run_dir}/metadata.json", json.dumps(self.metadata(), indent=2).encode())
+        write_bytes_atomic(f"{run_dir}/{SYNTHETIC}", save_safetensors(self.tensors()))
+        write_bytes_atomic(f"{run_dir}/{METADATA}", json.dumps(self.metadata(), indent=2).encode())
 
     @classmethod
     def load(cls, run_dir: str) -> "SyntheticSet":
         try:
-            meta = json.loads(read_bytes(f"{run_dir}/metadata.json"))
-            tensors = load_safetensors(read_bytes(f"{run_dir}/synthetic.safetensors"))
+            meta = json.loads(read_bytes(f"{run_dir}/{METADATA}"))
+            tensors = load_safetensors(read_bytes(f"{run_dir}/{SYNTHETIC}"))
         except FileNotFoundError as exc:
             raise RunDirError(f"{run_dir}: no synthetic set here ({exc.filename or exc} is missing)") from None
         except (ValueError, json.JSONDecodeError) as exc:
             raise RunDirError(f"{run_dir}: synthetic set is unreadable ({exc})") from None
         if meta.get("format") != FORMAT:
-            raise RunDirError(f"{run_dir}/metadata.json: unknown format {meta.get('format')!r}")
+            raise RunDirError(f"{run_dir}/{METADATA}: unknown format {meta.get('format')!r}")
         known = {"format", "ipc", "num_classes", "class_names", "channels", "image_size",
                  "normalisation", "label_type", "init_ids"}
         return cls(

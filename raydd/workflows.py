@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import torch
 
+from raydd.artifacts import EVAL, EVAL_VAL
 from raydd.config import Config
 from raydd.data import DatasetSplits
 from raydd.distill import finish
@@ -16,6 +17,7 @@ from raydd.evaluate import EvalJob, caption_only_accuracy, evaluate_images, prot
 from raydd.modalities import CaptionEmbeddings, embed_captions, embed_dataset_captions
 from raydd.models.fusion import FusionSettings
 from raydd.realpool import RealPool
+from raydd.results import EvalResult
 from raydd.rundir import RunDir
 from raydd.synthetic import SyntheticSet
 
@@ -38,7 +40,7 @@ def check_compatible(syn: SyntheticSet, splits: DatasetSplits, where: str) -> No
 
 
 def evaluate_set(syn: SyntheticSet, splits: DatasetSplits, cfg: Config, *, split: str = "test",
-                 runner: Runner | None = None, show_progress: bool = True) -> dict[str, Any]:
+                 runner: Runner | None = None, show_progress: bool = True) -> EvalResult:
     test_x, test_y = _test_tensors(splits, split)
     images, labels, captions = syn.training_set()  # decoded when the set is multi-formation
     result = evaluate_images(
@@ -48,43 +50,45 @@ def evaluate_set(syn: SyntheticSet, splits: DatasetSplits, cfg: Config, *, split
     )
     if syn.caption_emb is not None:
         train = (images, labels, captions)
-        result.update(_caption_figures(train, embed_captions(cfg, splits), splits, cfg, split, (test_x, test_y),
-                                       runner=runner, show_progress=show_progress))
-    result["protocol"] = protocol(cfg.eval, split)
-    result["preset"] = cfg.preset
-    result["dataset"] = splits.name
-    result["ipc"] = syn.ipc
-    result["method"] = syn.meta.get("method")
-    result["iterations"] = syn.meta.get("iterations")
+        _caption_figures(result, train, embed_captions(cfg, splits), splits, cfg, split, (test_x, test_y),
+                         runner=runner, show_progress=show_progress)
+    result.protocol = protocol(cfg.eval, split)
+    result.preset = cfg.preset
+    result.dataset = splits.name
+    result.ipc = syn.ipc
+    result.method = syn.meta.get("method")
+    result.iterations = syn.meta.get("iterations")
     return result
 
 
 TrainingSet = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images, labels, caption embeddings
 
 
-def _caption_figures(train: TrainingSet, captions: CaptionEmbeddings | None, splits: DatasetSplits, cfg: Config,
-                     split: str, test: tuple[torch.Tensor, torch.Tensor], *, runner: Runner | None,
-                     show_progress: bool, epochs: int | None = None) -> dict[str, Any]:
-    """Image+caption accuracy of a caption-fused network, and the caption-only baseline beside it."""
+def _caption_figures(result: EvalResult, train: TrainingSet, captions: CaptionEmbeddings | None,
+                     splits: DatasetSplits, cfg: Config, split: str, test: tuple[torch.Tensor, torch.Tensor], *,
+                     runner: Runner | None, show_progress: bool, epochs: int | None = None) -> None:
+    """Add the image+caption accuracy of a caption-fused network, and the caption-only baseline beside it."""
     if captions is None:
-        return {}
+        return
     test_t = captions.split("test" if split == "test" else "val")
     if captions.from_templates or test_t is None:
         # Class-name templates would hand the label to the classifier at test time.
-        return {"accuracy_image_caption": None,
-                "caption_note": "captions are class-name templates: refused as a test-time input"}
+        result.accuracy_image_caption = None
+        result.caption_note = "captions are class-name templates: refused as a test-time input"
+        return
     fused = fused_accuracy(train, splits, cfg, (*test, test_t), runner=runner, show_progress=show_progress,
                            epochs=epochs)
     only = caption_only_accuracy(captions.train, splits.train.labels, test_t, test[1], splits.num_classes,
                                  seed=cfg.seed)
-    return {"accuracy_image_caption": fused["accuracy"], "caption_only": {"accuracy": only,
-            "model": "linear classifier on caption embeddings of the whole training split"},
-            "caption_encoder": captions.encoder}
+    result.accuracy_image_caption = fused.accuracy
+    result.caption_only = {"accuracy": only,
+                           "model": "linear classifier on caption embeddings of the whole training split"}
+    result.caption_encoder = captions.encoder
 
 
 def fused_accuracy(train: TrainingSet, splits: DatasetSplits, cfg: Config,
                    test: tuple[torch.Tensor, torch.Tensor, torch.Tensor], *, runner: Runner | None = None,
-                   show_progress: bool = True, epochs: int | None = None) -> dict[str, Any]:
+                   show_progress: bool = True, epochs: int | None = None) -> EvalResult:
     """Caption-fused networks (cfg.mm's fusion settings) trained on (x, y, t), tested on images + captions."""
     (train_x, train_y, train_t), (test_x, test_y, test_t) = train, test
     return evaluate_images(
@@ -95,7 +99,7 @@ def fused_accuracy(train: TrainingSet, splits: DatasetSplits, cfg: Config,
 
 
 def evaluate_run(run_dir: str, cfg: Config | None = None, *, split: str = "test", runner: Runner | None = None,
-                 show_progress: bool = True) -> dict[str, Any]:
+                 show_progress: bool = True) -> EvalResult:
     """Evaluate the synthetic set in ``run_dir`` and write eval.json (validation: eval_val.json)."""
     run = RunDir(run_dir)
     cfg = cfg or run.read_config()
@@ -104,21 +108,21 @@ def evaluate_run(run_dir: str, cfg: Config | None = None, *, split: str = "test"
     splits = load_splits(cfg)
     check_compatible(syn, splits, run.path)
     result = evaluate_set(syn, splits, cfg, split=split, runner=runner, show_progress=show_progress)
-    run.write_json("eval.json" if split == "test" else "eval_val.json", result)
+    run.write_json(EVAL if split == "test" else EVAL_VAL, result.to_json())
     return result
 
 
 def evaluate_unless_done(run_dir: str, cfg: Config, *, resume: bool, runner: Runner | None = None,
-                         show_progress: bool = True) -> dict[str, Any]:
+                         show_progress: bool = True) -> EvalResult:
     """A resumed run keeps the eval.json it already has; otherwise evaluate (the last stage of a run)."""
     run = RunDir(run_dir)
-    if resume and run.has("eval.json"):
-        return run.read_json("eval.json")
+    if resume and run.has(EVAL):
+        return EvalResult.from_json(run.read_json(EVAL), run.file(EVAL))
     return evaluate_run(run_dir, cfg, runner=runner, show_progress=show_progress)
 
 
 def run_baseline(kind: str, cfg: Config, out: str, *, runner: Runner | None = None,
-                 show_progress: bool = True) -> dict[str, Any]:
+                 show_progress: bool = True) -> EvalResult:
     """``random``: a real subset of IPC images per class; ``full``: the whole training split.
 
     Both go through the same protocol as a synthetic set; ``full`` trains for ``eval.full_epochs``.
@@ -153,11 +157,11 @@ def run_baseline(kind: str, cfg: Config, out: str, *, runner: Runner | None = No
         run.write_members(list(splits.train.ids), splits.name)
         if captions is not None:
             train = (train_x, splits.train.labels, captions.train)
-            result.update(_caption_figures(train, captions, splits, cfg, "test", (test_x, test_y), runner=runner,
-                                           show_progress=show_progress, epochs=cfg.eval.full_epochs))
-        result["protocol"] = protocol(cfg.eval, "test", epochs=cfg.eval.full_epochs)
-        result.update({"preset": cfg.preset, "dataset": splits.name, "ipc": None, "method": "full"})
-    result["baseline"] = kind
-    result["total_seconds"] = time.perf_counter() - start
-    run.write_json("eval.json", result)
+            _caption_figures(result, train, captions, splits, cfg, "test", (test_x, test_y), runner=runner,
+                             show_progress=show_progress, epochs=cfg.eval.full_epochs)
+        result.protocol = protocol(cfg.eval, "test", epochs=cfg.eval.full_epochs)
+        result.preset, result.dataset, result.ipc, result.method = cfg.preset, splits.name, None, "full"
+    result.baseline = kind
+    result.total_seconds = time.perf_counter() - start
+    run.write_json(EVAL, result.to_json())
     return result

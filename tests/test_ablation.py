@@ -6,14 +6,15 @@ import pytest
 
 from raydd.ablation import (AblationSpec, ablation_table, load_records, paired_difference, rows_for, run_ablation,
                             sets_for)
+from raydd.ablation.records import AblationRecord, Figure
 from raydd.config import recipe_dict
 from raydd.errors import ConfigError
 
 
 def _record(row, seed, accs, fused=None, dataset="d"):
-    figure = lambda values: {"mean": sum(values) / len(values), "per_model": values}  # noqa: E731
-    return {"dataset": dataset, "method": "dm", "row": row, "ipc": 10, "seed": seed, "protocol": "quick",
-            "accuracy": figure(accs), "image_caption": figure(fused) if fused else None}
+    figure = lambda values: Figure(sum(values) / len(values), values)  # noqa: E731
+    return AblationRecord(dataset, "dm", row, 10, seed, "quick", accuracy=figure(accs),
+                          image_caption=figure(fused) if fused else None)
 
 
 def test_ablation_rows():
@@ -43,8 +44,8 @@ def test_the_difference_to_base_is_paired_by_seed():
     # Seed-to-seed spread of base is 5 points, yet the paired difference of +mask_init is exactly one.
     assert "| d | dm | base | 3 | 25.00 ± 5.00 | — | — | — | 6 |" in table
     assert "| d | dm | +mask_init | 3 | 26.00 ± 5.00 | +1.00 ± 0.00 | gain | — | 6 |" in table
-    delta, se, paired = paired_difference({s: {"mean": a} for s, a in noisy.items()},
-                                          {s: {"mean": a} for s, a in base.items()})
+    delta, se, paired = paired_difference({s: Figure(a) for s, a in noisy.items()},
+                                          {s: Figure(a) for s, a in base.items()})
     assert paired == 3 and delta == pytest.approx(1 / 3) and se == pytest.approx(2.0817 / 3**0.5, rel=1e-4)
     assert "| d | dm | +mfa | 3 | 25.33 ± 3.06 | +0.33 ± 1.20 | within noise |" in table
 
@@ -95,7 +96,7 @@ def test_ablation_row_filter_and_table_only_read_finished_runs(tmp_path):
     spec = AblationSpec(["cluttered-fashion-mnist"], ["dm"], 10, [0, 1, 2], rows=["base", "dm+mm"])
     results = run_ablation(spec, str(tmp_path), table_only=True, log=lambda line: None)
     # Only finished runs come back (no run is started), and only the rows asked for.
-    assert sorted((r["row"], r["seed"]) for r in results) == [("base", 0), ("base", 1), ("dm+mm", 0)]
+    assert sorted((r.row, r.seed) for r in results) == [("base", 0), ("base", 1), ("dm+mm", 0)]
     with pytest.raises(ConfigError, match="unknown ablation row.*\\+mgm"):
         run_ablation(AblationSpec(["cluttered-fashion-mnist"], ["dm"], 10, [0], rows=["+mgm"]), str(tmp_path),
                      table_only=True)
@@ -109,11 +110,11 @@ def test_records_outlive_the_run_directories_and_keep_protocols_apart(tmp_path):
     first = run_ablation(spec, str(runs), table_only=True, log=lambda line: None, records=records)
     stored = load_records(records)
     assert len(stored) == 2
-    cc = next(r for r in stored.values() if r["row"] == "+cc")
-    assert cc["protocol"] == "quick eval.epochs=150" and cc["image_caption"]["per_model"] == [0.5, 0.6]
-    assert cc["caption_only"] == 0.7 and cc["source"] == "run cluttered-fashion-mnist-dm-cc-ipc10-seed0"
-    base = next(r for r in stored.values() if r["row"] == "base")  # where it ran, when eval.json says so
-    assert base["devices"] == ["cpu, 1 torch threads of 2 CPUs, torch 2.14.1"] and "devices" not in cc
+    cc = next(r for r in stored.values() if r.row == "+cc")
+    assert cc.protocol == "quick eval.epochs=150" and cc.image_caption.per_model == [0.5, 0.6]
+    assert cc.caption_only == 0.7 and cc.source == "run cluttered-fashion-mnist-dm-cc-ipc10-seed0"
+    base = next(r for r in stored.values() if r.row == "base")  # where it ran, when eval.json says so
+    assert base.devices == ["cpu, 1 torch threads of 2 CPUs, torch 2.14.1"] and "devices" not in cc.to_json()
 
     for run in runs.iterdir():  # a later session: the run directories are gone, the records are not
         (run / "eval.json").unlink()
@@ -126,7 +127,7 @@ def test_records_outlive_the_run_directories_and_keep_protocols_apart(tmp_path):
 
 def test_a_malformed_records_file_names_the_line(tmp_path):
     path = tmp_path / "records.jsonl"
-    path.write_text(json.dumps(_record("base", 0, [0.2, 0.2])) + "\n{not json\n")
+    path.write_text(json.dumps(_record("base", 0, [0.2, 0.2]).to_json()) + "\n{not json\n")
     with pytest.raises(ConfigError, match=r"records.jsonl, line 2: not an ablation record"):
         load_records(str(path))
 
@@ -173,7 +174,7 @@ def test_an_imagefolder_gets_the_caption_rows_only_when_every_image_has_a_captio
     for row in ("base", "cc", "mfa"):
         _imagefolder_run(runs, folder, row)
     spec = AblationSpec([str(folder)], ["dm"], 10, [0])
-    rows = lambda spec: sorted(r["row"] for r in run_ablation(spec, str(runs), table_only=True,  # noqa: E731
+    rows = lambda spec: sorted(r.row for r in run_ablation(spec, str(runs), table_only=True,  # noqa: E731
                                                                log=lambda line: None))
     assert rows(spec) == ["+cc", "+mfa", "base"]
 
@@ -185,7 +186,7 @@ def test_an_imagefolder_gets_the_caption_rows_only_when_every_image_has_a_captio
         run_ablation(spec, str(runs), log=lambda line: None)
     # Asking only for rows that need no caption is no error (both are finished, so nothing runs).
     mask_rows = AblationSpec([str(folder)], ["dm"], 10, [0], rows=["base", "+mfa"])
-    assert sorted(r["row"] for r in run_ablation(mask_rows, str(runs), log=lambda line: None)) == ["+mfa", "base"]
+    assert sorted(r.row for r in run_ablation(mask_rows, str(runs), log=lambda line: None)) == ["+mfa", "base"]
     assert rows(spec) == ["+mfa", "base"]  # and a table leaves the caption rows out
 
     for split in ("train", "test"):  # no captions at all: the mask rows, as on fashion-mnist

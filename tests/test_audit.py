@@ -294,7 +294,7 @@ def test_audit_run_end_to_end_writes_every_figure(tiny_run):
     result = audit_command(str(tiny_run), preset="quick", shadows=2, members=100, sets=TINY_AUDIT, no_ray=True,
                            quiet=True)
     saved = json.loads((tiny_run / "audit.json").read_text())
-    assert saved["attacks"] == json.loads(json.dumps(result["attacks"]))
+    assert saved["attacks"] == json.loads(json.dumps(result.attacks))
     for kind in ("synthetic", "real_members", "random_subset"):
         for attack in ("loss", "lira"):
             figures = saved["attacks"][kind][attack]

@@ -125,8 +125,8 @@ def test_every_switch_on_runs_end_to_end(tmp_path, method, switches):
     if method == "dm":
         assert {"loss_dm", "loss_mfa", "loss_cc", "loss_cm"} <= set(rows[-1])
     result = evaluate_run(str(out), cfg, show_progress=False)
-    assert 0.0 <= result["accuracy_image_caption"]["mean"] <= 1.0
-    assert 0.0 <= result["caption_only"]["accuracy"] <= 1.0
+    assert 0.0 <= result.accuracy_image_caption.mean <= 1.0
+    assert 0.0 <= result.caption_only["accuracy"] <= 1.0
     if method == "dm":
         # The fusion comparison job reads the same run: one validation line per variant.
         done = subprocess.run([sys.executable, "jobs/caption_fusion.py", str(out), "--variant", "plain:mm.cc_norm=none",
@@ -143,11 +143,11 @@ def test_the_whole_training_set_baseline_reports_an_image_caption_ceiling(tmp_pa
     data = _captioned_data(tmp_path)
     cfg = _cfg(data, "dm")  # no caption switch: the ceiling is reported for any captioned dataset
     result = run_baseline("full", cfg, str(tmp_path / "full"), show_progress=False)
-    assert result["method"] == "full" and result["protocol"]["epochs"] == cfg.eval.full_epochs
-    fused = result["accuracy_image_caption"]
-    assert len(fused["per_model"]) == cfg.eval.models and 0.0 <= fused["mean"] <= 1.0
-    assert 0.0 <= result["caption_only"]["accuracy"] <= 1.0
-    assert json.loads((tmp_path / "full" / "eval.json").read_text())["accuracy_image_caption"] == fused
+    assert result.method == "full" and result.protocol["epochs"] == cfg.eval.full_epochs
+    fused = result.accuracy_image_caption
+    assert len(fused.per_model) == cfg.eval.models and 0.0 <= fused.mean <= 1.0
+    assert 0.0 <= result.caption_only["accuracy"] <= 1.0
+    assert json.loads((tmp_path / "full" / "eval.json").read_text())["accuracy_image_caption"] == fused.to_json()
 
 
 def test_masked_dm_with_all_ones_masks_equals_plain_dm(tmp_path):

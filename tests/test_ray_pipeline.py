@@ -105,11 +105,11 @@ def test_evaluation_fan_out_matches_the_in_process_evaluation(ray_local):
     common = dict(num_classes=3, cfg=cfg, seed=1, device=torch.device("cpu"), show_progress=False)
     local = evaluate_images(x, y, tx, ty, **common)
     fanned = evaluate_images(x, y, tx, ty, runner=ray_runner(cpus_per_task=1, show_progress=False), **common)
-    assert fanned["accuracy"]["per_model"] == local["accuracy"]["per_model"]
+    assert fanned.accuracy.per_model == local.accuracy.per_model
     # eval.json says where the models trained: here, this process; fanned out, the Ray workers.
-    assert local["devices"] == [f"cpu, {torch.get_num_threads()} torch threads of {os.cpu_count()} CPUs, "
-                                f"torch {torch.__version__}"]
-    assert len(fanned["devices"]) == 1 and fanned["devices"][0].startswith("cpu, ")
+    assert local.devices == [f"cpu, {torch.get_num_threads()} torch threads of {os.cpu_count()} CPUs, "
+                             f"torch {torch.__version__}"]
+    assert len(fanned.devices) == 1 and fanned.devices[0].startswith("cpu, ")
 
 
 def _run(data, out, *extra):

@@ -99,7 +99,7 @@ def tiny_run(tmp_path_factory):
     splits = tiny_splits()
     cfg = tiny_config()
     syn = run_distillation(cfg, out, splits=splits, show_progress=False)
-    RunDir(out).write_json("eval.json", evaluate_set(syn, splits, cfg, show_progress=False))
+    RunDir(out).write_json("eval.json", evaluate_set(syn, splits, cfg, show_progress=False).to_json())
     return out
 
 

@@ -82,12 +82,12 @@ def test_evaluation_reports_last_epoch_accuracy_per_model(splits):
         __import__("raydd.realpool", fromlist=["RealPool"]).RealPool.from_data(splits, splits.train, torch.device("cpu")),
         ipc=4, init="real", seed=0, class_names=splits.class_names, mean=splits.mean, std=splits.std)
     result = evaluate_set(pool_syn, splits, cfg, show_progress=False)
-    acc = result["accuracy"]
-    assert len(acc["per_model"]) == 2 and all(0.0 <= a <= 1.0 for a in acc["per_model"])
-    assert acc["mean"] == pytest.approx(sum(acc["per_model"]) / 2)
-    assert result["protocol"]["accuracy_at"] == "last epoch" and result["preset"] == "quick"
+    acc = result.accuracy
+    assert len(acc.per_model) == 2 and all(0.0 <= a <= 1.0 for a in acc.per_model)
+    assert acc.mean == pytest.approx(sum(acc.per_model) / 2)
+    assert result.protocol["accuracy_at"] == "last epoch" and result.preset == "quick"
     again = evaluate_set(pool_syn, splits, cfg, show_progress=False)
-    assert again["accuracy"]["per_model"] == acc["per_model"]  # seeded: same figures twice
+    assert again.accuracy.per_model == acc.per_model  # seeded: same figures twice
 
 
 def test_cli_run_end_to_end_on_an_imagefolder(tmp_path):

@@ -12,14 +12,92 @@ import hashlib
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from typing import Any
 
 from filelock import FileLock
 
-from raydd.errors import ConfigError
+from raydd.artifacts import check_schema, parse_object
+from raydd.artifacts import field as get
+from raydd.errors import ConfigError, RunDirError
+from raydd.results import Accuracy, EvalResult
 from raydd.storage import exists, is_local, read_text, write_text_atomic
 
 KEY_FIELDS = ("dataset", "method", "row", "ipc", "seed", "protocol")
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Figure:
+    """One accuracy of a row and seed: the mean over evaluation models, and each model's figure."""
+
+    mean: float
+    per_model: list[float] | None = None
+    models: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"mean": self.mean, "per_model": self.per_model, "models": self.models}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> Figure:
+        data = parse_object(data, where)
+        per_model = get(data, "per_model", list, where)
+        return cls(float(get(data, "mean", (int, float), where, required=True)),
+                   None if per_model is None else [float(a) for a in per_model], get(data, "models", int, where))
+
+    @classmethod
+    def from_accuracy(cls, acc: Accuracy | None) -> Figure | None:
+        if acc is None:
+            return None
+        per_model = acc.per_model or None
+        return cls(acc.mean, per_model, len(per_model) if per_model else acc.n)
+
+
+@dataclass
+class AblationRecord:
+    """One finished (dataset, method, row, IPC, seed, protocol): one line of a records file."""
+
+    dataset: str
+    method: str
+    row: str
+    ipc: int
+    seed: int
+    protocol: str
+    accuracy: Figure
+    image_caption: Figure | None = None
+    caption_only: float | None = None
+    source: str | None = None  # where the figures came from ("run <name>")
+    devices: list[str] | None = None  # where the evaluation models trained, when eval.json says
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def key(self) -> tuple:
+        return tuple(getattr(self, name) for name in KEY_FIELDS)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"schema_version": self.schema_version, **{name: getattr(self, name) for name in KEY_FIELDS},
+               "accuracy": self.accuracy.to_json(),
+               "image_caption": self.image_caption.to_json() if self.image_caption else None,
+               "caption_only": self.caption_only}
+        if self.source is not None:
+            out["source"] = self.source
+        if self.devices:
+            out["devices"] = self.devices
+        return out
+
+    @classmethod
+    def from_json(cls, source: str | bytes | dict[str, Any], where: str) -> AblationRecord:
+        data = parse_object(source, where)
+        check_schema(data, where, SCHEMA_VERSION)
+        missing = [name for name in (*KEY_FIELDS, "accuracy") if data.get(name) is None and name != "ipc"]
+        if missing:
+            raise RunDirError(f"{where}: not an ablation record (missing {', '.join(missing)})")
+        keys = {name: get(data, name, int if name in ("ipc", "seed") else str, where) for name in KEY_FIELDS}
+        fused = data.get("image_caption")
+        return cls(**keys, accuracy=Figure.from_json(data["accuracy"], f"{where}: accuracy"),
+                   image_caption=None if fused is None else Figure.from_json(fused, f"{where}: image_caption"),
+                   caption_only=get(data, "caption_only", (int, float), where),
+                   source=get(data, "source", str, where), devices=get(data, "devices", list, where))
 
 
 def protocol_label(preset: str, sets: list[str]) -> str:
@@ -27,53 +105,40 @@ def protocol_label(preset: str, sets: list[str]) -> str:
     return " ".join([preset, *sorted(sets)])
 
 
-def record_key(record: dict[str, Any]) -> tuple:
-    return tuple(record[field] for field in KEY_FIELDS)
-
-
-def _figure(block: dict[str, Any] | None) -> dict[str, Any] | None:
-    if not block:
-        return None
-    per_model = [float(a) for a in block.get("per_model") or []] or None
-    return {"mean": float(block["mean"]), "per_model": per_model,
-            "models": len(per_model) if per_model else block.get("models", block.get("n"))}
-
-
-def record_from_eval(ev: dict[str, Any], *, dataset: str, method: str, row: str, ipc: int, seed: int,
-                     protocol: str, run: str) -> dict[str, Any]:
+def record_from_eval(ev: EvalResult, *, dataset: str, method: str, row: str, ipc: int, seed: int,
+                     protocol: str, run: str) -> AblationRecord:
     """The figures of one eval.json that an ablation table needs."""
-    caption_only = (ev.get("caption_only") or {}).get("accuracy")
-    return {"dataset": dataset, "method": method, "row": row, "ipc": ipc, "seed": seed, "protocol": protocol,
-            "accuracy": _figure(ev["accuracy"]), "image_caption": _figure(ev.get("accuracy_image_caption")),
-            "caption_only": caption_only, "source": f"run {run}",
-            **({"devices": ev["devices"]} if ev.get("devices") else {})}
+    caption_only = (ev.caption_only or {}).get("accuracy")
+    return AblationRecord(dataset, method, row, ipc, seed, protocol, accuracy=Figure.from_accuracy(ev.accuracy),
+                          image_caption=Figure.from_accuracy(ev.accuracy_image_caption), caption_only=caption_only,
+                          source=f"run {run}", devices=ev.devices or None)
 
 
-def load_records(path: str) -> dict[tuple, dict[str, Any]]:
+def load_records(path: str) -> dict[tuple, AblationRecord]:
     """Records by key; a missing file is an empty ablation, a malformed line names its line number."""
     if not exists(path):
         return {}
-    records: dict[tuple, dict[str, Any]] = {}
+    records: dict[tuple, AblationRecord] = {}
     for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
+        where = f"{path}, line {number}"
         try:
-            record = json.loads(line)
-            records[record_key(record)] = record
-            if not isinstance(record["accuracy"]["mean"], (int, float)):
-                raise TypeError("accuracy.mean is not a number")
-        except (ValueError, KeyError, TypeError) as err:
-            raise ConfigError(f"{path}, line {number}: not an ablation record ({err})") from None
+            record = AblationRecord.from_json(line, where)
+        except RunDirError as err:
+            detail = str(err).removeprefix(f"{where}: ").removeprefix("not an ablation record ")
+            raise ConfigError(f"{where}: not an ablation record ({detail.strip('()')})") from None
+        records[record.key] = record
     return records
 
 
-def save_records(path: str, records: dict[tuple, dict[str, Any]]) -> None:
+def save_records(path: str, records: dict[tuple, AblationRecord]) -> None:
     """All records, sorted by key, written whole (never a half-written file)."""
-    lines = [json.dumps(records[key], sort_keys=True) for key in sorted(records, key=_sort_key)]
+    lines = [json.dumps(records[key].to_json(), sort_keys=True) for key in sorted(records, key=_sort_key)]
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
-def add_record(path: str, record: dict[str, Any]) -> dict[tuple, dict[str, Any]]:
+def add_record(path: str, record: AblationRecord) -> dict[tuple, AblationRecord]:
     """Add one record and return the file's records, keeping lines other ablations wrote meanwhile.
 
     Several ablation processes may share one records file (a machine runs two or three rows at a
@@ -81,7 +146,7 @@ def add_record(path: str, record: dict[str, Any]) -> dict[tuple, dict[str, Any]]
     """
     with _records_lock(path):
         records = load_records(path)
-        records[record_key(record)] = record
+        records[record.key] = record
         save_records(path, records)
     return records
 

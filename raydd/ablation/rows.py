@@ -6,7 +6,7 @@ from pathlib import Path
 
 from raydd.config import available_recipes, recipe_dict
 from raydd.data import load_dataset
-from raydd.data.registry import get_source
+from raydd.data.registry import get_source, source_has_captions
 from raydd.errors import ConfigError
 
 CAPTION_ROWS = {"+cc": {"cc": True}, "+cm": {"cm": True}}
@@ -34,12 +34,12 @@ def rows_for(method: str, has_captions: bool) -> dict[str, dict[str, bool]]:
 def images_without_captions(dataset: str) -> list[str] | None:
     """None when ``dataset`` carries no captions; else the ids of its images that have none (usually []).
 
-    Of the registered sources only the cluttered testbed has captions; an imagefolder or a
+    A registered source says whether it has captions when it registers; an imagefolder or a
     preprocessed directory is read, so the ablation gives caption rows to exactly the datasets that
     can run them.
     """
     if get_source(dataset) is not None:
-        return [] if dataset.startswith("cluttered") else None
+        return [] if source_has_captions(dataset) else None
     splits = load_dataset(dataset)
     parts = (splits.train, splits.val, splits.test)
     if all(part.captions is None for part in parts):

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
-from raydd.ablation.records import add_record, load_records, protocol_label, record_from_eval
+from raydd.ablation.records import AblationRecord, add_record, load_records, protocol_label, record_from_eval
 from raydd.ablation.rows import caption_row_names, images_without_captions, rows_for, run_name, sets_for
 from raydd.config import build_config
 from raydd.distill import run_distillation
 from raydd.errors import ConfigError, DataError
+from raydd.artifacts import CONFIG, EVAL
+from raydd.results import EvalResult
 from raydd.rundir import RunDir
 from raydd.workflows import evaluate_run
 
@@ -33,7 +35,7 @@ class AblationSpec:
 
 def run_ablation(spec: AblationSpec, work_dir: str, *, runner: Callable | None = None,
                  log: Callable[[str], None] = print, table_only: bool = False,
-                 records: str | None = None) -> list[dict[str, Any]]:
+                 records: str | None = None) -> list[AblationRecord]:
     """Run every missing (row, seed) and return the records of all; ``table_only`` runs nothing.
 
     With ``records`` (a JSON-lines path), rows already recorded there under the same protocol are
@@ -57,7 +59,7 @@ def run_ablation(spec: AblationSpec, work_dir: str, *, runner: Callable | None =
                     name = run_name(dataset, method, row, spec.ipc, seed)
                     key = (dataset, method, row, spec.ipc, seed, protocol)
                     run = RunDir(str(Path(work_dir) / name))
-                    if not run.has("eval.json"):
+                    if not run.has(EVAL):
                         if key in stored:
                             results.append(stored[key])
                             continue
@@ -66,11 +68,12 @@ def run_ablation(spec: AblationSpec, work_dir: str, *, runner: Callable | None =
                         overrides = {"seed": seed, "data": {"name": dataset},
                                      "distill": {"method": method, "ipc": spec.ipc}, "mm": dict(switches)}
                         cfg = build_config(spec.preset, overrides=overrides, sets=per_method[method])
-                        run_distillation(cfg, run.path, resume=run.has("config.yaml"), show_progress=False)
+                        run_distillation(cfg, run.path, resume=run.has(CONFIG), show_progress=False)
                         evaluate_run(run.path, cfg, runner=runner, show_progress=False)
-                    record = record_from_eval(run.read_json("eval.json"), dataset=dataset, method=method, row=row,
-                                              ipc=spec.ipc, seed=seed, protocol=protocol, run=name)
-                    log(f"{dataset} {method} {row} seed {seed}: {100 * record['accuracy']['mean']:.2f}")
+                    ev = EvalResult.from_json(run.read_json(EVAL), run.file(EVAL))
+                    record = record_from_eval(ev, dataset=dataset, method=method, row=row, ipc=spec.ipc, seed=seed,
+                                              protocol=protocol, run=name)
+                    log(f"{dataset} {method} {row} seed {seed}: {100 * record.accuracy.mean:.2f}")
                     results.append(record)
                     if records and stored.get(key) != record:
                         stored = add_record(records, record)

@@ -12,35 +12,36 @@ takes more than 4.3 standard errors.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
+
+from raydd.ablation.records import AblationRecord, Figure
 
 HEADER = ["| dataset | method | row | seeds | accuracy % | Δ vs base | reads as | image+caption % | n |",
           "|---|---|---|---|---|---|---|---|---|"]
 
 
-def _per_seed(records: list[dict[str, Any]], field: str) -> dict[int, dict[str, Any]]:
-    return {r["seed"]: r[field] for r in records if r.get(field)}
+def _per_seed(records: list[AblationRecord], field: str) -> dict[int, Figure]:
+    return {r.seed: getattr(r, field) for r in records if getattr(r, field)}
 
 
-def _spread(figures: dict[int, dict[str, Any]]) -> tuple[float, float, int]:
+def _spread(figures: dict[int, Figure]) -> tuple[float, float, int]:
     """(mean %, std %, models) over seeds; over evaluation models when there is one seed."""
-    means = np.array([f["mean"] for f in figures.values()]) * 100
-    models = sum(f.get("models") or len(f["per_model"] or []) for f in figures.values())
+    means = np.array([f.mean for f in figures.values()]) * 100
+    models = sum(f.models or len(f.per_model or []) for f in figures.values())
     if len(means) >= 2:
         return float(means.mean()), float(means.std(ddof=1)), models
-    per_model = next(iter(figures.values()))["per_model"]
+    per_model = next(iter(figures.values())).per_model
     std = float((np.array(per_model) * 100).std()) if per_model else math.nan
     return float(means[0]), std, models
 
 
-def paired_difference(row: dict[int, dict[str, Any]], base: dict[int, dict[str, Any]]) -> tuple[float, float, int]:
+def paired_difference(row: dict[int, Figure], base: dict[int, Figure]) -> tuple[float, float, int]:
     """(Δ %, its standard error, paired seeds): row minus base over the seeds both have."""
     seeds = sorted(set(row) & set(base))
     if not seeds:
         return math.nan, math.nan, 0
-    diffs = np.array([row[s]["mean"] - base[s]["mean"] for s in seeds]) * 100
+    diffs = np.array([row[s].mean - base[s].mean for s in seeds]) * 100
     if len(seeds) >= 2:
         return float(diffs.mean()), float(diffs.std(ddof=1) / math.sqrt(len(seeds))), len(seeds)
     _, row_std, row_n = _spread({seeds[0]: row[seeds[0]]})
@@ -72,12 +73,12 @@ def reading(delta: float, se: float, paired: int) -> str:
     return "within noise"
 
 
-def ablation_table(records: list[dict[str, Any]]) -> str:
+def ablation_table(records: list[AblationRecord]) -> str:
     """Markdown, one line per (dataset, method, row), rows in the order they were run."""
     lines = list(HEADER)
-    groups: dict[tuple[str, str], dict[str, list[dict[str, Any]]]] = {}
+    groups: dict[tuple[str, str], dict[str, list[AblationRecord]]] = {}
     for r in records:
-        groups.setdefault((r["dataset"], r["method"]), {}).setdefault(r["row"], []).append(r)
+        groups.setdefault((r.dataset, r.method), {}).setdefault(r.row, []).append(r)
     for (dataset, method), rows in sorted(groups.items()):
         base = _per_seed(rows.get("base", []), "accuracy")
         for row, items in rows.items():

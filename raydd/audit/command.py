@@ -6,9 +6,8 @@ local use; the CLI only prints the table.
 
 from __future__ import annotations
 
-from typing import Any
-
 from raydd.errors import RayddError
+from raydd.results import AuditResult
 
 from .fanout import cluster_audit_runner
 from .settings import audit_config
@@ -17,7 +16,7 @@ from .workflow import audit_run
 
 def audit_command(run_dir: str, *, preset: str | None = None, shadows: int | None = None, members: int | None = None,
                   sets: list[str] | tuple[str, ...] = (), address: str | None = None, no_ray: bool = False,
-                  quiet: bool = False) -> dict[str, Any]:
+                  quiet: bool = False) -> AuditResult:
     """Audit ``run_dir``: on Ray (local, or the cluster at ``address``) unless ``no_ray``."""
     if no_ray and address:
         raise RayddError("--no-ray runs in this process: drop --address")

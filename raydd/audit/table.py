@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from raydd.results import AuditResult
+
 ROWS = (("synthetic", "synthetic set"), ("real_members", "real members"), ("random_subset", "random real subset"))
 
 
@@ -15,17 +17,17 @@ def _own_init(fraction: float | None) -> str:
     return "— (no real init images)" if fraction is None else f"{fraction:.0%}"
 
 
-def format_audit_table(result: dict[str, Any]) -> str:
-    p = result["protocol"]
+def format_audit_table(result: AuditResult) -> str:
+    p = result.protocol
     lines = [
-        f"Privacy audit: {result.get('method')} ipc={result.get('ipc')} on {result.get('dataset')} "
+        f"Privacy audit: {result.method} ipc={result.ipc} on {result.dataset} "
         f"(audit preset {p['audit_preset']}, {p['members']} members vs {p['nonmembers']} non-members from the "
         f"test split, {p['shadows']} shadows, {p['targets']} target(s) per row)",
         f"  {'target trained on':<20} {'loss AUC':>13} {'LiRA AUC':>13} {'TPR@1%FPR loss/LiRA':>21} "
         f"{'TPR@0.1%FPR loss/LiRA':>23}",
     ]
     for kind, title in ROWS:
-        figures = result["attacks"].get(kind)
+        figures = result.attacks.get(kind)
         if not figures:
             continue
         loss, lira = figures["loss"], figures["lira"]
@@ -36,7 +38,7 @@ def format_audit_table(result: dict[str, Any]) -> str:
         )
     lines.append("  AUC 0.5 = no signal (± one standard error); TPR at low FPR is what matters. "
                  f"With {p['nonmembers']} non-members the smallest FPR step is {1 / p['nonmembers']:.2%}.")
-    near = result.get("nearest")
+    near = result.nearest
     if near:
         l2, cos = near["pixel_l2"], near["feature_cosine"]
         lines.append(
@@ -59,7 +61,7 @@ def describe_run(cfg: dict[str, Any]) -> dict[str, str]:
             "iterations": str(distill.get("iterations"))}
 
 
-def format_audit_grid(rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+def format_audit_grid(rows: list[tuple[dict[str, Any], AuditResult]]) -> str:
     """Markdown: one line per audited run (its config, its audit.json), LiRA AUC against both references.
 
     The references (a model on the real members, one on a random real subset of the synthetic set's
@@ -71,9 +73,9 @@ def format_audit_grid(rows: list[tuple[dict[str, Any], dict[str, Any]]]) -> str:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for cfg, audit in rows:
         d = describe_run(cfg)
-        attacks = audit["attacks"]
+        attacks = audit.attacks
         syn, real, rand = (attacks[k]["lira"] for k in ("synthetic", "real_members", "random_subset"))
-        l2 = audit["nearest"]["pixel_l2"]
+        l2 = audit.nearest["pixel_l2"]
         # Under noise init no synthetic image has an init image of its own (older audit.json files say 0).
         own = None if d["init"] == "noise" else l2.get("nearest_is_init_image_fraction")
         lines.append(

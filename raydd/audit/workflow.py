@@ -10,20 +10,21 @@ and audit/scores.json (per-image scores, for re-analysis) into the run directory
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict
 from typing import Any
 
 import torch
 
+from raydd.artifacts import AUDIT, AUDIT_SCORES, AUDIT_SHADOWS, MEMBERS, NN_PAIRS, NN_PAIRS_PNG
 from raydd.config import Config
 from raydd.data import DatasetSplits
 from raydd.run_inputs import check_names, load_splits, resolve_device
 from raydd.models.init import build_seeded
+from raydd.results import AuditResult
 from raydd.rundir import RunDir
 from raydd.seeding import derive_seed
-from raydd.storage import write_text_atomic
+from raydd.storage import absolute, write_text_atomic
 from raydd.synthetic import SyntheticSet
 from raydd.workflows import check_compatible
 
@@ -65,7 +66,7 @@ def plan_jobs(cfg: Config, syn: SyntheticSet, splits: DatasetSplits, population:
     def subset(candidates: torch.Tensor, role: str, index: int) -> torch.Tensor:
         return _mask(n, per_class_sample(population.labels, candidates, syn.ipc, cfg.seed, "audit-subset", role, index))
 
-    jobs = [job("synthetic", "shadow", k, halves[k], syn_epochs, shadow_dir=f"{run_path}/audit/shadow-{k}")
+    jobs = [job("synthetic", "shadow", k, halves[k], syn_epochs, shadow_dir=f"{run_path}/{AUDIT_SHADOWS}/shadow-{k}")
             for k in range(a.shadows)]
     jobs += [job("real_members", "shadow", k, halves[k], real_epochs) for k in range(a.shadows)]
     jobs += [job("real_members", "target", t, population.is_member.clone(), real_epochs, keep_weights=t == 0)
@@ -164,7 +165,7 @@ def protocol(cfg: Config, syn: SyntheticSet, population: Population) -> dict[str
 
 
 def audit_run(run_dir: str, cfg: Config | None = None, *, runner: AuditRunner | None = None,
-              show_progress: bool = True) -> dict[str, Any]:
+              show_progress: bool = True) -> AuditResult:
     """Audit the synthetic set in ``run_dir`` (its config, or ``cfg``: see ``audit_config``); writes audit.json."""
     start = time.perf_counter()
     run = RunDir(run_dir)
@@ -174,14 +175,13 @@ def audit_run(run_dir: str, cfg: Config | None = None, *, runner: AuditRunner | 
     syn = SyntheticSet.load(run.path)
     splits = load_splits(cfg)
     check_compatible(syn, splits, run.path)
-    member_ids = run.read_json("members.json")["ids"]
+    member_ids = run.read_json(MEMBERS)["ids"]
     population = draw_population(splits, member_ids, cfg.audit.members, cfg.seed)
     halves = shadow_halves(population.labels, cfg.audit.shadows, cfg.seed)
     device = resolve_device(cfg.device)
 
     # Shadow distillations write from Ray workers, whose working directory need not be ours.
-    shadow_root = run.path if "://" in run.path else os.path.abspath(run.path)
-    jobs = plan_jobs(cfg, syn, splits, population, halves, shadow_root)
+    jobs = plan_jobs(cfg, syn, splits, population, halves, absolute(run.path))
     results = (runner or local_runner(device, show_progress))(jobs, population)
 
     attacks, models, scores = {}, {}, {}
@@ -194,22 +194,15 @@ def audit_run(run_dir: str, cfg: Config | None = None, *, runner: AuditRunner | 
     nearest, pairs = memorisation(syn, members, splits.normalize, _feature_net(cfg, splits, weights, device),
                                   pool_size=cfg.audit.nn_pool, queries_per_class=cfg.audit.nn_queries, seed=cfg.seed,
                                   device=device, batch=cfg.eval.batch_test)
-    write_pairs_png(run.file("nn_pairs.png"), syn, members, pairs)
-    run.write_json("nn_pairs.json", {"pairs": pair_records(pairs, syn, members)})
-    write_text_atomic(run.file("audit/scores.json"), json.dumps({
+    write_pairs_png(run.file(NN_PAIRS_PNG), syn, members, pairs)
+    run.write_json(NN_PAIRS, {"pairs": pair_records(pairs, syn, members)})
+    write_text_atomic(run.file(AUDIT_SCORES), json.dumps({
         "ids": population.ids, "is_member": population.is_member.tolist(), "labels": population.labels.tolist(),
         "scores": scores,
     }))
 
-    result = {
-        "dataset": splits.name,
-        "method": syn.meta.get("method"),
-        "ipc": syn.ipc,
-        "attacks": attacks,
-        "models": models,
-        "nearest": nearest,
-        "protocol": protocol(cfg, syn, population),
-        "seconds": time.perf_counter() - start,
-    }
-    run.write_json("audit.json", result)
+    result = AuditResult(attacks=attacks, dataset=splits.name, method=syn.meta.get("method"), ipc=syn.ipc,
+                         models=models, nearest=nearest, protocol=protocol(cfg, syn, population),
+                         seconds=time.perf_counter() - start)
+    run.write_json(AUDIT, result.to_json())
     return result

@@ -88,13 +88,14 @@ def audit(run_dir: Annotated[str, typer.Argument(help="A run directory holding s
           members: Annotated[Optional[int], typer.Option("--members", help="Audited members (as many non-members from the test split).")] = None,
           set_: Sets = None, address: Address = None, no_ray: NoRay = False, quiet: Quiet = False) -> None:
     """Privacy audit: membership inference (loss, LiRA) and nearest real images (writes audit.json, nn_pairs.png)."""
+    from raydd.artifacts import AUDIT, NN_PAIRS_PNG
     from raydd.audit import audit_command, format_audit_table
 
     setup_torch()
     result = audit_command(run_dir, preset=preset, shadows=shadows, members=members, sets=set_ or [],
                            address=address, no_ray=no_ray, quiet=quiet)
     typer.echo(format_audit_table(result))
-    typer.echo(f"audit: {run_dir}/audit.json\nnearest pairs: {run_dir}/nn_pairs.png")
+    typer.echo(f"audit: {run_dir}/{AUDIT}\nnearest pairs: {run_dir}/{NN_PAIRS_PNG}")
 
 
 @app.command()

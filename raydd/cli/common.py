@@ -11,6 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from raydd.errors import RayddError
+from raydd.results import EvalResult
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Multi-modal dataset distillation: condense a labelled image dataset into a few synthetic images per class.")
@@ -83,22 +84,23 @@ def default_out(cfg, kind: str | None = None) -> str:
     return f"runs/{time.strftime('%Y%m%d-%H%M%S')}-{what}-{name}-ipc{cfg.distill.ipc}-seed{cfg.seed}"
 
 
-def print_accuracy(title: str, result: dict[str, Any]) -> None:
-    acc = result["accuracy"]
+def print_accuracy(title: str, result: EvalResult) -> None:
+    acc = result.accuracy
+    model = result.model or "convnet3"
     typer.echo(f"\n{title}")
     typer.echo(f"  {'model':<12} {'accuracy (mean ± std)':<24} per model")
-    rows = [(result.get("model", "convnet3"), acc)] + list(result.get("cross_arch", {}).items())
-    if result.get("accuracy_image_caption"):
-        rows.append((f"{result.get('model', 'convnet3')}+caption", result["accuracy_image_caption"]))
+    rows = [(model, acc)] + list((result.cross_arch or {}).items())
+    if result.accuracy_image_caption:
+        rows.append((f"{model}+caption", result.accuracy_image_caption))
     for name, a in rows:
-        per = " ".join(f"{100 * x:.2f}" for x in a["per_model"])
-        typer.echo(f"  {name:<12} {100 * a['mean']:6.2f} ± {100 * a['std']:<14.2f} {per}")
-    if result.get("caption_only"):
-        typer.echo(f"  caption-only baseline (linear, whole train split): {100 * result['caption_only']['accuracy']:.2f}")
-    proto = result.get("protocol", {})
+        per = " ".join(f"{100 * x:.2f}" for x in a.per_model)
+        typer.echo(f"  {name:<12} {100 * a.mean:6.2f} ± {100 * (a.std or 0.0):<14.2f} {per}")
+    if result.caption_only:
+        typer.echo(f"  caption-only baseline (linear, whole train split): {100 * result.caption_only['accuracy']:.2f}")
+    proto = result.protocol or {}
     named = f"{proto['protocol']}, " if proto.get("protocol") else ""
-    typer.echo(f"  protocol: {named}preset {result.get('preset')}, {proto.get('epochs')} epochs, "
-               f"augmentation {proto.get('augment')}, {acc['n']} models, tested on {proto.get('tested_on')}, "
+    typer.echo(f"  protocol: {named}preset {result.preset}, {proto.get('epochs')} epochs, "
+               f"augmentation {proto.get('augment')}, {acc.n} models, tested on {proto.get('tested_on')}, "
                "accuracy at the last epoch")
 
 

@@ -9,6 +9,7 @@ import typer
 from raydd.cli.common import (Address, ConfigFile, Dataset, Device, EvalEpochs, EvalModels, Ipc, Iterations, Method,
                               NoRay, Out, Preset, Quiet, Seed, Sets, TensorBoard, Workers, app, config_from_flags,
                               default_out, overrides, print_accuracy, resume_target, setup_torch, user_errors)
+from raydd.artifacts import EVAL, EVAL_VAL, GRID, SYNTHETIC
 from raydd.errors import RayddError
 from raydd.rundir import RunDir
 
@@ -29,7 +30,7 @@ def distill(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, pre
     out = resume_target(out, resume) or default_out(cfg)
     _distill(cfg, out, resume=resume, workers=workers, address=address, no_ray=no_ray, quiet=quiet,
              tensorboard=tensorboard)
-    typer.echo(f"synthetic set: {out}/synthetic.safetensors\npicture: {out}/synthetic.png")
+    typer.echo(f"synthetic set: {out}/{SYNTHETIC}\npicture: {out}/{GRID}")
 
 
 def _distill(cfg, out: str, *, resume: bool, workers: int, address: str | None, no_ray: bool, quiet: bool,
@@ -62,7 +63,7 @@ def evaluate(run_dir: Annotated[str, typer.Argument(help="A run directory holdin
              set_: Sets = None,
              split: Annotated[str, typer.Option("--split", help="test (final figures) or val (for selection).")] = "test",
              address: Address = None, no_ray: NoRay = False, quiet: Quiet = False) -> None:
-    """Train fresh networks on a run's synthetic set and test them (writes eval.json)."""
+    """Train fresh networks on a run's synthetic set and test them (writes eval.json; --split val: eval_val.json)."""
     from raydd.config import parse_set
     from raydd.workflows import evaluate_run
 
@@ -76,8 +77,8 @@ def evaluate(run_dir: Annotated[str, typer.Argument(help="A run directory holdin
 
         init_ray(address)
     result = evaluate_run(run_dir, cfg, split=split, runner=_eval_runner(cfg, no_ray, quiet), show_progress=not quiet)
-    print_accuracy(f"{result.get('method')} ipc={result.get('ipc')} on {result.get('dataset')} ({split})", result)
-    typer.echo(f"eval: {run_dir}/eval.json")
+    print_accuracy(f"{result.method} ipc={result.ipc} on {result.dataset} ({split})", result)
+    typer.echo(f"eval: {run_dir}/{EVAL if split == 'test' else EVAL_VAL}")
 
 
 @app.command()
@@ -117,9 +118,9 @@ def run(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, preset:
         from raydd.report.tensorboard import mirror_metrics
 
         typer.echo(f"tensorboard: {mirror_metrics(out)}")
-    print_accuracy(f"{cfg.distill.method} ipc={cfg.distill.ipc} on {result['dataset']}", result)
-    typer.echo(f"synthetic set picture: {out}/synthetic.png")
-    typer.echo(f"eval: {out}/eval.json")
+    print_accuracy(f"{cfg.distill.method} ipc={cfg.distill.ipc} on {result.dataset}", result)
+    typer.echo(f"synthetic set picture: {out}/{GRID}")
+    typer.echo(f"eval: {out}/{EVAL}")
     typer.echo(f"report: {report_path}")
 
 
@@ -159,8 +160,8 @@ def baseline(kind: Annotated[str, typer.Option("--kind", help="random (real subs
 
         init_ray(address)
     result = run_baseline(kind, cfg, out, runner=_eval_runner(cfg, no_ray, quiet), show_progress=not quiet)
-    print_accuracy(f"baseline {kind} on {result['dataset']}" + (f" ipc={cfg.distill.ipc}" if kind == "random" else ""), result)
-    typer.echo(f"eval: {out}/eval.json")
+    print_accuracy(f"baseline {kind} on {result.dataset}" + (f" ipc={cfg.distill.ipc}" if kind == "random" else ""), result)
+    typer.echo(f"eval: {out}/{EVAL}")
 
 
 @app.command()
@@ -173,7 +174,7 @@ def show(run_dir: Annotated[str, typer.Argument(help="A run directory holding sy
     from raydd.synthetic import SyntheticSet
 
     syn = SyntheticSet.load(run_dir.rstrip("/"))
-    path = output or f"{run_dir.rstrip('/')}/synthetic.png"
+    path = output or f"{run_dir.rstrip('/')}/{GRID}"
     write_grid(path, syn.denormalized(), syn.labels, syn.class_names, max_per_class=per_class,
                title=f"{syn.meta.get('method', '')} {syn.meta.get('dataset', '')} ipc={syn.ipc}")
     typer.echo(path)

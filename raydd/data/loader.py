@@ -6,6 +6,7 @@ import os
 from dataclasses import replace
 
 from ..errors import ConfigError
+from ..storage import is_remote
 from .base import DatasetSplits
 from .registry import SourceRequest, available_sources, get_source
 
@@ -22,7 +23,7 @@ _IMAGEFOLDER_PREFIX = IMAGEFOLDER + ":"  # DatasetSplits.name of an imagefolder,
 
 def _looks_like_path(text: str) -> bool:
     """A bare word such as "cifar10" is a (mistyped) source name; anything path-shaped is a path."""
-    return "://" in text or "/" in text or os.sep in text or text.startswith((".", "~")) or os.path.exists(text)
+    return is_remote(text) or "/" in text or os.sep in text or text.startswith((".", "~")) or os.path.exists(text)
 
 
 def _request(

@@ -25,11 +25,23 @@ class SourceRequest:
 SourceLoader = Callable[[SourceRequest], DatasetSplits]
 
 SOURCES: Registry[SourceLoader] = Registry("dataset source")
+_CAPTIONED: set[str] = set()
 
 
-def register_source(name: str) -> Callable[[SourceLoader], SourceLoader]:
-    """Decorator: make ``load_dataset(name)`` call the decorated loader."""
+def register_source(name: str, *, captions: bool = False) -> Callable[[SourceLoader], SourceLoader]:
+    """Decorator: make ``load_dataset(name)`` call the decorated loader.
+
+    ``captions``: every image of the source has a caption, so callers that plan by capability (the
+    ablation's caption rows) need not load the data to find out.
+    """
+    if captions:
+        _CAPTIONED.add(name)
     return SOURCES.register(name)
+
+
+def source_has_captions(name: str) -> bool:
+    """Whether the registered source ``name`` declared captions for all its images."""
+    return name in _CAPTIONED
 
 
 def available_sources() -> list[str]:

@@ -269,10 +269,6 @@ def check_resources(workers: int, cpus_per_worker: float = 1, gpus_per_worker: f
 
 
 # -- remote storage -------------------------------------------------------------------------------
-def _protocol(uri: str) -> str:
-    return uri.split("://", 1)[0].lower() if "://" in uri else "file"
-
-
 def _probe(uri: str, write: bool) -> None:
     import fsspec
 
@@ -291,7 +287,9 @@ def check_storage(uri: str, *, write: bool = False, timeout_s: float = STORAGE_T
     A missing fsspec driver (s3fs, gcsfs) or missing credentials otherwise shows up much later, in a
     Ray worker's traceback. Local paths pass through untouched.
     """
-    protocol = _protocol(uri)
+    from raydd.storage import protocol as uri_protocol  # fsspec only when storage is checked
+
+    protocol = uri_protocol(uri)
     if protocol not in REMOTE_PROTOCOLS:
         return
     import fsspec

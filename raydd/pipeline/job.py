@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 from raydd.config import Config
+from raydd.results import EvalResult
 
 
 @dataclass
 class JobResult:
     cfg: Config  # as run, with data.prepared filled in
-    eval: dict[str, Any]
+    eval: EvalResult
     report: str
 
 

@@ -13,13 +13,13 @@ per-iteration seeds make the replayed iterations identical.
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 import time
 from typing import Any, Callable
 
 import torch
 
+from raydd.artifacts import CHECKPOINT
 from raydd.config import Config, config_from_dict
 from raydd.distill import (build_distiller, initial_state, load_inputs, model_pool, open_run, publish,
                            record_start)
@@ -32,7 +32,8 @@ from raydd.pipeline.cluster import available_cpus, init_ray
 from raydd.pipeline.sharding import assemble, shard_classes, sum_across_workers
 from raydd.progress import LineProgress, NoProgress, Progress
 from raydd.run_inputs import dataset_class_count, load_splits
-from raydd.rundir import CHECKPOINT, RunDir
+from raydd.rundir import RunDir
+from raydd.storage import absolute
 from raydd.synthetic import SyntheticSet
 
 
@@ -162,16 +163,15 @@ def distill_with_ray(
     state.syn.meta.update({k: v for k, v in pool_state.syn.meta.items() if k == "model_pool_seconds"})
     seconds_before = record_start(cfg, run, state, resume)
 
-    remote = "://" in out
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"cfg": cfg.to_dict(), "out": run.path if remote else os.path.abspath(out),
+        train_loop_config={"cfg": cfg.to_dict(), "out": absolute(run.path),
                            "threads": threads, "use_gpu": use_gpu, "backend": backend,
                            "show_progress": show_progress, "started": started, "seconds_before": seconds_before,
                            "init_ids": state.syn.init_ids},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": 1 if use_gpu else threads}),
-        run_config=RunConfig(name="distill", storage_path=f"{out}/ray" if remote else os.path.abspath(f"{out}/ray"),
+        run_config=RunConfig(name="distill", storage_path=absolute(f"{run.path}/ray"),
                              failure_config=FailureConfig(max_failures=max_failures),
                              # Ray Train's own INFO lines (resources, reports) stay in Ray's session logs.
                              logging_config=LoggingConfig(log_level="WARNING")),

@@ -27,10 +27,11 @@ from typing import Any
 
 import yaml
 
+from raydd.artifacts import BEST, CONFIG, SEARCH, TRIALS
 from raydd.config import Config, config_from_dict, dump_yaml
 from raydd.errors import ConfigError, RayddError, RunDirError
 from raydd.pipeline.cluster import check_resources, check_storage, ray_session
-from raydd.storage import exists, read_text, write_text_atomic
+from raydd.storage import absolute, exists, is_remote, read_text, write_text_atomic
 
 METRIC = "val_accuracy"
 EXPERIMENT = "tune"  # Ray's experiment directory: OUT/tune
@@ -195,31 +196,26 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], out: str, report_
     run = RunDir(f"{out}/trials/{tune.get_context().get_trial_id()}")
     splits = load_splits(cfg)
     total = total_iterations(cfg)
-    checkpoint = run.load_checkpoint() if run.has("config.yaml") else None
+    checkpoint = run.load_checkpoint() if run.has(CONFIG) else None
     done = checkpoint[1] if checkpoint else 0
     t0 = time.perf_counter()
     for target in chunk_targets(total, report_every, done):
         step = copy.deepcopy(cfg)
         step.distill.iterations = target
-        run_distillation(step, run.path, resume=run.has("config.yaml"), splits=splits, show_progress=False)
+        run_distillation(step, run.path, resume=run.has(CONFIG), splits=splits, show_progress=False)
         result = evaluate_run(run.path, step, split="val", show_progress=False)
-        accuracy = result["accuracy"]
-        tune.report({METRIC: float(accuracy["mean"]), "val_accuracy_std": float(accuracy["std"]),
+        tune.report({METRIC: result.accuracy.mean, "val_accuracy_std": float(result.accuracy.std),
                      "iterations": target, "seconds": round(time.perf_counter() - t0, 3),
-                     "split": result["protocol"].get("tested_on", "val"), "run_dir": run.path})
+                     "split": (result.protocol or {}).get("tested_on", "val"), "run_dir": run.path})
 
 
 # -- the search -------------------------------------------------------------------------------------
-def _absolute(path: str) -> str:
-    return path if "://" in path else os.path.abspath(path)
-
-
 def _localize_data_paths(base: dict[str, Any]) -> dict[str, Any]:
     """Relative dataset paths would break inside trial actors; pin them to this process's directory."""
     data = base.get("data", {})
     for key in ("name", "root"):
         value = data.get(key)
-        if isinstance(value, str) and "://" not in value and os.path.exists(value):
+        if isinstance(value, str) and not is_remote(value) and os.path.exists(value):
             data[key] = os.path.abspath(value)
     return base
 
@@ -319,12 +315,12 @@ def tune_search(
     ``resume=True`` continues the search in ``out`` as it was started (its saved settings win over
     ``cfg`` and ``space``).
     """
-    out = _absolute(str(out).rstrip("/"))
+    out = absolute(str(out).rstrip("/"))
     check_storage(out, write=True)
-    settings_file = f"{out}/search.json"
+    settings_file = f"{out}/{SEARCH}"
     if resume:
         if not exists(settings_file):
-            raise RunDirError(f"{out}: no search to resume (search.json is missing)")
+            raise RunDirError(f"{out}: no search to resume ({SEARCH} is missing)")
         settings = json.loads(read_text(settings_file))
     else:
         if exists(settings_file) or exists(f"{out}/{EXPERIMENT}"):
@@ -413,11 +409,11 @@ def write_outputs(out: str, settings: dict[str, Any], trials: list[dict[str, Any
     best = pick_best(trials)
     summary = {"metric": METRIC, "mode": "max", "split": "val", "best": best, "trials": trials,
                "experiment_path": experiment_path, "total_iterations": settings["total_iterations"]}
-    write_text_atomic(f"{out}/trials.json", json.dumps(summary, indent=2, default=str))
+    write_text_atomic(f"{out}/{TRIALS}", json.dumps(summary, indent=2, default=str))
     if best is None:
         errors = [t["error"] for t in trials if t["error"]]
         raise RayddError(f"{out}: no trial reported a validation accuracy"
                          + (f"; first error: {errors[0]}" if errors else ""))
-    write_text_atomic(f"{out}/best.yaml", best_yaml(best, settings, len(trials)))
+    write_text_atomic(f"{out}/{BEST}", best_yaml(best, settings, len(trials)))
     return TuneResult(best_params=best["params"], best_val_accuracy=best[METRIC], best_trial_id=best["trial_id"],
                       best_iterations=best["iterations"], trials=trials, out=out, experiment_path=experiment_path)

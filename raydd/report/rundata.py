@@ -15,7 +15,9 @@ from typing import Any
 
 import yaml
 
+from raydd.artifacts import AUDIT, CAPTIONS, CONFIG, EVAL, GRID, INIT_GRID, METADATA, METRICS, NN_PAIRS_PNG, SYNTHETIC
 from raydd.errors import RayddError, RunDirError
+from raydd.results import AuditResult, EvalResult
 from raydd.storage import exists, read_bytes
 from raydd.synthetic import SyntheticSet
 
@@ -26,8 +28,8 @@ class RunArtifacts:
     config_text: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)
-    evaluation: dict[str, Any] | None = None
-    audit: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None  # eval.json as EvalResult writes it
+    audit: dict[str, Any] | None = None  # audit.json as AuditResult writes it
     synthetic: SyntheticSet | None = None
     synthetic_png: bytes | None = None
     init_png: bytes | None = None
@@ -59,8 +61,10 @@ class RunArtifacts:
         if self.synthetic is not None:
             return self.synthetic.ipc
         ev = self.evaluation or {}
-        if "ipc" in ev:
-            return ev["ipc"] if ev["ipc"] is not None else "all"
+        if ev.get("ipc") is not None:
+            return ev["ipc"]
+        if "full" in (ev.get("baseline"), ev.get("method")):
+            return "all"
         return self.setting("distill", "ipc")
 
     def setting(self, *keys: str) -> Any:
@@ -97,6 +101,19 @@ def _optional_json(run_dir: str, name: str, problems: list[str]) -> Any:
         return None
 
 
+def _result(run_dir: str, name: str, kind: type[EvalResult] | type[AuditResult],
+            problems: list[str]) -> dict[str, Any] | None:
+    """eval.json / audit.json read through its record type (older files upgraded); unreadable: a note."""
+    blob = _optional_bytes(run_dir, name, problems)
+    if blob is None:
+        return None
+    try:
+        return kind.from_json(blob, name).to_json()
+    except RunDirError as exc:
+        problems.append(str(exc))
+        return None
+
+
 def _json_object(value: Any, name: str, problems: list[str]) -> dict[str, Any] | None:
     if value is None or isinstance(value, dict):
         return value
@@ -106,7 +123,7 @@ def _json_object(value: Any, name: str, problems: list[str]) -> dict[str, Any] |
 
 def read_metrics(run_dir: str, problems: list[str]) -> list[dict[str, Any]]:
     """metrics.jsonl rows; a torn last line (a killed run) is skipped, not fatal."""
-    blob = _optional_bytes(run_dir, "metrics.jsonl", problems)
+    blob = _optional_bytes(run_dir, METRICS, problems)
     rows = []
     for number, line in enumerate((blob or b"").decode(errors="replace").splitlines(), start=1):
         if not line.strip():
@@ -114,7 +131,7 @@ def read_metrics(run_dir: str, problems: list[str]) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except ValueError:
-            problems.append(f"metrics.jsonl line {number}: not JSON, skipped")
+            problems.append(f"{METRICS} line {number}: not JSON, skipped")
             continue
         if isinstance(row, dict):
             rows.append(row)
@@ -128,13 +145,13 @@ def read_caption_bank(run_dir: str, problems: list[str]) -> dict[str, Any] | Non
     captions at hand (the distillation, a preprocessing job). Without embeddings the texts cannot be
     matched, so the bank counts as absent.
     """
-    bank = _json_object(_optional_json(run_dir, "captions.json", problems), "captions.json", problems)
+    bank = _json_object(_optional_json(run_dir, CAPTIONS, problems), CAPTIONS, problems)
     if bank is None:
         return None
     texts = bank.get("captions")
     embeddings = bank.get("caption_emb", bank.get("embeddings"))
     if not isinstance(texts, list) or not isinstance(embeddings, list) or len(texts) != len(embeddings) or not texts:
-        problems.append("captions.json: needs equally long, non-empty 'captions' and 'caption_emb' lists")
+        problems.append(f"{CAPTIONS}: needs equally long, non-empty 'captions' and 'caption_emb' lists")
         return None
     return {"captions": [str(t) for t in texts], "caption_emb": embeddings}
 
@@ -142,29 +159,29 @@ def read_caption_bank(run_dir: str, problems: list[str]) -> dict[str, Any] | Non
 def load_run(run_dir: str) -> RunArtifacts:
     """Read a run directory for reporting; raise only when it is not a run directory."""
     run_dir = str(run_dir).rstrip("/")
-    if not exists(_file(run_dir, "config.yaml")) and not exists(_file(run_dir, "metadata.json")):
+    if not exists(_file(run_dir, CONFIG)) and not exists(_file(run_dir, METADATA)):
         raise RunDirError(f"{run_dir}: not a raydd run directory (neither config.yaml nor metadata.json)")
     run = RunArtifacts(path=run_dir)
     problems = run.problems
-    config_blob = _optional_bytes(run_dir, "config.yaml", problems)
+    config_blob = _optional_bytes(run_dir, CONFIG, problems)
     if config_blob is not None:
         run.config_text = config_blob.decode(errors="replace")
         try:
             loaded = yaml.safe_load(run.config_text)
             run.config = loaded if isinstance(loaded, dict) else {}
         except yaml.YAMLError as exc:
-            problems.append(f"config.yaml: not valid YAML ({exc})")
+            problems.append(f"{CONFIG}: not valid YAML ({exc})")
     run.metrics = read_metrics(run_dir, problems)
-    run.evaluation = _json_object(_optional_json(run_dir, "eval.json", problems), "eval.json", problems)
-    run.audit = _json_object(_optional_json(run_dir, "audit.json", problems), "audit.json", problems)
-    if exists(_file(run_dir, "synthetic.safetensors")):
+    run.evaluation = _result(run_dir, EVAL, EvalResult, problems)
+    run.audit = _result(run_dir, AUDIT, AuditResult, problems)
+    if exists(_file(run_dir, SYNTHETIC)):
         try:
             run.synthetic = SyntheticSet.load(run_dir)
         except (RayddError, KeyError, ValueError, OSError) as exc:
             problems.append(f"synthetic set: unreadable ({exc})")
-    run.synthetic_png = _optional_bytes(run_dir, "synthetic.png", problems)
-    run.init_png = _optional_bytes(run_dir, "synthetic_init.png", problems)
-    run.nn_pairs_png = _optional_bytes(run_dir, "nn_pairs.png", problems)
+    run.synthetic_png = _optional_bytes(run_dir, GRID, problems)
+    run.init_png = _optional_bytes(run_dir, INIT_GRID, problems)
+    run.nn_pairs_png = _optional_bytes(run_dir, NN_PAIRS_PNG, problems)
     run.caption_bank = read_caption_bank(run_dir, problems)
     return run
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from raydd.artifacts import BEST, SEARCH, TRIALS
 from raydd.errors import RunDirError
 from raydd.report import markup as h
 from raydd.report.plots import objective_scatter_png
@@ -35,9 +36,9 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
 def read_search(tune_dir: str) -> tuple[dict[str, Any], list[dict[str, Any]], str | None, dict[str, Any]]:
     """(summary, trials, best.yaml text, best.yaml values flattened) of a search directory."""
     tune_dir = tune_dir.rstrip("/")
-    path = f"{tune_dir}/trials.json"
+    path = f"{tune_dir}/{TRIALS}"
     if not exists(path):
-        raise RunDirError(f"{tune_dir}: not a tune output directory (trials.json is missing)")
+        raise RunDirError(f"{tune_dir}: not a tune output directory ({TRIALS} is missing)")
     try:
         data = json.loads(read_text(path))
     except ValueError as exc:
@@ -48,7 +49,7 @@ def read_search(tune_dir: str) -> tuple[dict[str, Any], list[dict[str, Any]], st
     for t in trials:
         if not isinstance(t.get("params"), dict):
             t["params"] = {}
-    best_text = read_text(f"{tune_dir}/best.yaml") if exists(f"{tune_dir}/best.yaml") else None
+    best_text = read_text(f"{tune_dir}/{BEST}") if exists(f"{tune_dir}/{BEST}") else None
     best_values: dict[str, Any] = {}
     if best_text is not None:
         try:
@@ -60,7 +61,7 @@ def read_search(tune_dir: str) -> tuple[dict[str, Any], list[dict[str, Any]], st
 
 def log_scaled(tune_dir: str) -> frozenset[str]:
     """Parameters the search sampled log-uniformly (search.json's space), to plot them on a log axis."""
-    path = f"{tune_dir.rstrip('/')}/search.json"
+    path = f"{tune_dir.rstrip('/')}/{SEARCH}"
     try:
         space = json.loads(read_text(path)).get("space", {}) if exists(path) else {}
     except (ValueError, AttributeError):

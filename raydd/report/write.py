@@ -9,25 +9,20 @@ from __future__ import annotations
 import os
 import posixpath
 
+from raydd.artifacts import REPORT
 from raydd.errors import RayddError
 from raydd.report.compare_page import render_comparison
 from raydd.report.run_page import Rendered, render_run
 from raydd.report.rundata import load_run
 from raydd.report.tune_page import render_tune
-from raydd.storage import write_bytes_atomic, write_text_atomic
-
-PAGE_NAME = "report.html"
-
-
-def _is_uri(path: str) -> bool:
-    return "://" in path
+from raydd.storage import is_remote, write_bytes_atomic, write_text_atomic
 
 
 def default_comparison_dir(run_dirs: list[str]) -> str:
     """``<common parent of the runs>/comparison``: next to the runs it compares, never inside one of them."""
-    parents = [posixpath.dirname(p.rstrip("/")) if _is_uri(p) else os.path.dirname(os.path.abspath(p))
+    parents = [posixpath.dirname(p.rstrip("/")) if is_remote(p) else os.path.dirname(os.path.abspath(p))
                for p in run_dirs]
-    if any(_is_uri(p) for p in run_dirs):
+    if any(is_remote(p) for p in run_dirs):
         return f"{parents[0]}/comparison"
     return os.path.join(os.path.commonpath(parents), "comparison")
 
@@ -35,10 +30,10 @@ def default_comparison_dir(run_dirs: list[str]) -> str:
 def page_path(out: str | None, default_dir: str) -> str:
     """``out`` ending in .html is the page itself; any other ``out`` is a folder to put report.html in."""
     if out is None:
-        return f"{default_dir.rstrip('/')}/{PAGE_NAME}"
+        return f"{default_dir.rstrip('/')}/{REPORT}"
     if out.endswith((".html", ".htm")):
         return out
-    return f"{out.rstrip('/')}/{PAGE_NAME}"
+    return f"{out.rstrip('/')}/{REPORT}"
 
 
 def publish(rendered: Rendered, path: str) -> str:

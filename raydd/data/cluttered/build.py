@@ -200,7 +200,7 @@ def load_cluttered(request: SourceRequest, options: ClutteredOptions | None = No
     )
 
 
-@register_source(SOURCE_NAME)
+@register_source(SOURCE_NAME, captions=True)
 def load_cluttered_from_env(request: SourceRequest) -> DatasetSplits:
     """The registered loader: options from ``$RAYDD_CLUTTERED_Q`` / ``$RAYDD_CLUTTERED_LIMIT``."""
     return load_cluttered(request, options_from_env())

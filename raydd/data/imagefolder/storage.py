@@ -15,6 +15,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from ...errors import DataError
+from ...storage import is_remote
 
 T = TypeVar("T")
 
@@ -32,7 +33,7 @@ class DatasetRoot:
             raise DataError(f"{url}: cannot open this location ({error})") from None
         self.path = path.rstrip("/") or path
         # Local roots are recorded absolute so that a run can be reproduced from another cwd.
-        is_local = isinstance(self.fs, LocalFileSystem) and "://" not in url
+        is_local = isinstance(self.fs, LocalFileSystem) and not is_remote(url)
         self.display = os.path.abspath(self.path) if is_local else self.url
 
     def _full(self, relative: str) -> str:
