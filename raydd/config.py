@@ -1,12 +1,17 @@
 """Run configuration: typed sections, presets as YAML package data, dotted overrides.
 
-Resolution order (later wins): dataclass defaults < preset YAML < method recipe (``--method dm+mm``)
-< named evaluation protocol (``eval.protocol``) < user YAML file < CLI flags < ``--set``.
+Resolution order (later wins), each layer a nested dict applied with ``merge``:
+
+    dataclass defaults < preset YAML < the preset's per-method block (``per_method: {dsa: ..., dsa@1: ...}``)
+    < method recipe (``--method dm+mm``) < named evaluation protocol (``eval.protocol``)
+    < user YAML file (``--config``) < flags (``raydd/flags.py``) < ``--set``
+
 Unknown keys are errors rather than silently ignored, so a typo never runs the wrong experiment.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -18,6 +23,8 @@ from typing import Any
 import yaml
 
 from raydd.errors import ConfigError
+
+DEFAULT_PRESET = "quick"  # the preset a command runs when none is named
 
 
 @dataclass
@@ -264,7 +271,39 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     return value
 
 
-def _merge_into(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
+def merge(*layers: dict[str, Any] | None) -> dict[str, Any]:
+    """Nested config dicts, later layers winning field by field (``None`` layers are skipped).
+
+    ``{"eval": {"epochs": 7}}`` changes one field and keeps the rest of its section. This is the one
+    way a config layer is applied: presets, per-method blocks, recipes, protocols, files, flags,
+    ``--set``, a run's stored config and a Tune trial's values all go through it.
+    """
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merge(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
+
+
+def nest_dotted(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"distill.ipc": 10, "seed": 1}`` -> ``{"distill": {"ipc": 10}, "seed": 1}``: a layer to ``merge``."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.strip().split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {part} is given both as a value and as a section")
+        node[leaf] = value
+    return nested
+
+
+def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
+    """Set a dataclass's fields from a nested dict, typed, naming any unknown or mistyped key."""
     hints = typing.get_type_hints(type(obj))
     names = {f.name for f in dataclasses.fields(obj)}
     for key, value in data.items():
@@ -275,86 +314,73 @@ def _merge_into(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"{full}: expected a mapping")
-            _merge_into(current, value, prefix=f"{full}.")
+            _apply(current, value, prefix=f"{full}.")
         else:
             setattr(obj, key, _coerce(value, hints[key], full))
 
 
+def _typed(data: dict[str, Any]) -> Config:
+    """The defaults with ``data`` applied, not yet validated (a probe may hold a recipe name as method)."""
+    cfg = Config()
+    _apply(cfg, data)
+    return cfg
+
+
 def parse_set(items: list[str]) -> dict[str, Any]:
     """``["distill.ipc=10", "eval.cross_arch=alexnet,vgg11"]`` -> nested dict (values parsed as YAML)."""
-    nested: dict[str, Any] = {}
+    flat: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. distill.ipc=10")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw else ""
+            flat[key] = yaml.safe_load(raw) if raw else ""
         except yaml.YAMLError:
-            value = raw
-        node = nested
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return nested
+            flat[key] = raw
+    return nest_dotted(flat)
+
+
+def _file_layer(file: str | Path | None) -> dict[str, Any] | None:
+    if file is None:
+        return None
+    path = Path(file)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    return _read_yaml(path.read_text(), str(path))
+
+
+def _recipe_layers(method: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A recipe's switches, and the (method, recipe) fields it resolves to; empty for a base method."""
+    if method not in available_recipes():
+        return {}, {}
+    settings = recipe_dict(method)
+    switches = {k: v for k, v in settings.items() if k != "method"}
+    return switches, {"distill": {"method": settings["method"], "recipe": method}}
 
 
 def build_config(
-    preset: str = "quick",
+    preset: str = DEFAULT_PRESET,
     *,
     file: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     sets: list[str] | None = None,
 ) -> Config:
-    """Resolve a configuration from a preset, an optional YAML file, flag overrides and ``--set`` items."""
+    """Resolve a configuration from a preset, an optional YAML file, flag overrides and ``--set`` items,
+    in the order the module docstring gives."""
     base = preset_dict(preset)
-    per_method = base.pop("per_method", {}) or {}
-    layers: list[dict[str, Any]] = []
-    if file is not None:
-        path = Path(file)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        layers.append(_read_yaml(path.read_text(), str(path)))
-    if overrides:
-        layers.append(overrides)
-    if sets:
-        layers.append(parse_set(sets))
-
-    def assemble(method_block: dict[str, Any], recipe: str | None = None,
-                 settings: dict[str, Any] | None = None, protocol: str | None = None) -> Config:
-        cfg = Config()
-        _merge_into(cfg, base)
-        _merge_into(cfg, method_block)
-        _merge_into(cfg, {k: v for k, v in (settings or {}).items() if k != "method"})
-        if protocol is not None:  # below the user's layers: a field they set themselves wins
-            _merge_into(cfg, protocol_layer(protocol))
-        for layer in layers:
-            _merge_into(cfg, layer)
-        if recipe:
-            cfg.distill.method, cfg.distill.recipe = settings["method"], recipe
-        cfg.preset = preset
-        return cfg
-
-    # The preset may size each method (and method at an IPC, key "dsa@1") differently: DC's inner
+    per_method = base.pop("per_method", None) or {}
+    user = [_file_layer(file), overrides, parse_set(sets or [])]
+    # The preset may size each method (and a method at an IPC, key "dsa@1") differently: DC's inner
     # loops cost far more than DM's iterations. The user's layers still win over these values.
-    probe = assemble({})
-    method, ipc = probe.distill.method, probe.distill.ipc
-    recipe = method if method in available_recipes() else None
-    settings = recipe_dict(recipe) if recipe else None
-    if settings:
-        method = settings["method"]
-    block = _deep_merge(per_method.get(method, {}), per_method.get(f"{method}@{ipc}", {}))
-    protocol = assemble(block, recipe, settings).eval.protocol  # named by any layer, the preset's included
-    cfg = assemble(block, recipe, settings, protocol)
-    validate(cfg)
-    return cfg
-
-
-def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out = dict(a)
-    for key, value in b.items():
-        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+    probe = _typed(merge(base, *user)).distill
+    switches, named = _recipe_layers(probe.method)
+    method = named["distill"]["method"] if named else probe.method
+    block = merge(per_method.get(method), per_method.get(f"{method}@{probe.ipc}"))
+    below_user = [base, block, switches]
+    protocol = _typed(merge(*below_user, *user)).eval.protocol  # named by any layer, the preset's included
+    if protocol is not None:  # below the user's layers: a field they set themselves wins
+        below_user.append(protocol_layer(protocol))
+    return config_from_dict(merge(*below_user, *user, named, {"preset": preset}))
 
 
 def protocol_layer(name: str) -> dict[str, Any]:
@@ -377,8 +403,8 @@ def named_protocol(layers: list[dict[str, Any]] | tuple[dict[str, Any], ...]) ->
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    cfg = Config()
-    _merge_into(cfg, data)
+    """A validated config from a nested dict (a run's config.yaml, merged layers); missing fields: defaults."""
+    cfg = _typed(data)
     validate(cfg)
     return cfg
 

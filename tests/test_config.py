@@ -2,9 +2,10 @@
 
 import pytest
 
-from raydd.config import (EVAL_PROTOCOLS, available_presets, available_recipes, build_config, config_from_dict,
-                          parse_set, recipe_dict)
+from raydd.config import (DEFAULT_PRESET, EVAL_PROTOCOLS, available_presets, available_recipes, build_config,
+                          config_from_dict, merge, parse_set, recipe_dict)
 from raydd.errors import ConfigError
+from raydd.flags import FLAGS, config_from_arguments, config_from_flags, flag_layer
 from raydd.rundir import RunDir
 
 
@@ -127,3 +128,44 @@ def test_a_config_written_before_protocols_still_loads(tmp_path):
     assert (again.eval.protocol, again.eval.augment, again.eval.epochs) == ("dc", "none", 300)
     assert run.read_config({"eval": {"models": 1}}, {"eval": {"protocol": "dc", "epochs": 5}}).eval.epochs == 5
     assert run.read_config().eval.protocol is None
+
+
+# -- one merge, one flag table ---------------------------------------------------------------------------
+def test_merge_replaces_field_by_field_and_leaves_its_layers_alone():
+    stored = {"eval": {"models": 5, "epochs": 1000}, "seed": 0, "distill": {"snapshots": [10]}}
+    layer = {"eval": {"epochs": 7}, "seed": None}
+    merged = merge(stored, None, layer)
+    assert merged == {"eval": {"models": 5, "epochs": 7}, "seed": None, "distill": {"snapshots": [10]}}
+    merged["distill"]["snapshots"].append(20)
+    assert stored == {"eval": {"models": 5, "epochs": 1000}, "seed": 0, "distill": {"snapshots": [10]}}
+    assert layer == {"eval": {"epochs": 7}, "seed": None}
+
+
+def test_a_key_set_as_value_and_section_is_a_config_error_naming_it():
+    with pytest.raises(ConfigError, match="distill"):
+        parse_set(["distill=1", "distill.ipc=2"])
+
+
+def test_flags_name_their_config_fields():
+    assert flag_layer(ipc=1, dataset=None, eval_models=3, seed=0) == {"distill": {"ipc": 1}, "eval": {"models": 3},
+                                                                      "seed": 0}
+    with pytest.raises(TypeError, match="ipcs"):
+        flag_layer(ipcs=1)
+
+
+def test_the_cli_and_the_jobs_take_the_same_config_flags():
+    import typer.main
+
+    from raydd.cli import app
+    from raydd.pipeline.cluster import parse_run_arguments
+
+    wanted = {flag.option for flag in FLAGS} | {"--preset", "--config", "--set"}
+    click = typer.main.get_command(app)
+    for command in ("distill", "run", "tune"):
+        options = {opt for param in click.commands[command].params for opt in param.opts}
+        assert wanted <= options, command
+    argv = ["--ipc", "1", "--method", "dsa", "--eval-epochs", "5", "--preset", "paper", "--set", "seed=3"]
+    args = parse_run_arguments("a job", ["--out", "x", *argv])
+    assert config_from_arguments(args) == config_from_flags("paper", None, ["seed=3"], ipc=1, method="dsa",
+                                                            eval_epochs=5)
+    assert parse_run_arguments("a job", ["--out", "x"]).preset == DEFAULT_PRESET
