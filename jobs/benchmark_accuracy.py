@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import yaml
 
-from raydd.config import build_config
+from raydd.config import DEFAULT_PRESET, build_config
 from raydd.distill import run_distillation
 from raydd.report.tables import emit_table
 from raydd.rundir import RunDir
@@ -116,7 +116,7 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="quick")
+    p.add_argument("--preset", default=DEFAULT_PRESET)
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--methods", nargs="+", default=["random", "dm", "dc", "dsa"])
     p.add_argument("--ipc", nargs="+", type=int, default=[1, 10])

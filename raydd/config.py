@@ -1,12 +1,22 @@
 """Run configuration: typed sections, presets as YAML package data, dotted overrides.
 
+Defaults. ``DEFAULT_PRESET`` (quick) is the preset every front end uses when none is named, and the
+dataclass defaults below are its values: ``Config()`` is what ``build_config()`` resolves to (DM, IPC
+10). So quick.yaml holds only what it sizes per method, and every other preset (paper.yaml) states each
+field where it differs from these defaults, itself or through the evaluation protocol it names
+(tests/test_config.py checks both). Editing a default here therefore changes quick, and changes another
+preset only where that preset is silent.
+
 Resolution order (later wins), each layer a nested dict applied with ``merge``:
 
     dataclass defaults < preset YAML < the preset's per-method block (``per_method: {dsa: ..., dsa@1: ...}``)
     < method recipe (``--method dm+mm``) < named evaluation protocol (``eval.protocol``)
     < user YAML file (``--config``) < flags (``raydd/flags.py``) < ``--set``
 
-Unknown keys are errors rather than silently ignored, so a typo never runs the wrong experiment.
+A run directory's config.yaml stores every field resolved, so reading it back does not depend on these
+defaults; a field added after a run was written reads back as its default, which must therefore keep
+the old run's meaning (a new field's default is "as before"). Unknown keys are errors rather than
+silently ignored, so a typo never runs the wrong experiment.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ import yaml
 
 from raydd.errors import ConfigError
 
-DEFAULT_PRESET = "quick"  # the preset a command runs when none is named
+DEFAULT_PRESET = "quick"  # the preset a command runs when none is named; the dataclass defaults are its values
 
 
 @dataclass
@@ -42,8 +52,8 @@ class DistillConfig:
     method: str = "dm"  # dm | dc | dsa, or a recipe (dm+mm, dsa+mm: a base method with chosen switches)
     recipe: str | None = None  # set when ``method`` named a recipe: the recipe it came from
     ipc: int = 10  # synthetic images per class
-    iterations: int | None = None  # None: the method's reference count (DM 20000, DC/DSA 1000)
-    batch_real: int = 256  # real images per class per iteration
+    iterations: int | None = 200  # None: the method's reference count (DM 20000, DC/DSA 1000)
+    batch_real: int = 64  # real images per class per iteration
     real_chunk: int | None = 512  # DM: real images per forward pass (None: all at once). Same values
     #                               (no batch statistics); bounds memory: 2.6 GB -> 0.6 GB at 10 x 256
     init: str = "real"  # real | noise
@@ -55,7 +65,7 @@ class DistillConfig:
     outer_loop: int | None = None  # DC/DSA: None -> reference get_loops(ipc)
     inner_loop: int | None = None
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
-    checkpoint_every: int = 100  # iterations between atomic checkpoints
+    checkpoint_every: int = 50  # iterations between atomic checkpoints
     log_every: int = 10  # iterations between metrics.jsonl rows
     snapshots: list[int] = field(default_factory=list)  # iterations at which the set is kept in snapshots/
 
@@ -64,8 +74,8 @@ class DistillConfig:
 class DMConfig:
     """The fast DM family (docs/method.md, "Fast DM"): DM's objective at a fraction of its cost.
 
-    Every switch is off by default, so ``paper`` runs the reference DM; ``quick`` turns on what won on
-    validation. Owned by the DM method; DC/DSA ignore it.
+    Every switch is off by default and under both presets, so DM is the reference DM unless a switch is
+    set (docs/benchmarks/time-to-accuracy.md: what each buys). Owned by the DM method; DC/DSA ignore it.
     """
 
     bank: bool = False  # match stored real-feature means (the bank) instead of a fresh real pass per iteration
@@ -97,8 +107,8 @@ EVAL_PROTOCOLS: dict[str, dict[str, Any]] = {
 class EvalConfig:
     protocol: str | None = None  # dsa | dc (EVAL_PROTOCOLS); None: augment and epochs as given
     model: str = "convnet3"
-    models: int = 5  # independent networks trained from scratch
-    epochs: int = 1000
+    models: int = 2  # independent networks trained from scratch
+    epochs: int = 300  # the DSA protocol's 1000 cut short (eval.protocol=dsa: all of them)
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -107,7 +117,7 @@ class EvalConfig:
     augment: str = "dsa"  # dsa | none
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
     cross_arch: list[str] = field(default_factory=list)  # extra architectures to evaluate
-    full_epochs: int = 50  # epochs of the whole-training-set baseline (not a synthetic-set protocol)
+    full_epochs: int = 3  # epochs of the whole-training-set baseline (not a synthetic-set protocol)
 
 
 @dataclass
@@ -150,10 +160,10 @@ class MultiModalConfig:
 
 @dataclass
 class AuditConfig:
-    """Privacy audit sizes (docs/privacy.md). Defaults are the quick preset's: run directories written
-    before this section existed read it back as these values and must still resume under quick."""
+    """Privacy audit sizes (docs/privacy.md). Run directories written before this section existed read it
+    back as these defaults (quick's, as every default is) and must still resume under quick."""
 
-    preset: str = "quick"  # the audit preset these sizes came from (recorded in audit.json)
+    preset: str = DEFAULT_PRESET  # the audit preset these sizes came from (recorded in audit.json)
     members: int = 500  # audited members (seeded sample of members.json); as many non-members from test
     shadows: int = 4  # LiRA shadow pipelines per target kind (complementary halves of the population)
     targets: int = 1  # target models per kind; their scores are pooled
@@ -180,7 +190,7 @@ class PrepareConfig:
 
 @dataclass
 class Config:
-    preset: str = "paper"
+    preset: str = DEFAULT_PRESET
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     data: DataConfig = field(default_factory=DataConfig)

@@ -99,10 +99,11 @@ def audit(run_dir: Annotated[str, typer.Argument(help="A run directory holding s
 @user_errors
 def presets() -> None:
     """List the presets, the method recipes (--method dm+mm) and the evaluation protocols, with their settings."""
-    from raydd.config import EVAL_PROTOCOLS, available_presets, available_recipes, preset_dict, recipe_dict
+    from raydd.config import EVAL_PROTOCOLS, Config, available_presets, available_recipes, preset_dict, recipe_dict
 
+    typer.echo(f"# defaults (preset {DEFAULT_PRESET}; raydd/config.py)\n{json.dumps(Config().to_dict(), indent=2)}")
     for name in available_presets():
-        typer.echo(f"# preset {name}\n{json.dumps(preset_dict(name), indent=2)}")
+        typer.echo(f"# preset {name} (over the defaults)\n{json.dumps(preset_dict(name), indent=2)}")
     for name in available_recipes():
         typer.echo(f"# recipe {name} (--method {name})\n{json.dumps(recipe_dict(name), indent=2)}")
     for name, fields in sorted(EVAL_PROTOCOLS.items()):
