@@ -28,7 +28,7 @@ import torch
 import yaml
 
 from raydd.artifacts import CONFIG, EVAL
-from raydd.config import build_config
+from raydd.config import DEFAULT_PRESET, build_config
 from raydd.distill import run_distillation
 from raydd.report.tables import emit_table
 from raydd.results import EvalResult
@@ -120,7 +120,7 @@ def table(rows: list[dict]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="quick")
+    p.add_argument("--preset", default=DEFAULT_PRESET)
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--methods", nargs="+", default=["random", "dm", "dc", "dsa"])
     p.add_argument("--ipc", nargs="+", type=int, default=[1, 10])

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import sys
 
-from raydd.pipeline.cluster import config_from_arguments, parse_run_arguments, run_job
+from raydd.flags import config_from_arguments
+from raydd.pipeline.cluster import parse_run_arguments, run_job
 
 
 def main(argv: list[str] | None = None) -> None:

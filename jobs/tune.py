@@ -18,7 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from raydd.pipeline.cluster import add_config_arguments, config_from_arguments, run_job
+from raydd.flags import add_config_arguments, config_from_arguments
+from raydd.pipeline.cluster import run_job
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

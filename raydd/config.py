@@ -1,12 +1,27 @@
 """Run configuration: typed sections, presets as YAML package data, dotted overrides.
 
-Resolution order (later wins): dataclass defaults < preset YAML < method recipe (``--method dm+mm``)
-< named evaluation protocol (``eval.protocol``) < user YAML file < CLI flags < ``--set``.
-Unknown keys are errors rather than silently ignored, so a typo never runs the wrong experiment.
+Defaults. ``DEFAULT_PRESET`` (quick) is the preset every front end uses when none is named, and the
+dataclass defaults below are its values: ``Config()`` is what ``build_config()`` resolves to (DM, IPC
+10). So quick.yaml holds only what it sizes per method, and every other preset (paper.yaml) states each
+field where it differs from these defaults, itself or through the evaluation protocol it names
+(tests/test_config.py checks both). Editing a default here therefore changes quick, and changes another
+preset only where that preset is silent.
+
+Resolution order (later wins), each layer a nested dict applied with ``merge``:
+
+    dataclass defaults < preset YAML < the preset's per-method block (``per_method: {dsa: ..., dsa@1: ...}``)
+    < method recipe (``--method dm+mm``) < named evaluation protocol (``eval.protocol``)
+    < user YAML file (``--config``) < flags (``raydd/flags.py``) < ``--set``
+
+A run directory's config.yaml stores every field resolved, so reading it back does not depend on these
+defaults; a field added after a run was written reads back as its default, which must therefore keep
+the old run's meaning (a new field's default is "as before"). Unknown keys are errors rather than
+silently ignored, so a typo never runs the wrong experiment.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -18,6 +33,8 @@ from typing import Any
 import yaml
 
 from raydd.errors import ConfigError
+
+DEFAULT_PRESET = "quick"  # the preset a command runs when none is named; the dataclass defaults are its values
 
 
 @dataclass
@@ -35,8 +52,8 @@ class DistillConfig:
     method: str = "dm"  # dm | dc | dsa, or a recipe (dm+mm, dsa+mm: a base method with chosen switches)
     recipe: str | None = None  # set when ``method`` named a recipe: the recipe it came from
     ipc: int = 10  # synthetic images per class
-    iterations: int | None = None  # None: the method's reference count (DM 20000, DC/DSA 1000)
-    batch_real: int = 256  # real images per class per iteration
+    iterations: int | None = 200  # None: the method's reference count (DM 20000, DC/DSA 1000)
+    batch_real: int = 64  # real images per class per iteration
     real_chunk: int | None = 512  # DM: real images per forward pass (None: all at once). Same values
     #                               (no batch statistics); bounds memory: 2.6 GB -> 0.6 GB at 10 x 256
     init: str = "real"  # real | noise
@@ -48,7 +65,7 @@ class DistillConfig:
     outer_loop: int | None = None  # DC/DSA: None -> reference get_loops(ipc)
     inner_loop: int | None = None
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
-    checkpoint_every: int = 100  # iterations between atomic checkpoints
+    checkpoint_every: int = 50  # iterations between atomic checkpoints
     log_every: int = 10  # iterations between metrics.jsonl rows
     snapshots: list[int] = field(default_factory=list)  # iterations at which the set is kept in snapshots/
 
@@ -57,8 +74,8 @@ class DistillConfig:
 class DMConfig:
     """The fast DM family (docs/method.md, "Fast DM"): DM's objective at a fraction of its cost.
 
-    Every switch is off by default, so ``paper`` runs the reference DM; ``quick`` turns on what won on
-    validation. Owned by the DM method; DC/DSA ignore it.
+    Every switch is off by default and under both presets, so DM is the reference DM unless a switch is
+    set (docs/benchmarks/time-to-accuracy.md: what each buys). Owned by the DM method; DC/DSA ignore it.
     """
 
     bank: bool = False  # match stored real-feature means (the bank) instead of a fresh real pass per iteration
@@ -90,8 +107,8 @@ EVAL_PROTOCOLS: dict[str, dict[str, Any]] = {
 class EvalConfig:
     protocol: str | None = None  # dsa | dc (EVAL_PROTOCOLS); None: augment and epochs as given
     model: str = "convnet3"
-    models: int = 5  # independent networks trained from scratch
-    epochs: int = 1000
+    models: int = 2  # independent networks trained from scratch
+    epochs: int = 300  # the DSA protocol's 1000 cut short (eval.protocol=dsa: all of them)
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -100,7 +117,7 @@ class EvalConfig:
     augment: str = "dsa"  # dsa | none
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
     cross_arch: list[str] = field(default_factory=list)  # extra architectures to evaluate
-    full_epochs: int = 50  # epochs of the whole-training-set baseline (not a synthetic-set protocol)
+    full_epochs: int = 3  # epochs of the whole-training-set baseline (not a synthetic-set protocol)
 
 
 @dataclass
@@ -143,10 +160,10 @@ class MultiModalConfig:
 
 @dataclass
 class AuditConfig:
-    """Privacy audit sizes (docs/privacy.md). Defaults are the quick preset's: run directories written
-    before this section existed read it back as these values and must still resume under quick."""
+    """Privacy audit sizes (docs/privacy.md). Run directories written before this section existed read it
+    back as these defaults (quick's, as every default is) and must still resume under quick."""
 
-    preset: str = "quick"  # the audit preset these sizes came from (recorded in audit.json)
+    preset: str = DEFAULT_PRESET  # the audit preset these sizes came from (recorded in audit.json)
     members: int = 500  # audited members (seeded sample of members.json); as many non-members from test
     shadows: int = 4  # LiRA shadow pipelines per target kind (complementary halves of the population)
     targets: int = 1  # target models per kind; their scores are pooled
@@ -173,7 +190,7 @@ class PrepareConfig:
 
 @dataclass
 class Config:
-    preset: str = "paper"
+    preset: str = DEFAULT_PRESET
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     data: DataConfig = field(default_factory=DataConfig)
@@ -264,7 +281,39 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     return value
 
 
-def _merge_into(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
+def merge(*layers: dict[str, Any] | None) -> dict[str, Any]:
+    """Nested config dicts, later layers winning field by field (``None`` layers are skipped).
+
+    ``{"eval": {"epochs": 7}}`` changes one field and keeps the rest of its section. This is the one
+    way a config layer is applied: presets, per-method blocks, recipes, protocols, files, flags,
+    ``--set``, a run's stored config and a Tune trial's values all go through it.
+    """
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merge(out[key], value)
+            else:
+                out[key] = copy.deepcopy(value)
+    return out
+
+
+def nest_dotted(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"distill.ipc": 10, "seed": 1}`` -> ``{"distill": {"ipc": 10}, "seed": 1}``: a layer to ``merge``."""
+    nested: dict[str, Any] = {}
+    for key, value in flat.items():
+        *parents, leaf = key.strip().split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {part} is given both as a value and as a section")
+        node[leaf] = value
+    return nested
+
+
+def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
+    """Set a dataclass's fields from a nested dict, typed, naming any unknown or mistyped key."""
     hints = typing.get_type_hints(type(obj))
     names = {f.name for f in dataclasses.fields(obj)}
     for key, value in data.items():
@@ -275,86 +324,73 @@ def _merge_into(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise ConfigError(f"{full}: expected a mapping")
-            _merge_into(current, value, prefix=f"{full}.")
+            _apply(current, value, prefix=f"{full}.")
         else:
             setattr(obj, key, _coerce(value, hints[key], full))
 
 
+def _typed(data: dict[str, Any]) -> Config:
+    """The defaults with ``data`` applied, not yet validated (a probe may hold a recipe name as method)."""
+    cfg = Config()
+    _apply(cfg, data)
+    return cfg
+
+
 def parse_set(items: list[str]) -> dict[str, Any]:
     """``["distill.ipc=10", "eval.cross_arch=alexnet,vgg11"]`` -> nested dict (values parsed as YAML)."""
-    nested: dict[str, Any] = {}
+    flat: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value, e.g. distill.ipc=10")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw else ""
+            flat[key] = yaml.safe_load(raw) if raw else ""
         except yaml.YAMLError:
-            value = raw
-        node = nested
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return nested
+            flat[key] = raw
+    return nest_dotted(flat)
+
+
+def _file_layer(file: str | Path | None) -> dict[str, Any] | None:
+    if file is None:
+        return None
+    path = Path(file)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    return _read_yaml(path.read_text(), str(path))
+
+
+def _recipe_layers(method: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A recipe's switches, and the (method, recipe) fields it resolves to; empty for a base method."""
+    if method not in available_recipes():
+        return {}, {}
+    settings = recipe_dict(method)
+    switches = {k: v for k, v in settings.items() if k != "method"}
+    return switches, {"distill": {"method": settings["method"], "recipe": method}}
 
 
 def build_config(
-    preset: str = "quick",
+    preset: str = DEFAULT_PRESET,
     *,
     file: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
     sets: list[str] | None = None,
 ) -> Config:
-    """Resolve a configuration from a preset, an optional YAML file, flag overrides and ``--set`` items."""
+    """Resolve a configuration from a preset, an optional YAML file, flag overrides and ``--set`` items,
+    in the order the module docstring gives."""
     base = preset_dict(preset)
-    per_method = base.pop("per_method", {}) or {}
-    layers: list[dict[str, Any]] = []
-    if file is not None:
-        path = Path(file)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        layers.append(_read_yaml(path.read_text(), str(path)))
-    if overrides:
-        layers.append(overrides)
-    if sets:
-        layers.append(parse_set(sets))
-
-    def assemble(method_block: dict[str, Any], recipe: str | None = None,
-                 settings: dict[str, Any] | None = None, protocol: str | None = None) -> Config:
-        cfg = Config()
-        _merge_into(cfg, base)
-        _merge_into(cfg, method_block)
-        _merge_into(cfg, {k: v for k, v in (settings or {}).items() if k != "method"})
-        if protocol is not None:  # below the user's layers: a field they set themselves wins
-            _merge_into(cfg, protocol_layer(protocol))
-        for layer in layers:
-            _merge_into(cfg, layer)
-        if recipe:
-            cfg.distill.method, cfg.distill.recipe = settings["method"], recipe
-        cfg.preset = preset
-        return cfg
-
-    # The preset may size each method (and method at an IPC, key "dsa@1") differently: DC's inner
+    per_method = base.pop("per_method", None) or {}
+    user = [_file_layer(file), overrides, parse_set(sets or [])]
+    # The preset may size each method (and a method at an IPC, key "dsa@1") differently: DC's inner
     # loops cost far more than DM's iterations. The user's layers still win over these values.
-    probe = assemble({})
-    method, ipc = probe.distill.method, probe.distill.ipc
-    recipe = method if method in available_recipes() else None
-    settings = recipe_dict(recipe) if recipe else None
-    if settings:
-        method = settings["method"]
-    block = _deep_merge(per_method.get(method, {}), per_method.get(f"{method}@{ipc}", {}))
-    protocol = assemble(block, recipe, settings).eval.protocol  # named by any layer, the preset's included
-    cfg = assemble(block, recipe, settings, protocol)
-    validate(cfg)
-    return cfg
-
-
-def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    out = dict(a)
-    for key, value in b.items():
-        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+    probe = _typed(merge(base, *user)).distill
+    switches, named = _recipe_layers(probe.method)
+    method = named["distill"]["method"] if named else probe.method
+    block = merge(per_method.get(method), per_method.get(f"{method}@{probe.ipc}"))
+    below_user = [base, block, switches]
+    protocol = _typed(merge(*below_user, *user)).eval.protocol  # named by any layer, the preset's included
+    if protocol is not None:  # below the user's layers: a field they set themselves wins
+        below_user.append(protocol_layer(protocol))
+    return config_from_dict(merge(*below_user, *user, named, {"preset": preset}))
 
 
 def protocol_layer(name: str) -> dict[str, Any]:
@@ -377,8 +413,8 @@ def named_protocol(layers: list[dict[str, Any]] | tuple[dict[str, Any], ...]) ->
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
-    cfg = Config()
-    _merge_into(cfg, data)
+    """A validated config from a nested dict (a run's config.yaml, merged layers); missing fields: defaults."""
+    cfg = _typed(data)
     validate(cfg)
     return cfg
 

@@ -19,7 +19,7 @@ from safetensors.torch import save as save_safetensors
 
 import raydd
 from raydd.artifacts import CHECKPOINT, CHECKPOINT_DIR, CONFIG, MEMBERS, METRICS, SNAPSHOTS, parse_object
-from raydd.config import Config, config_from_dict, dump_yaml, named_protocol, protocol_layer
+from raydd.config import Config, config_from_dict, dump_yaml, merge, named_protocol, protocol_layer
 from raydd.errors import RunDirError
 from raydd.storage import append_text, exists, makedirs, read_bytes, read_text, remove, write_bytes_atomic, write_text_atomic
 
@@ -60,15 +60,7 @@ class RunDir:
         data.pop("raydd_version", None)
         data.pop("git_sha", None)
         protocol = named_protocol(layers)
-        if protocol is not None:
-            layers = (protocol_layer(protocol), *layers)
-        for layer in layers:
-            for key, value in layer.items():
-                if isinstance(value, dict) and isinstance(data.get(key), dict):
-                    data[key] = {**data[key], **value}
-                else:
-                    data[key] = value
-        return config_from_dict(data)
+        return config_from_dict(merge(data, protocol_layer(protocol) if protocol else None, *layers))
 
     def prepare(self, cfg: Config, *, resume: bool) -> None:
         """Create the directory for a new run, or check that a resumed run is the same run."""

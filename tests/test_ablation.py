@@ -197,3 +197,24 @@ def test_an_imagefolder_gets_the_caption_rows_only_when_every_image_has_a_captio
 def _drop_captions(metadata):
     lines = [json.loads(line) for line in metadata.read_text().splitlines()]
     metadata.write_text("".join(json.dumps({k: v for k, v in line.items() if k != "caption"}) + "\n" for line in lines))
+
+
+def test_the_row_flag_is_spelled_as_the_cli_spells_it_and_the_old_spelling_still_works():
+    from jobs.ablation import parse_args
+
+    for argv in (["--row", "base", "dm+mm"], ["--row", "base", "--row", "dm+mm"], ["--rows", "base", "dm+mm"]):
+        assert parse_args(argv).rows == ["base", "dm+mm"], argv
+    assert parse_args([]).rows is None
+
+
+def test_the_row_flag_help_names_one_spelling(capsys):
+    from typer.testing import CliRunner
+
+    from jobs.ablation import parse_args
+    from raydd.cli import app
+
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    job_help = capsys.readouterr().out
+    assert "--row " in job_help and "--rows" not in job_help
+    assert "--row" in CliRunner().invoke(app, ["ablate", "--help"]).output

@@ -1,10 +1,15 @@
-"""Config resolution: preset < file < flags < --set, typed coercion, loud unknown keys."""
+"""Config resolution: preset < file < flags < --set, typed coercion, loud unknown keys; the defaults are
+the default preset's; run directories written earlier keep their meaning."""
+
+from pathlib import Path
 
 import pytest
+import yaml
 
-from raydd.config import (EVAL_PROTOCOLS, available_presets, available_recipes, build_config, config_from_dict,
-                          parse_set, recipe_dict)
-from raydd.errors import ConfigError
+from raydd.config import (DEFAULT_PRESET, EVAL_PROTOCOLS, Config, available_presets, available_recipes, build_config,
+                          config_from_dict, merge, parse_set, preset_dict, protocol_layer, recipe_dict)
+from raydd.errors import ConfigError, RunDirError
+from raydd.flags import FLAGS, config_from_arguments, config_from_flags, flag_layer
 from raydd.rundir import RunDir
 
 
@@ -127,3 +132,114 @@ def test_a_config_written_before_protocols_still_loads(tmp_path):
     assert (again.eval.protocol, again.eval.augment, again.eval.epochs) == ("dc", "none", 300)
     assert run.read_config({"eval": {"models": 1}}, {"eval": {"protocol": "dc", "epochs": 5}}).eval.epochs == 5
     assert run.read_config().eval.protocol is None
+
+
+# -- one set of defaults ------------------------------------------------------------------------------
+def _flat(data: dict, prefix: str = "") -> dict:
+    """Nested config dict -> {"section.field": value}."""
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_the_dataclass_defaults_are_the_default_presets_values():
+    assert DEFAULT_PRESET == "quick"
+    assert Config() == build_config() == build_config(DEFAULT_PRESET)
+    # So the default preset's file has nothing to add but what it sizes per method.
+    assert set(preset_dict(DEFAULT_PRESET)) <= {"per_method"}
+
+
+@pytest.mark.parametrize("preset", ["quick", "paper"])
+@pytest.mark.parametrize("method", ["dm", "dc", "dsa"])
+@pytest.mark.parametrize("ipc", [1, 10])
+def test_a_preset_differs_from_the_defaults_only_where_it_says_so(preset, method, ipc):
+    stated = preset_dict(preset)
+    per_method = stated.pop("per_method", {})
+    cfg = build_config(preset, overrides={"distill": {"method": method, "ipc": ipc}})
+    named = set(_flat(stated)) | set(_flat(per_method.get(method, {}))) | set(_flat(per_method.get(f"{method}@{ipc}", {})))
+    if cfg.eval.protocol:
+        named |= set(_flat(protocol_layer(cfg.eval.protocol)))
+    defaults, resolved = _flat(Config().to_dict()), _flat(cfg.to_dict())
+    differs = {key for key in resolved if resolved[key] != defaults[key]} - {"preset", "distill.method", "distill.ipc"}
+    assert differs <= named, f"{preset} differs from the defaults in {sorted(differs - named)} without saying so"
+
+
+# -- run directories written before this layout keep their meaning -------------------------------------
+DATA = Path(__file__).parent / "data"
+# config.yaml files written by raydd 0.1.0 (build_config + RunDir.write_config), and how they were built.
+WRITTEN = {
+    "rundir-config-quick-dm.yaml": ("quick", {}),
+    "rundir-config-quick-dsa-ipc1.yaml": ("quick", {"distill": {"method": "dsa", "ipc": 1}}),
+    "rundir-config-paper-dsa-mm.yaml": ("paper", {"distill": {"method": "dsa+mm"}}),
+}
+
+
+def _run_with(tmp_path, name: str, drop: str | None = None) -> RunDir:
+    data = yaml.safe_load((DATA / name).read_text())
+    if drop:
+        del data[drop]
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return RunDir(str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize("name", sorted(WRITTEN))
+def test_a_stored_config_reads_back_and_resumes_as_it_was_built(tmp_path, name):
+    preset, overrides = WRITTEN[name]
+    run = _run_with(tmp_path, name)
+    assert run.read_config() == build_config(preset, overrides=overrides)
+    run.prepare(build_config(preset, overrides=overrides), resume=True)  # the same run: no error
+    with pytest.raises(RunDirError, match="different configuration"):
+        run.prepare(build_config(preset, overrides=overrides, sets=["distill.ipc=3"]), resume=True)
+
+
+@pytest.mark.parametrize("section", ["audit", "dm", "prepare"])
+def test_a_run_from_before_a_section_existed_reads_it_as_quick_and_resumes_under_quick(tmp_path, section):
+    run = _run_with(tmp_path, "rundir-config-quick-dm.yaml", drop=section)
+    assert getattr(run.read_config(), section) == getattr(build_config("quick"), section)
+    run.prepare(build_config("quick"), resume=True)
+
+
+# -- one merge, one flag table ---------------------------------------------------------------------------
+def test_merge_replaces_field_by_field_and_leaves_its_layers_alone():
+    stored = {"eval": {"models": 5, "epochs": 1000}, "seed": 0, "distill": {"snapshots": [10]}}
+    layer = {"eval": {"epochs": 7}, "seed": None}
+    merged = merge(stored, None, layer)
+    assert merged == {"eval": {"models": 5, "epochs": 7}, "seed": None, "distill": {"snapshots": [10]}}
+    merged["distill"]["snapshots"].append(20)
+    assert stored == {"eval": {"models": 5, "epochs": 1000}, "seed": 0, "distill": {"snapshots": [10]}}
+    assert layer == {"eval": {"epochs": 7}, "seed": None}
+
+
+def test_a_key_set_as_value_and_section_is_a_config_error_naming_it():
+    with pytest.raises(ConfigError, match="distill"):
+        parse_set(["distill=1", "distill.ipc=2"])
+
+
+def test_flags_name_their_config_fields():
+    assert flag_layer(ipc=1, dataset=None, eval_models=3, seed=0) == {"distill": {"ipc": 1}, "eval": {"models": 3},
+                                                                      "seed": 0}
+    with pytest.raises(TypeError, match="ipcs"):
+        flag_layer(ipcs=1)
+
+
+def test_the_cli_and_the_jobs_take_the_same_config_flags():
+    import typer.main
+
+    from raydd.cli import app
+    from raydd.pipeline.cluster import parse_run_arguments
+
+    wanted = {flag.option for flag in FLAGS} | {"--preset", "--config", "--set"}
+    click = typer.main.get_command(app)
+    for command in ("distill", "run", "tune"):
+        options = {opt for param in click.commands[command].params for opt in param.opts}
+        assert wanted <= options, command
+    argv = ["--ipc", "1", "--method", "dsa", "--eval-epochs", "5", "--preset", "paper", "--set", "seed=3"]
+    args = parse_run_arguments("a job", ["--out", "x", *argv])
+    assert config_from_arguments(args) == config_from_flags("paper", None, ["seed=3"], ipc=1, method="dsa",
+                                                            eval_epochs=5)
+    assert parse_run_arguments("a job", ["--out", "x"]).preset == DEFAULT_PRESET

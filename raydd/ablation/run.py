@@ -13,7 +13,7 @@ from typing import Callable
 
 from raydd.ablation.records import AblationRecord, add_record, load_records, protocol_label, record_from_eval
 from raydd.ablation.rows import caption_row_names, images_without_captions, rows_for, run_name, sets_for
-from raydd.config import build_config
+from raydd.config import DEFAULT_PRESET, build_config
 from raydd.distill import run_distillation
 from raydd.errors import ConfigError, DataError
 from raydd.artifacts import CONFIG, EVAL
@@ -28,7 +28,7 @@ class AblationSpec:
     methods: list[str]
     ipc: int
     seeds: list[int]
-    preset: str = "quick"
+    preset: str = DEFAULT_PRESET
     sets: list[str] | None = None  # key=value for every row, METHOD:key=value for that method's rows
     rows: list[str] | None = None  # only these rows (e.g. base, dm+mm); None: every row
 
@@ -90,5 +90,5 @@ def _has_every_caption(dataset: str, spec: AblationSpec, table_only: bool) -> bo
     if missing and wanted and not table_only:
         raise DataError(f"{dataset}: {len(missing)} image(s) without a caption (first: {missing[0]}); the caption "
                         "rows need every image captioned (raydd preprocess --captioner can write them); or run "
-                        "only the rows without captions (raydd ablate --row, jobs/ablation.py --rows)")
+                        "only the rows without captions (--row)")
     return missing == []

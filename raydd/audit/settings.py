@@ -6,7 +6,9 @@ trained under the run's protocol. Only the audit's sizes (population, shadows, e
 
 from __future__ import annotations
 
-from raydd.config import AuditConfig, Config, parse_set, preset_dict
+import dataclasses
+
+from raydd.config import AuditConfig, Config, build_config, parse_set
 from raydd.errors import ConfigError
 from raydd.rundir import RunDir
 
@@ -17,8 +19,8 @@ def audit_config(run_dir: str, *, preset: str | None = None, shadows: int | None
                  sets: list[str] | tuple[str, ...] = ()) -> Config:
     """The run's config; ``preset`` replaces its audit section by that preset's; then flags, then ``--set``."""
     layers = []
-    if preset is not None:
-        layers.append({"audit": {**(preset_dict(preset).get("audit") or {}), "preset": preset}})
+    if preset is not None:  # every audit field as that preset resolves it, so nothing of the run's own stays
+        layers.append({"audit": {**dataclasses.asdict(build_config(preset).audit), "preset": preset}})
     layers.append({"audit": {k: v for k, v in {"shadows": shadows, "members": members}.items() if v is not None}})
     layers.append(parse_set(list(sets)))
     cfg = RunDir(run_dir).read_config(*layers)

@@ -7,11 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-from raydd.cli.common import (
-    Address, Dataset, NoRay, Preset, Quiet, Sets, app, config_from_flags, setup_torch,
-    user_errors
-)
+from raydd.cli.common import Address, Dataset, NoRay, Preset, Quiet, Sets, app, setup_torch, user_errors
+from raydd.config import DEFAULT_PRESET
 from raydd.errors import RayddError
+from raydd.flags import config_from_flags
 
 
 @app.command()
@@ -46,8 +45,7 @@ def show_data(dataset: Dataset = None,
     from raydd.report.data_grid import show_data_grid
     from raydd.run_inputs import load_splits
 
-    cfg = config_from_flags("quick", None, set_, dataset=dataset, method=None, ipc=None, seed=None, device=None,
-                  iterations=None, eval_models=None, eval_epochs=None)
+    cfg = config_from_flags(sets=set_, dataset=dataset)
     show_data_grid(load_splits(cfg), per_class, output)
     typer.echo(output)
 
@@ -58,7 +56,7 @@ def ablate(datasets: Annotated[Optional[list[str]], typer.Option("--dataset", he
            methods: Annotated[Optional[list[str]], typer.Option("--method", help="Base methods (repeatable); default dm and dsa.")] = None,
            ipc: Annotated[int, typer.Option("--ipc", help="Synthetic images per class.")] = 10,
            seeds: Annotated[Optional[list[int]], typer.Option("--seed", help="Seeds (repeatable); default 0 1 2.")] = None,
-           preset: Preset = "quick",
+           preset: Preset = DEFAULT_PRESET,
            work_dir: Annotated[str, typer.Option("--work-dir", help="One run directory per row and seed; finished runs are reused.")] = "runs/ablation",
            output: Annotated[Optional[str], typer.Option("--output", help="Also write the markdown table here.")] = None,
            records: Annotated[Optional[str], typer.Option("--records", help="JSON-lines file of finished rows: rows recorded there under the same protocol are not re-run; new ones are added.")] = None,
@@ -102,10 +100,11 @@ def audit(run_dir: Annotated[str, typer.Argument(help="A run directory holding s
 @user_errors
 def presets() -> None:
     """List the presets, the method recipes (--method dm+mm) and the evaluation protocols, with their settings."""
-    from raydd.config import EVAL_PROTOCOLS, available_presets, available_recipes, preset_dict, recipe_dict
+    from raydd.config import EVAL_PROTOCOLS, Config, available_presets, available_recipes, preset_dict, recipe_dict
 
+    typer.echo(f"# defaults (preset {DEFAULT_PRESET}; raydd/config.py)\n{json.dumps(Config().to_dict(), indent=2)}")
     for name in available_presets():
-        typer.echo(f"# preset {name}\n{json.dumps(preset_dict(name), indent=2)}")
+        typer.echo(f"# preset {name} (over the defaults)\n{json.dumps(preset_dict(name), indent=2)}")
     for name in available_recipes():
         typer.echo(f"# recipe {name} (--method {name})\n{json.dumps(recipe_dict(name), indent=2)}")
     for name, fields in sorted(EVAL_PROTOCOLS.items()):

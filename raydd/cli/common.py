@@ -6,34 +6,40 @@ import functools
 import os
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from raydd.errors import RayddError
+from raydd.flags import BY_NAME, CONFIG_HELP, PRESET_HELP, SET_HELP
 from raydd.results import EvalResult
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Multi-modal dataset distillation: condense a labelled image dataset into a few synthetic images per class.")
 
-Dataset = Annotated[Optional[str], typer.Option("--dataset", help="fashion-mnist (default), mnist, cluttered-fashion-mnist, an imagefolder path / fsspec URI, or a directory written by raydd preprocess.")]
-Method = Annotated[Optional[str], typer.Option("--method", help="dm | dc | dsa, or a recipe: dm+mm, dsa+mm")]
-Ipc = Annotated[Optional[int], typer.Option("--ipc", help="Synthetic images per class.")]
-Preset = Annotated[str, typer.Option("--preset", help="quick (2-core CPU) or paper (the published protocol; GPU).")]
+
+def _flag(name: str):
+    """The Typer option of a shared config flag (raydd/flags.py: the jobs/ scripts take the same)."""
+    return typer.Option(BY_NAME[name].option, help=BY_NAME[name].help)
+
+
+Dataset = Annotated[Optional[str], _flag("dataset")]
+Method = Annotated[Optional[str], _flag("method")]
+Ipc = Annotated[Optional[int], _flag("ipc")]
+Seed = Annotated[Optional[int], _flag("seed")]
+Device = Annotated[Optional[str], _flag("device")]
+Iterations = Annotated[Optional[int], _flag("iterations")]
+EvalModels = Annotated[Optional[int], _flag("eval_models")]
+EvalEpochs = Annotated[Optional[int], _flag("eval_epochs")]
+Preset = Annotated[str, typer.Option("--preset", help=PRESET_HELP)]
 Out = Annotated[Optional[str], typer.Option("--out", help="Run directory (local path or fsspec URI). Default: runs/<time>-<method>-<dataset>-ipc<N>.")]
-Seed = Annotated[Optional[int], typer.Option("--seed", help="Run seed: every random draw derives from it.")]
-Device = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda | cuda:N")]
-Iterations = Annotated[Optional[int], typer.Option("--iterations", help="Distillation iterations (default: the preset's).")]
-EvalModels = Annotated[Optional[int], typer.Option("--eval-models", help="Networks trained from scratch for evaluation.")]
-EvalEpochs = Annotated[Optional[int], typer.Option("--eval-epochs", help="Epochs per evaluation network.")]
-Sets = Annotated[Optional[list[str]], typer.Option("--set", help="Any config field, e.g. --set distill.batch_real=128 (repeatable).")]
-ConfigFile = Annotated[Optional[Path], typer.Option("--config", help="A YAML file with config fields (applied over the preset).")]
+Sets = Annotated[Optional[list[str]], typer.Option("--set", help=SET_HELP)]
+ConfigFile = Annotated[Optional[Path], typer.Option("--config", help=CONFIG_HELP)]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 Workers = Annotated[int, typer.Option("--workers", help="Ray Train workers; each owns a shard of the classes.")]
 Address = Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray started for this command).")]
 NoRay = Annotated[bool, typer.Option("--no-ray", help="Run in this process without Ray (debugging).")]
 TensorBoard = Annotated[bool, typer.Option("--tensorboard", help="Also write metrics.jsonl as TensorBoard event files (RUN_DIR/tensorboard; needs the tensorboard package).")]
-
 
 
 def user_errors(fn):
@@ -49,33 +55,6 @@ def user_errors(fn):
             raise typer.Exit(130) from None
 
     return wrapper
-
-
-def overrides(dataset, method, ipc, seed, device, iterations, eval_models, eval_epochs) -> dict[str, Any]:
-    o: dict[str, Any] = {"data": {}, "distill": {}, "eval": {}}
-    if dataset is not None:
-        o["data"]["name"] = dataset
-    if method is not None:
-        o["distill"]["method"] = method
-    if ipc is not None:
-        o["distill"]["ipc"] = ipc
-    if iterations is not None:
-        o["distill"]["iterations"] = iterations
-    if eval_models is not None:
-        o["eval"]["models"] = eval_models
-    if eval_epochs is not None:
-        o["eval"]["epochs"] = eval_epochs
-    if seed is not None:
-        o["seed"] = seed
-    if device is not None:
-        o["device"] = device
-    return o
-
-
-def config_from_flags(preset, config_file, sets, **flags):
-    from raydd.config import build_config
-
-    return build_config(preset, file=config_file, overrides=overrides(**flags), sets=sets or [])
 
 
 def default_out(cfg, kind: str | None = None) -> str:

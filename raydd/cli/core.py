@@ -7,16 +7,18 @@ from typing import Annotated, Optional
 import typer
 
 from raydd.cli.common import (Address, ConfigFile, Dataset, Device, EvalEpochs, EvalModels, Ipc, Iterations, Method,
-                              NoRay, Out, Preset, Quiet, Seed, Sets, TensorBoard, Workers, app, config_from_flags,
-                              default_out, overrides, print_accuracy, resume_target, setup_torch, user_errors)
+                              NoRay, Out, Preset, Quiet, Seed, Sets, TensorBoard, Workers, app, default_out,
+                              print_accuracy, resume_target, setup_torch, user_errors)
 from raydd.artifacts import EVAL, EVAL_VAL, GRID, SYNTHETIC
+from raydd.config import DEFAULT_PRESET
 from raydd.errors import RayddError
+from raydd.flags import config_from_flags, flag_layer
 from raydd.rundir import RunDir
 
 
 @app.command()
 @user_errors
-def distill(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, preset: Preset = "quick",
+def distill(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, preset: Preset = DEFAULT_PRESET,
             out: Out = None, seed: Seed = None, device: Device = None, iterations: Iterations = None,
             eval_models: EvalModels = None, eval_epochs: EvalEpochs = None, set_: Sets = None,
             config: ConfigFile = None,
@@ -26,7 +28,7 @@ def distill(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, pre
     """Distill a synthetic set into a run directory (Ray Train; --no-ray for a plain process)."""
     setup_torch()
     cfg = config_from_flags(preset, config, set_, dataset=dataset, method=method, ipc=ipc, seed=seed, device=device,
-                  iterations=iterations, eval_models=eval_models, eval_epochs=eval_epochs)
+                            iterations=iterations, eval_models=eval_models, eval_epochs=eval_epochs)
     out = resume_target(out, resume) or default_out(cfg)
     _distill(cfg, out, resume=resume, workers=workers, address=address, no_ray=no_ray, quiet=quiet,
              tensorboard=tensorboard)
@@ -70,7 +72,7 @@ def evaluate(run_dir: Annotated[str, typer.Argument(help="A run directory holdin
     setup_torch()
     if split not in ("test", "val"):
         raise RayddError(f"--split must be test or val, got {split!r}")
-    cfg = RunDir(run_dir).read_config(overrides(None, None, None, None, device, None, eval_models, eval_epochs),
+    cfg = RunDir(run_dir).read_config(flag_layer(device=device, eval_models=eval_models, eval_epochs=eval_epochs),
                                       parse_set(set_ or []))
     if not no_ray:
         from raydd.pipeline.cluster import init_ray
@@ -83,7 +85,7 @@ def evaluate(run_dir: Annotated[str, typer.Argument(help="A run directory holdin
 
 @app.command()
 @user_errors
-def run(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, preset: Preset = "quick",
+def run(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, preset: Preset = DEFAULT_PRESET,
         out: Out = None, seed: Seed = None, device: Device = None, iterations: Iterations = None,
         eval_models: EvalModels = None, eval_epochs: EvalEpochs = None, set_: Sets = None,
         config: ConfigFile = None,
@@ -144,7 +146,7 @@ def _eval_runner(cfg, no_ray: bool, quiet: bool):
 @app.command()
 @user_errors
 def baseline(kind: Annotated[str, typer.Option("--kind", help="random (real subset of the same IPC) or full (whole training set).")] = "random",
-             dataset: Dataset = None, ipc: Ipc = None, preset: Preset = "quick", out: Out = None, seed: Seed = None,
+             dataset: Dataset = None, ipc: Ipc = None, preset: Preset = DEFAULT_PRESET, out: Out = None, seed: Seed = None,
              device: Device = None, eval_models: EvalModels = None, eval_epochs: EvalEpochs = None,
              set_: Sets = None, config: ConfigFile = None, address: Address = None, no_ray: NoRay = False,
              quiet: Quiet = False) -> None:
@@ -152,8 +154,8 @@ def baseline(kind: Annotated[str, typer.Option("--kind", help="random (real subs
     from raydd.workflows import run_baseline
 
     setup_torch()
-    cfg = config_from_flags(preset, config, set_, dataset=dataset, method=None, ipc=ipc, seed=seed, device=device,
-                  iterations=None, eval_models=eval_models, eval_epochs=eval_epochs)
+    cfg = config_from_flags(preset, config, set_, dataset=dataset, ipc=ipc, seed=seed, device=device,
+                            eval_models=eval_models, eval_epochs=eval_epochs)
     out = out or default_out(cfg, kind=f"baseline-{kind}")
     if not no_ray:
         from raydd.pipeline.cluster import init_ray

@@ -9,16 +9,18 @@ import typer
 
 from raydd.cli.common import (
     Address, ConfigFile, Dataset, Device, EvalEpochs, EvalModels, Ipc, Iterations, Method,
-    Preset, Quiet, Seed, Sets, app, config_from_flags, setup_torch, user_errors
+    Preset, Quiet, Seed, Sets, app, setup_torch, user_errors
 )
+from raydd.config import DEFAULT_PRESET
 from raydd.errors import RayddError
+from raydd.flags import config_from_flags
 
 
 @app.command()
 @user_errors
 def tune(out: Annotated[str, typer.Option("--out", help="Search directory (local path or fsspec URI): best.yaml, trials.csv, trials.json, tune/.")],
          space: Annotated[Optional[Path], typer.Option("--space", help="YAML search space: dotted config keys mapped to a list (a choice) or a range (uniform, loguniform, randint with low and high); see docs/cluster.md.")] = None,
-         dataset: Dataset = None, method: Method = None, ipc: Ipc = None, preset: Preset = "quick",
+         dataset: Dataset = None, method: Method = None, ipc: Ipc = None, preset: Preset = DEFAULT_PRESET,
          seed: Seed = None, device: Device = None, iterations: Iterations = None,
          eval_models: EvalModels = None, eval_epochs: EvalEpochs = None, set_: Sets = None,
          config: ConfigFile = None,
@@ -39,7 +41,7 @@ def tune(out: Annotated[str, typer.Option("--out", help="Search directory (local
     if space is None and not resume:
         raise RayddError("--space is required (a YAML file of dotted config keys), unless --resume")
     cfg = config_from_flags(preset, config, set_, dataset=dataset, method=method, ipc=ipc, seed=seed, device=device,
-                  iterations=iterations, eval_models=eval_models, eval_epochs=eval_epochs)
+                            iterations=iterations, eval_models=eval_models, eval_epochs=eval_epochs)
     result = tune_search(cfg, out, space=load_space(space) if space is not None and not resume else {},
                          num_samples=num_samples, max_concurrent=max_concurrent, scheduler=scheduler,
                          resume=resume, address=address, grace_iterations=grace_iterations,

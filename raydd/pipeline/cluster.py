@@ -316,43 +316,16 @@ def check_storage(uri: str, *, write: bool = False, timeout_s: float = STORAGE_T
 
 
 # -- job entrypoints --------------------------------------------------------------------------------
-def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """The config flags every jobs/ script shares (the same layers as the `raydd` CLI)."""
-    parser.add_argument("--preset", default="quick", help="quick (2-core CPU) or paper (GPU)")
-    parser.add_argument("--config", default=None, help="YAML file of config fields over the preset")
-    parser.add_argument("--dataset", default=None, help="fashion-mnist, mnist, or an imagefolder path / URI")
-    parser.add_argument("--method", default=None, help="dm | dc | dsa")
-    parser.add_argument("--ipc", type=int, default=None, help="synthetic images per class")
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="any config field, e.g. --set distill.batch_real=128 (repeatable)")
-    parser.add_argument("--address", default=None,
-                        help="Ray address; default RAY_ADDRESS (set by `ray job submit`), else a local Ray")
-
-
 def parse_run_arguments(doc: str, argv: list[str] | None) -> argparse.Namespace:
     """The flags of the jobs that write a run directory (jobs/distill.py, jobs/run.py)."""
+    from raydd.flags import add_config_arguments
+
     parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--out", required=True, help="run directory (local path or s3:// / gs:// URI)")
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (at most the number of classes)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out")
     add_config_arguments(parser)
     return parser.parse_args(argv)
-
-
-def config_from_arguments(args: argparse.Namespace):
-    from raydd.config import build_config
-
-    flags = {"data": {"name": args.dataset}, "distill": {"method": args.method, "ipc": args.ipc},
-             "seed": args.seed, "device": args.device}
-    return build_config(args.preset, file=args.config, overrides=_given(flags), sets=args.sets)
-
-
-def _given(flags: dict) -> dict:
-    """Drop flags left at None (and sections left empty) so they don't override the preset."""
-    kept = {k: _given(v) if isinstance(v, dict) else v for k, v in flags.items()}
-    return {k: v for k, v in kept.items() if v is not None and v != {}}
 
 
 def run_job(main, argv: list[str] | None = None) -> int:

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from raydd.artifacts import BEST, CONFIG, SEARCH, TRIALS
-from raydd.config import Config, config_from_dict, dump_yaml
+from raydd.config import Config, config_from_dict, dump_yaml, merge, nest_dotted
 from raydd.errors import ConfigError, RayddError, RunDirError
 from raydd.pipeline.cluster import check_resources, check_storage, ray_session
 from raydd.storage import absolute, exists, is_remote, read_text, write_text_atomic
@@ -128,28 +128,12 @@ def _plain(value: Any) -> Any:
 
 def nest(params: dict[str, Any]) -> dict[str, Any]:
     """``{"distill.lr_img": 1.0}`` -> ``{"distill": {"lr_img": 1.0}}`` (the shape of a preset / --set)."""
-    nested: dict[str, Any] = {}
-    for key, value in params.items():
-        node = nested
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = _plain(value)
-    return nested
-
-
-def _deep_update(base: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
-    for key, value in layer.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_update(base[key], value)
-        else:
-            base[key] = value
-    return base
+    return nest_dotted({key: _plain(value) for key, value in params.items()})
 
 
 def trial_config(base: dict[str, Any], params: dict[str, Any]) -> Config:
     """The base config with a trial's sampled values set (unknown keys fail like a bad --set)."""
-    return config_from_dict(_deep_update(copy.deepcopy(base), nest(params)))
+    return config_from_dict(merge(base, nest(params)))
 
 
 def check_space(base: dict[str, Any], space: dict[str, dict[str, list]]) -> None:
