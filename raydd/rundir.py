@@ -13,13 +13,13 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 import raydd
 from raydd.config import Config, config_from_dict, dump_yaml, named_protocol, protocol_layer
-from raydd.errors import RunDirError
-from raydd.storage import append_text, exists, makedirs, read_bytes, read_text, remove, write_bytes_atomic, write_text_atomic
+from raydd.errors import ArtifactError, RunDirError
+from raydd.storage import (append_text, exists, makedirs, read_bytes, read_safetensors, read_text, remove,
+                           safetensors_metadata, write_bytes_atomic, write_text_atomic)
 
 CHECKPOINT = "checkpoint/state.safetensors"
 SNAPSHOTS = "snapshots"  # distill.snapshots: the set at chosen iterations, each a loadable synthetic set
@@ -57,7 +57,7 @@ class RunDir:
         """
         if not self.has("config.yaml"):
             raise RunDirError(f"{self.path}: not a raydd run directory (config.yaml is missing)")
-        data = yaml.safe_load(read_text(self.file("config.yaml"))) or {}
+        data = self._read_config_yaml()
         data.pop("raydd_version", None)
         data.pop("git_sha", None)
         protocol = named_protocol(layers)
@@ -70,6 +70,17 @@ class RunDir:
                 else:
                     data[key] = value
         return config_from_dict(data)
+
+    def _read_config_yaml(self) -> dict[str, Any]:
+        path, what = self.file("config.yaml"), "raydd config"
+        remedy = "restore it from a copy, or distill again into a new --out"
+        try:
+            data = yaml.safe_load(read_text(path)) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ArtifactError(path, what, " ".join(str(exc).split()), remedy) from None
+        if not isinstance(data, dict):
+            raise ArtifactError(path, what, f"a YAML {type(data).__name__}, not a mapping", remedy)
+        return data
 
     def prepare(self, cfg: Config, *, resume: bool) -> None:
         """Create the directory for a new run, or check that a resumed run is the same run."""
@@ -110,9 +121,19 @@ class RunDir:
         append_text(self.file("metrics.jsonl"), json.dumps(row) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The logged rows; a torn last line (a process killed mid-append) is dropped, as a resume redoes it."""
         if not self.has("metrics.jsonl"):
             return []
-        return [json.loads(line) for line in read_text(self.file("metrics.jsonl")).splitlines() if line.strip()]
+        lines = [line for line in read_text(self.file("metrics.jsonl")).splitlines() if line.strip()]
+        rows = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                if number < len(lines):
+                    raise ArtifactError(self.file("metrics.jsonl"), "raydd metrics log", f"line {number} is not JSON",
+                                        "delete that line") from None
+        return rows
 
     def seconds_at(self, iteration: int) -> float:
         """A resume's clock offset: the seconds stored with the checkpoint at ``iteration``, else (a
@@ -130,10 +151,9 @@ class RunDir:
     def _checkpoint_header(self) -> dict[str, str]:
         if not self.has(CHECKPOINT):
             return {}
-        blob = read_bytes(self.file(CHECKPOINT))
         try:
-            return json.loads(blob[8 : 8 + int.from_bytes(blob[:8], "little")]).get("__metadata__", {})
-        except (ValueError, json.JSONDecodeError):
+            return safetensors_metadata(read_bytes(self.file(CHECKPOINT)))
+        except ValueError:  # load_checkpoint says what is wrong with it
             return {}
 
     def snapshot_dir(self, iteration: int) -> str:
@@ -156,15 +176,12 @@ class RunDir:
     def load_checkpoint(self) -> tuple[dict[str, torch.Tensor], int] | None:
         if not self.has(CHECKPOINT):
             return None
-        blob = read_bytes(self.file(CHECKPOINT))
-        try:
-            # The iteration lives in the safetensors header so state and counter change in one rename.
-            header_len = int.from_bytes(blob[:8], "little")
-            header = json.loads(blob[8 : 8 + header_len])
-            iteration = int(header["__metadata__"]["iteration"])
-            return load_safetensors(blob), iteration
-        except (ValueError, KeyError, json.JSONDecodeError) as exc:
-            raise RunDirError(f"{self.file(CHECKPOINT)}: unreadable checkpoint ({exc})") from None
+        # The iteration lives in the safetensors header so state and counter change in one rename.
+        remedy = f"delete {self.file('checkpoint')}, then --resume distills again from iteration 0"
+        tensors, meta = read_safetensors(self.file(CHECKPOINT), "raydd checkpoint", remedy)
+        if not str(meta.get("iteration", "")).isdigit():
+            raise ArtifactError(self.file(CHECKPOINT), "raydd checkpoint", "no iteration in its header", remedy)
+        return tensors, int(meta["iteration"])
 
     def clear_checkpoint(self) -> None:
         remove(self.file("checkpoint"))
@@ -176,4 +193,8 @@ class RunDir:
     def read_json(self, name: str) -> dict[str, Any]:
         if not self.has(name):
             raise RunDirError(f"{self.path}: {name} is missing")
-        return json.loads(read_text(self.file(name)))
+        try:
+            return json.loads(read_text(self.file(name)))
+        except ValueError as exc:
+            raise ArtifactError(self.file(name), "JSON file", str(exc),
+                                "delete it and rerun the stage that wrote it") from None
