@@ -23,7 +23,7 @@ from raydd.run_inputs import check_names, load_splits, resolve_device
 from raydd.models.init import build_seeded
 from raydd.rundir import RunDir
 from raydd.seeding import derive_seed
-from raydd.storage import write_text_atomic
+from raydd.storage import check_writable, write_text_atomic
 from raydd.synthetic import SyntheticSet
 from raydd.workflows import check_compatible
 
@@ -172,6 +172,7 @@ def audit_run(run_dir: str, cfg: Config | None = None, *, runner: AuditRunner | 
     check_audit(cfg.audit)
     check_names(cfg)
     syn = SyntheticSet.load(run.path)
+    check_writable(run.path)  # before the training whose result it must hold
     splits = load_splits(cfg)
     check_compatible(syn, splits, run.path)
     member_ids = run.read_json("members.json")["ids"]

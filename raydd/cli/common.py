@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
-from raydd.errors import RayddError
+from raydd.errors import RayddError, StorageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Multi-modal dataset distillation: condense a labelled image dataset into a few synthetic images per class.")
@@ -48,6 +49,16 @@ def user_errors(fn):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+@contextmanager
+def resumable(command: str, out: str):
+    """A write that fails mid-run (full disk, ...) ends by naming the line that continues the run from
+    its last checkpoint, which the failed write left intact."""
+    try:
+        yield
+    except StorageError as exc:
+        raise exc.continued_by(f"continue with raydd {command} --resume --out {out}") from None
 
 
 def overrides(dataset, method, ipc, seed, device, iterations, eval_models, eval_epochs) -> dict[str, Any]:
