@@ -14,14 +14,14 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 import raydd
 from raydd.artifacts import CHECKPOINT, CHECKPOINT_DIR, CONFIG, MEMBERS, METRICS, SNAPSHOTS, parse_object
 from raydd.config import Config, config_from_dict, dump_yaml, merge, named_protocol, protocol_layer
-from raydd.errors import RunDirError
-from raydd.storage import append_text, exists, makedirs, read_bytes, read_text, remove, write_bytes_atomic, write_text_atomic
+from raydd.errors import ArtifactError, RunDirError
+from raydd.storage import (append_text, exists, makedirs, read_bytes, read_safetensors, read_text, remove,
+                           safetensors_metadata, write_bytes_atomic, write_text_atomic)
 
 
 def git_sha() -> str | None:
@@ -56,11 +56,22 @@ class RunDir:
         """
         if not self.has(CONFIG):
             raise RunDirError(f"{self.path}: not a raydd run directory ({CONFIG} is missing)")
-        data = yaml.safe_load(read_text(self.file(CONFIG))) or {}
+        data = self._read_config_yaml()
         data.pop("raydd_version", None)
         data.pop("git_sha", None)
         protocol = named_protocol(layers)
         return config_from_dict(merge(data, protocol_layer(protocol) if protocol else None, *layers))
+
+    def _read_config_yaml(self) -> dict[str, Any]:
+        path, what = self.file(CONFIG), "raydd config"
+        remedy = "restore it from a copy, or distill again into a new --out"
+        try:
+            data = yaml.safe_load(read_text(path)) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ArtifactError(path, what, " ".join(str(exc).split()), remedy) from None
+        if not isinstance(data, dict):
+            raise ArtifactError(path, what, f"a YAML {type(data).__name__}, not a mapping", remedy)
+        return data
 
     def prepare(self, cfg: Config, *, resume: bool) -> None:
         """Create the directory for a new run, or check that a resumed run is the same run."""
@@ -101,9 +112,19 @@ class RunDir:
         append_text(self.file(METRICS), json.dumps(row) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The logged rows; a torn last line (a process killed mid-append) is dropped, as a resume redoes it."""
         if not self.has(METRICS):
             return []
-        return [json.loads(line) for line in read_text(self.file(METRICS)).splitlines() if line.strip()]
+        lines = [line for line in read_text(self.file(METRICS)).splitlines() if line.strip()]
+        rows = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                if number < len(lines):
+                    raise ArtifactError(self.file(METRICS), "raydd metrics log", f"line {number} is not JSON",
+                                        "delete that line") from None
+        return rows
 
     def seconds_at(self, iteration: int) -> float:
         """A resume's clock offset: the seconds stored with the checkpoint at ``iteration``, else (a
@@ -121,10 +142,9 @@ class RunDir:
     def _checkpoint_header(self) -> dict[str, str]:
         if not self.has(CHECKPOINT):
             return {}
-        blob = read_bytes(self.file(CHECKPOINT))
         try:
-            return json.loads(blob[8 : 8 + int.from_bytes(blob[:8], "little")]).get("__metadata__", {})
-        except (ValueError, json.JSONDecodeError):
+            return safetensors_metadata(read_bytes(self.file(CHECKPOINT)))
+        except ValueError:  # load_checkpoint says what is wrong with it
             return {}
 
     def snapshot_dir(self, iteration: int) -> str:
@@ -147,15 +167,12 @@ class RunDir:
     def load_checkpoint(self) -> tuple[dict[str, torch.Tensor], int] | None:
         if not self.has(CHECKPOINT):
             return None
-        blob = read_bytes(self.file(CHECKPOINT))
-        try:
-            # The iteration lives in the safetensors header so state and counter change in one rename.
-            header_len = int.from_bytes(blob[:8], "little")
-            header = json.loads(blob[8 : 8 + header_len])
-            iteration = int(header["__metadata__"]["iteration"])
-            return load_safetensors(blob), iteration
-        except (ValueError, KeyError, json.JSONDecodeError) as exc:
-            raise RunDirError(f"{self.file(CHECKPOINT)}: unreadable checkpoint ({exc})") from None
+        # The iteration lives in the safetensors header so state and counter change in one rename.
+        remedy = f"delete {self.file('checkpoint')}, then --resume distills again from iteration 0"
+        tensors, meta = read_safetensors(self.file(CHECKPOINT), "raydd checkpoint", remedy)
+        if not str(meta.get("iteration", "")).isdigit():
+            raise ArtifactError(self.file(CHECKPOINT), "raydd checkpoint", "no iteration in its header", remedy)
+        return tensors, int(meta["iteration"])
 
     def clear_checkpoint(self) -> None:
         remove(self.file(CHECKPOINT_DIR))
@@ -168,4 +185,9 @@ class RunDir:
         """A JSON object; a missing, truncated or non-object file is a ``RunDirError`` naming it."""
         if not self.has(name):
             raise RunDirError(f"{self.path}: {name} is missing")
-        return parse_object(read_text(self.file(name)), self.file(name))
+        path = self.file(name)
+        try:
+            data = json.loads(read_text(path))
+        except ValueError as exc:
+            raise ArtifactError(path, "JSON file", str(exc), "delete it and rerun the stage that wrote it") from None
+        return parse_object(data, path)

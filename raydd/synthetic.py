@@ -11,14 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from raydd.artifacts import METADATA, SYNTHETIC
-from raydd.errors import RunDirError
+from raydd.errors import ArtifactError, RunDirError
 from raydd.realpool import RealPool
 from raydd.seeding import generator
-from raydd.storage import read_bytes, write_bytes_atomic
+from raydd.storage import read_bytes, read_safetensors, write_bytes_atomic
 
 FORMAT = "raydd-synthetic/1"
 
@@ -171,15 +170,16 @@ class SyntheticSet:
 
     @classmethod
     def load(cls, run_dir: str) -> "SyntheticSet":
+        """The set in ``run_dir``; a missing, cut or foreign file raises a RunDirError naming it."""
+        remedy = f"delete it and rerun the distillation that wrote it (raydd distill --resume --out {run_dir})"
         try:
-            meta = json.loads(read_bytes(f"{run_dir}/{METADATA}"))
-            tensors = load_safetensors(read_bytes(f"{run_dir}/{SYNTHETIC}"))
+            meta = _read_metadata(f"{run_dir}/{METADATA}", remedy)
+            tensors, _ = read_safetensors(f"{run_dir}/{SYNTHETIC}", "raydd synthetic set", remedy)
         except FileNotFoundError as exc:
             raise RunDirError(f"{run_dir}: no synthetic set here ({exc.filename or exc} is missing)") from None
-        except (ValueError, json.JSONDecodeError) as exc:
-            raise RunDirError(f"{run_dir}: synthetic set is unreadable ({exc})") from None
-        if meta.get("format") != FORMAT:
-            raise RunDirError(f"{run_dir}/{METADATA}: unknown format {meta.get('format')!r}")
+        if "images" not in tensors or "labels" not in tensors:
+            raise ArtifactError(f"{run_dir}/{SYNTHETIC}", "raydd synthetic set",
+                                "no images or labels tensor", remedy)
         known = {"format", "ipc", "num_classes", "class_names", "channels", "image_size",
                  "normalisation", "label_type", "init_ids"}
         return cls(
@@ -220,3 +220,21 @@ class SyntheticSet:
         mean = torch.tensor(self.mean).view(1, -1, 1, 1)
         std = torch.tensor(self.std).view(1, -1, 1, 1)
         return (images.detach().cpu() * std + mean).clamp(0, 1)
+
+
+def _read_metadata(path: str, remedy: str) -> dict[str, Any]:
+    """metadata.json as a set's loader needs it: this format, with the fields it reads of the right shape."""
+    try:
+        meta = json.loads(read_bytes(path))
+    except ValueError as exc:
+        raise ArtifactError(path, "raydd metadata file", str(exc), remedy) from None
+    if not isinstance(meta, dict):
+        raise ArtifactError(path, "raydd metadata file", f"a JSON {type(meta).__name__}, not an object", remedy)
+    if meta.get("format") != FORMAT:
+        raise ArtifactError(path, "raydd metadata file", f"format {meta.get('format')!r}, expected {FORMAT!r}", remedy)
+    norm = meta.get("normalisation")
+    if not (isinstance(meta.get("ipc"), int) and isinstance(meta.get("class_names"), list)
+            and isinstance(norm, dict) and isinstance(norm.get("mean"), list) and isinstance(norm.get("std"), list)):
+        raise ArtifactError(path, "raydd metadata file", "ipc, class_names or normalisation missing or malformed",
+                            remedy)
+    return meta

@@ -19,6 +19,7 @@ from raydd.models.fusion import FusionSettings
 from raydd.realpool import RealPool
 from raydd.results import EvalResult
 from raydd.rundir import RunDir
+from raydd.storage import check_writable
 from raydd.synthetic import SyntheticSet
 
 Runner = Callable[[list[EvalJob]], list[dict[str, Any]]]
@@ -105,6 +106,7 @@ def evaluate_run(run_dir: str, cfg: Config | None = None, *, split: str = "test"
     cfg = cfg or run.read_config()
     check_names(cfg)
     syn = SyntheticSet.load(run.path)
+    check_writable(run.path)  # before the training whose result it must hold
     splits = load_splits(cfg)
     check_compatible(syn, splits, run.path)
     result = evaluate_set(syn, splits, cfg, split=split, runner=runner, show_progress=show_progress)

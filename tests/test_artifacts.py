@@ -60,7 +60,7 @@ def test_a_full_data_baseline_keeps_its_null_ipc():
 
 
 @pytest.mark.parametrize("text, message", [
-    ('{"accuracy": {"mean": 0.5, "std"', r"eval\.json: not valid JSON, truncated or corrupt"),
+    ('{"accuracy": {"mean": 0.5, "std"', r"eval\.json: cut short or not a JSON file"),
     ('["accuracy"]', r"eval\.json: expected a JSON object, found list"),
     ('{"dataset": "x", "count": 1, "ids": ["a"]}', r"eval\.json: not an evaluation result \('accuracy' is missing\)"),
     ('{"accuracy": {"mean": "high"}}', r"eval\.json: accuracy: 'mean' should be a number, found str"),
@@ -80,7 +80,7 @@ def test_a_resumed_run_with_a_truncated_eval_json_says_so(tmp_path):
     from raydd.workflows import evaluate_unless_done
 
     (tmp_path / EVAL).write_text((V0 / EVAL).read_text()[:100])
-    with pytest.raises(RunDirError, match=f"{tmp_path}/{EVAL}: not valid JSON"):
+    with pytest.raises(RunDirError, match=f"{tmp_path}/{EVAL}: cut short or not a JSON file"):
         evaluate_unless_done(str(tmp_path), None, resume=True)
 
 
@@ -88,7 +88,7 @@ def test_a_foreign_audit_json_or_record_line_is_refused_clearly(tmp_path):
     with pytest.raises(RunDirError, match=r"audit\.json: not an audit result \('attacks' is missing\)"):
         AuditResult.from_json((V0 / EVAL).read_text())
     (tmp_path / MEMBERS).write_text('{"ids": [')
-    with pytest.raises(RunDirError, match=f"{MEMBERS}: not valid JSON"):
+    with pytest.raises(RunDirError, match=f"{MEMBERS}: cut short or not a JSON file"):
         RunDir(str(tmp_path)).read_json(MEMBERS)
     path = tmp_path / "records.jsonl"
     path.write_text((V0 / "record.jsonl").read_text() + json.dumps(_v0(EVAL)) + "\n")

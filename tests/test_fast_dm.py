@@ -179,7 +179,7 @@ def test_the_trained_pool_is_seeded_stored_and_refused_when_it_belongs_to_anothe
     with pytest.raises(RunDirError, match="another configuration"):
         TrainedPool.load(path, pool_fingerprint(DMConfig(pool_steps=4), spec, 0, "tiny"))
     (tmp_path / "cut.safetensors").write_bytes(open(path, "rb").read()[:100])
-    with pytest.raises(RunDirError, match="unreadable model pool"):
+    with pytest.raises(RunDirError, match="cut short or not a raydd model pool"):
         TrainedPool.load(str(tmp_path / "cut.safetensors"), fingerprint)
 
 

@@ -24,7 +24,7 @@ from raydd.models.init import build_seeded
 from raydd.results import AuditResult
 from raydd.rundir import RunDir
 from raydd.seeding import derive_seed
-from raydd.storage import absolute, write_text_atomic
+from raydd.storage import absolute, check_writable, write_text_atomic
 from raydd.synthetic import SyntheticSet
 from raydd.workflows import check_compatible
 
@@ -173,6 +173,7 @@ def audit_run(run_dir: str, cfg: Config | None = None, *, runner: AuditRunner | 
     check_audit(cfg.audit)
     check_names(cfg)
     syn = SyntheticSet.load(run.path)
+    check_writable(run.path)  # before the training whose result it must hold
     splits = load_splits(cfg)
     check_compatible(syn, splits, run.path)
     member_ids = run.read_json(MEMBERS)["ids"]

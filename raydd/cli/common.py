@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from raydd.errors import RayddError
+from raydd.errors import RayddError, StorageError
 from raydd.flags import BY_NAME, CONFIG_HELP, PRESET_HELP, SET_HELP
 from raydd.results import EvalResult
 
@@ -55,6 +56,16 @@ def user_errors(fn):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+@contextmanager
+def resumable(command: str, out: str):
+    """A write that fails mid-run (full disk, ...) ends by naming the line that continues the run from
+    its last checkpoint, which the failed write left intact."""
+    try:
+        yield
+    except StorageError as exc:
+        raise exc.continued_by(f"continue with raydd {command} --resume --out {out}") from None
 
 
 def default_out(cfg, kind: str | None = None) -> str:

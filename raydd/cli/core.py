@@ -8,7 +8,7 @@ import typer
 
 from raydd.cli.common import (Address, ConfigFile, Dataset, Device, EvalEpochs, EvalModels, Ipc, Iterations, Method,
                               NoRay, Out, Preset, Quiet, Seed, Sets, TensorBoard, Workers, app, default_out,
-                              print_accuracy, resume_target, setup_torch, user_errors)
+                              print_accuracy, resumable, resume_target, setup_torch, user_errors)
 from raydd.artifacts import EVAL, EVAL_VAL, GRID, SYNTHETIC
 from raydd.config import DEFAULT_PRESET
 from raydd.errors import RayddError
@@ -30,8 +30,9 @@ def distill(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, pre
     cfg = config_from_flags(preset, config, set_, dataset=dataset, method=method, ipc=ipc, seed=seed, device=device,
                             iterations=iterations, eval_models=eval_models, eval_epochs=eval_epochs)
     out = resume_target(out, resume) or default_out(cfg)
-    _distill(cfg, out, resume=resume, workers=workers, address=address, no_ray=no_ray, quiet=quiet,
-             tensorboard=tensorboard)
+    with resumable("distill", out):
+        _distill(cfg, out, resume=resume, workers=workers, address=address, no_ray=no_ray, quiet=quiet,
+                 tensorboard=tensorboard)
     typer.echo(f"synthetic set: {out}/{SYNTHETIC}\npicture: {out}/{GRID}")
 
 
@@ -108,14 +109,16 @@ def run(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, preset:
         from raydd.report.tensorboard import summary_writer_class
 
         summary_writer_class()
-    if no_ray:
-        result, report_path = _run_in_process(cfg, out, resume=resume, workers=workers, address=address, quiet=quiet)
-    else:
-        from raydd.pipeline.job import run_pipeline_job
+    with resumable("run", out):
+        if no_ray:
+            result, report_path = _run_in_process(cfg, out, resume=resume, workers=workers, address=address,
+                                                  quiet=quiet)
+        else:
+            from raydd.pipeline.job import run_pipeline_job
 
-        job = run_pipeline_job(cfg, out, workers=workers, resume=resume, address=address, show_progress=not quiet,
-                               log=lambda line: typer.echo(line, err=True))
-        result, report_path = job.eval, job.report
+            job = run_pipeline_job(cfg, out, workers=workers, resume=resume, address=address,
+                                   show_progress=not quiet, log=lambda line: typer.echo(line, err=True))
+            result, report_path = job.eval, job.report
     if tensorboard:
         from raydd.report.tensorboard import mirror_metrics
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from raydd.augment import DSA
@@ -29,7 +28,7 @@ from raydd.methods.base import NetworkSpec
 from raydd.progress import progress_bar
 from raydd.realpool import RealPool
 from raydd.seeding import derive_seed, generator
-from raydd.storage import read_bytes, write_bytes_atomic
+from raydd.storage import read_safetensors, write_bytes_atomic
 
 POOL_FILE = "model_pool.safetensors"
 POOL_FORMAT = "raydd-model-pool/1"
@@ -58,26 +57,13 @@ class TrainedPool:
 
     @classmethod
     def load(cls, path: str, fingerprint: str) -> "TrainedPool":
-        blob = read_bytes(path)
-        try:
-            tensors = load_safetensors(blob)
-        except Exception as exc:  # a cut or foreign file
-            raise RunDirError(f"{path}: unreadable model pool ({exc}); delete it to train the pool again") from None
-        meta = _header(blob)
+        tensors, meta = read_safetensors(path, "raydd model pool", "delete it to train the pool again")
         if meta.get("format") != POOL_FORMAT or meta.get("fingerprint") != fingerprint:
             raise RunDirError(f"{path}: this model pool was trained for another configuration; delete it to retrain")
         n = int(meta["trainings"])
         initial = [{k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"{i}.initial.")} for i in range(n)]
         trained = [{k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"{i}.trained.")} for i in range(n)]
         return cls(initial, trained, float(meta.get("seconds", 0.0)))
-
-
-def _header(blob: bytes) -> dict[str, str]:
-    import json
-    import struct
-
-    size = struct.unpack("<Q", blob[:8])[0]
-    return json.loads(blob[8 : 8 + size]).get("__metadata__", {})
 
 
 def pool_fingerprint(cfg: DMConfig, spec: NetworkSpec, seed: int, dataset: str) -> str:
