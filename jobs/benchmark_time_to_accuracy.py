@@ -170,13 +170,41 @@ def scored_snapshots(run: Path, max_points: int) -> list[Path]:
 _SPLITS: dict = {}  # (dataset, seed) -> splits, loaded once per job
 
 
+def splits_of(cfg, dataset: str, seed: int):
+    from raydd.run_inputs import load_splits
+
+    if (dataset, seed) not in _SPLITS:
+        _SPLITS[(dataset, seed)] = load_splits(cfg)
+    return _SPLITS[(dataset, seed)]
+
+
+def nearest_is_init(path: Path, dataset: str, seed: int) -> float | None:
+    """Fraction of a set's real-initialised images whose nearest training image (pixel L2, normalised,
+    every image of the train split) is still the image it started from; cached beside the set."""
+    from raydd.audit.nearest import nearest_l2
+    from raydd.config import build_config
+    from raydd.synthetic import SyntheticSet
+
+    cache = path / "nearest-init.json"
+    if cache.exists():
+        return json.loads(cache.read_text())["nearest_is_init_fraction"]
+    syn = SyntheticSet.load(str(path))
+    images, _, _ = syn.training_set()  # multi-formation: every decoded image, each with its own init id
+    if len(syn.init_ids) != len(images) or not all(syn.init_ids):
+        return None  # noise init: no image of its own to stay near
+    members = splits_of(build_config(overrides={"data": {"name": dataset}, "seed": seed}), dataset, seed)
+    _, index = nearest_l2(images.cpu(), members.train.images, prepare=members.normalize)
+    fraction = sum(members.train.ids[i] == own for i, own in zip(index.tolist(), syn.init_ids)) / len(images)
+    write_json(cache, {"nearest_is_init_fraction": fraction, "searched": len(members.train)})
+    return fraction
+
+
 def score(path: Path, dataset: str, seed: int, split: str, protocol: str, args) -> dict:
     """Evaluate one synthetic set (a run or snapshot directory); cached beside it."""
     import torch
 
     from raydd.config import build_config
     from raydd.synthetic import SyntheticSet
-    from raydd.run_inputs import load_splits
     from raydd.workflows import evaluate_set
 
     cache = path / f"score-{split}-{protocol}.json"
@@ -193,9 +221,7 @@ def score(path: Path, dataset: str, seed: int, split: str, protocol: str, args) 
         overrides["eval"] = {"models": args.val_models, "epochs": args.val_epochs}
     cfg = build_config(preset, overrides=overrides)
     syn = SyntheticSet.load(str(path))
-    if (dataset, seed) not in _SPLITS:
-        _SPLITS[(dataset, seed)] = load_splits(cfg)
-    result = evaluate_set(syn, _SPLITS[(dataset, seed)], cfg, split=split, show_progress=False)
+    result = evaluate_set(syn, splits_of(cfg, dataset, seed), cfg, split=split, show_progress=False)
     out = {"accuracy": result.accuracy.mean, "std": result.accuracy.std,
            "iterations": syn.meta.get("iterations"), "distill_seconds": syn.meta.get("distill_seconds"),
            "protocol": protocol, "split": split}
@@ -235,13 +261,26 @@ def plot(curve_file: Path, png: Path) -> None:
     fig.savefig(png, dpi=110)
 
 
+def put_curve_row(curve: Path, row: dict) -> None:
+    """Add or replace the validation point of (method, dataset, ipc, seed, iterations) in curve.jsonl."""
+    key = ("method", "dataset", "ipc", "seed", "iterations")
+    rows = [json.loads(line) for line in curve.read_text().splitlines() if line.strip()] if curve.exists() else []
+    rows = [r for r in rows if tuple(r[k] for k in key) != tuple(row[k] for k in key)] + [row]
+    tmp = curve.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(curve)
+
+
 def write_table(records_path: Path, curve_file: Path, out: Path) -> None:
     """Markdown: the validation curve of each variant, then the final test figures (from the records)."""
     rows = [json.loads(line) for line in curve_file.read_text().splitlines() if line.strip()]
-    lines = ["| dataset | IPC | method | iterations | distillation s | validation % |", "|---|---|---|---|---|---|"]
+    lines = ["| dataset | IPC | method | iterations | distillation s | validation % | nearest is own init % |",
+             "|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["dataset"], r["ipc"], r["method"], r["distill_seconds"])):
+        own = r.get("nearest_is_init")
         lines.append(f"| {r['dataset']} | {r['ipc']} | {r['method']} | {r['iterations']} | "
-                     f"{r['distill_seconds']:.0f} | {100 * r['val_accuracy']:.2f} |")
+                     f"{r['distill_seconds']:.0f} | {100 * r['val_accuracy']:.2f} | "
+                     f"{'—' if own is None else f'{100 * own:.1f}'} |")
     lines += ["", "| dataset | IPC | method | iterations | distillation s | test % (mean ± std) | evaluation | machine |",
               "|---|---|---|---|---|---|---|---|"]
     for r in sorted(read_json(records_path, []), key=lambda r: (r["dataset"], r["ipc"], r["method"], r["eval_protocol"])):
@@ -295,17 +334,12 @@ def main(argv: list[str] | None = None) -> None:
             reference_variant(dataset, ipc, args.seed, run, args)
         else:
             distill_variant(variant, dataset, ipc, args.seed, run, args)
-        seen = {(r["method"], r["dataset"], r["ipc"], r["seed"], r["iterations"])
-                for r in (json.loads(line) for line in curve.read_text().splitlines() if line.strip())} \
-            if curve.exists() else set()
         for snap in scored_snapshots(run, args.max_points) + [run]:
             s = score(snap, dataset, args.seed, "val", "val", args)
-            if (method, dataset, ipc, args.seed, s["iterations"]) not in seen:
-                with curve.open("a") as f:
-                    f.write(json.dumps({"dataset": dataset, "ipc": ipc, "method": method, "seed": args.seed,
-                                        "iterations": s["iterations"], "distill_seconds": s["distill_seconds"],
-                                        "val_accuracy": s["accuracy"]}) + "\n")
-                seen.add((method, dataset, ipc, args.seed, s["iterations"]))
+            put_curve_row(curve, {"dataset": dataset, "ipc": ipc, "method": method, "seed": args.seed,
+                                  "iterations": s["iterations"], "distill_seconds": s["distill_seconds"],
+                                  "val_accuracy": s["accuracy"],
+                                  "nearest_is_init": nearest_is_init(snap, dataset, args.seed)})
         for protocol in ["quick", "paper"] if args.paper_eval else ["quick"]:
             s = score(run, dataset, args.seed, "test", protocol, args)
             records = read_json(records_path, [])

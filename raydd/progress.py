@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
-from typing import Iterable, Protocol, TypeVar
+from contextlib import contextmanager
+from typing import Iterable, Iterator, Protocol, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -37,7 +39,7 @@ class BarProgress:
         self.bar = progress_bar(None, desc=desc, total=total, initial=start, disable=not show)
 
     def update(self, row: dict) -> None:
-        self.bar.update(1)
+        self.bar.update(row["iteration"] - self.bar.n)
         if "loss" in row:
             self.bar.set_postfix(loss=f"{row['loss']:.4g}")
 
@@ -49,18 +51,20 @@ class LineProgress:
     """One line per logged row (a Ray worker's output, a log file): iteration, loss, time left."""
 
     def __init__(self, desc: str, start: int, total: int, show: bool) -> None:
-        self.desc, self.start, self.total = desc, start, total
+        self.desc, self.total = desc, total
         self.show = show and not _forced_off()
-        self.began = time.perf_counter()
+        self.first: tuple[int, float] | None = None  # (iteration, time) of the first row: the rate's origin
 
     def update(self, row: dict) -> None:
         if not self.show or "loss" not in row:
             return
-        done = row["iteration"]
-        eta = (time.perf_counter() - self.began) / max(1, done - self.start) * (self.total - done)
-        # Written, not printed: Ray Train replaces a worker's print() with one that both prints and logs
-        # (every line twice on the driver's console).
-        sys.stdout.write(f"raydd: {self.desc} iteration {done}/{self.total} loss {row['loss']:.4g} eta {eta:.0f}s\n")
+        done, now = row["iteration"], time.perf_counter()
+        if self.first is None:
+            self.first = (done, now)
+        seen, began = self.first
+        eta = f" eta {(now - began) / (done - seen) * (self.total - done):.0f}s" if done > seen else ""
+        # Written, not printed: Ray Train replaces a worker's print() with one that both prints and logs.
+        sys.stdout.write(f"raydd: {self.desc} iteration {done}/{self.total} loss {row['loss']:.4g}{eta}\n")
         sys.stdout.flush()
 
     def close(self) -> None:
@@ -73,3 +77,39 @@ class NoProgress:
 
     def close(self) -> None:
         pass
+
+
+@contextmanager
+def follow_metrics(run, desc: str, start: int, total: int, show: bool, every: float = 1.0) -> Iterator[None]:
+    """Show a run's progress from its metrics log (``run.read_metrics()``) while other processes, Ray
+    Train workers, write it: a bar on a terminal, else one line per logged row."""
+    if not show or _forced_off():
+        yield
+        return
+    progress: Progress = BarProgress(desc, start, total, True) if sys.stderr.isatty() else \
+        LineProgress(desc, start, total, True)
+    stop = threading.Event()
+
+    def poll() -> None:
+        shown = start
+        while True:
+            finished = stop.wait(every)
+            try:
+                rows = run.read_metrics()
+            except Exception:  # a log being rewritten (a resume truncating it): try again next time
+                rows = []
+            for row in rows:
+                if row.get("iteration", 0) > shown:
+                    progress.update(row)
+                    shown = row["iteration"]
+            if finished:
+                return
+
+    thread = threading.Thread(target=poll, name="raydd-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+        progress.close()

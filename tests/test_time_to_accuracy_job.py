@@ -39,8 +39,10 @@ def test_the_benchmark_records_both_curves_and_resumes_without_recomputing(tmp_p
     fast = sorted(p["iterations"] for p in curve if p["method"] == "dm-bank+mf")
     assert fast == [1, 2, 4]  # snapshots at 1, 2 and 4; the final set is the snapshot at 4, scored once
     assert any(p["method"] == "dm-ref" for p in curve)
+    # Every point says how many real-initialised images still sit nearest to the image they started from.
+    assert all(0.0 <= p["nearest_is_init"] <= 1.0 for p in curve)
     assert (tmp_path / "tta.png").stat().st_size > 0
-    assert "dm-bank+mf" in (tmp_path / "tta.md").read_text()
+    assert "dm-bank+mf" in (tmp_path / "tta.md").read_text() and "nearest is own init" in (tmp_path / "tta.md").read_text()
 
     cached = sorted(p.stat().st_mtime for p in (tmp_path / "runs").rglob("score-*.json"))
     again = run_job(data, tmp_path)

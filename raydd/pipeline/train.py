@@ -12,6 +12,7 @@ per-iteration seeds make the replayed iterations identical.
 
 from __future__ import annotations
 
+import logging
 import math
 import tempfile
 import time
@@ -30,7 +31,7 @@ from raydd.methods.dm_setup import load_model_pool, network_spec, uses_trained_p
 from raydd.pipeline import cluster
 from raydd.pipeline.cluster import available_cpus, init_ray
 from raydd.pipeline.sharding import assemble, shard_classes, sum_across_workers
-from raydd.progress import LineProgress, NoProgress, Progress
+from raydd.progress import NoProgress, Progress, follow_metrics
 from raydd.run_inputs import dataset_class_count, load_splits
 from raydd.rundir import RunDir
 from raydd.storage import absolute
@@ -77,8 +78,19 @@ class RayTrainBackend(LoopBackend):
             ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
     def progress(self, desc: str, start: int, total: int, show: bool) -> Progress:
-        # A worker's output is forwarded line by line: a bar would print every redraw.
-        return LineProgress(desc, start, total, show) if self.writer else NoProgress()
+        # The driver shows the run's progress from metrics.jsonl (``follow_metrics``): a worker's output
+        # would reach the console through Ray's log forwarding, a line per redraw.
+        return NoProgress()
+
+
+def quiet_train_reports() -> None:
+    """Ray Train logs every ``report`` at INFO under a logger named by its file, which its own log-level
+    setting does not reach; the reports are raydd's checkpoints, already in metrics.jsonl."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray Train layout: its lines stay
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def train_loop(config: dict[str, Any]) -> None:
@@ -87,6 +99,7 @@ def train_loop(config: dict[str, Any]) -> None:
     import ray.train.torch
 
     torch.set_num_threads(config["threads"])
+    quiet_train_reports()
     cfg = config_from_dict(config["cfg"])
     run = RunDir(config["out"])
     context = ray.train.get_context()
@@ -176,7 +189,10 @@ def distill_with_ray(
                              # Ray Train's own INFO lines (resources, reports) stay in Ray's session logs.
                              logging_config=LoggingConfig(log_level="WARNING")),
     )
-    result = trainer.fit()
+    total = cfg.distill.iterations or method_class(cfg.distill.method).default_iterations
+    with follow_metrics(run, f"{cfg.distill.method} ipc{cfg.distill.ipc}", run.checkpoint_iteration(), total,
+                        show_progress):
+        result = trainer.fit()
     if result.error is not None:
         raise RayddError(f"distillation failed on a Ray worker: {result.error}")
     loaded = run.load_checkpoint()
