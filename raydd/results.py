@@ -102,10 +102,7 @@ class EvalResult:
 
     @classmethod
     def from_json(cls, source: str | bytes | dict[str, Any], where: str = EVAL) -> EvalResult:
-        data = parse_object(source, where)
-        check_schema(data, where, SCHEMA_VERSION)
-        if "accuracy" not in data:
-            raise RunDirError(f"{where}: not an evaluation result ('accuracy' is missing)")
+        data = _result_object(source, where, "accuracy", "an evaluation result")
         cross = get(data, "cross_arch", dict, where)
         devices = get(data, "devices", list, where)
         fused = data.get("accuracy_image_caption")
@@ -132,6 +129,15 @@ class EvalResult:
             total_seconds=_float(get(data, "total_seconds", NUMBER, where)),
             extra=_extra(data, cls),
         )
+
+
+def _result_object(source: str | bytes | dict[str, Any], where: str, key: str, what: str) -> dict[str, Any]:
+    """The parsed, version-checked JSON object of a result file, which must hold ``key`` to be ``what``."""
+    data = parse_object(source, where)
+    check_schema(data, where, SCHEMA_VERSION)
+    if key not in data:
+        raise RunDirError(f"{where}: not {what} ({key!r} is missing)")
+    return data
 
 
 @dataclass
@@ -163,10 +169,7 @@ class AuditResult:
 
     @classmethod
     def from_json(cls, source: str | bytes | dict[str, Any], where: str = AUDIT) -> AuditResult:
-        data = parse_object(source, where)
-        check_schema(data, where, SCHEMA_VERSION)
-        if "attacks" not in data:
-            raise RunDirError(f"{where}: not an audit result ('attacks' is missing)")
+        data = _result_object(source, where, "attacks", "an audit result")
         return cls(
             attacks=get(data, "attacks", dict, where, required=True),
             dataset=get(data, "dataset", str, where),
