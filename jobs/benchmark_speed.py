@@ -116,9 +116,10 @@ def close(a: float, b: float, rtol: float = 1e-4, atol: float = 1e-5) -> bool:
 def make_config(dataset: str, method: str, ipc: int, args) -> object:
     from raydd.config import build_config
 
-    distill = {"method": method, "ipc": ipc, "batch_real": args.batch_real, "iterations": 1,
-               "outer_loop": args.outer_loop, "inner_loop": args.inner_loop}
-    return build_config("quick", overrides={"data": {"name": dataset}, "distill": distill, "device": str(args.device)})
+    distill = {"method": method, "ipc": ipc, "batch_real": args.batch_real, "iterations": 1}
+    loops = {"outer_loop": args.outer_loop, "inner_loop": args.inner_loop}
+    return build_config("quick", overrides={"data": {"name": dataset}, "distill": distill, "gradmatch": loops,
+                                            "device": str(args.device)})
 
 
 def build_pair(cfg, splits, device: torch.device):
@@ -138,7 +139,7 @@ def build_pair(cfg, splits, device: torch.device):
     else:
         ref = RefGradMatch(d.model, spec, images, state.syn.labels, d.ipc, state.syn.num_classes, real, aug, cfg.seed,
                            device, ours.outer_loop, ours.inner_loop, lr_img=ours.optimizer.param_groups[0]["lr"],
-                           momentum=d.momentum, lr_net=d.lr_net, batch_train=d.batch_syn_train)
+                           momentum=d.momentum, lr_net=cfg.gradmatch.lr_net, batch_train=cfg.gradmatch.batch_syn_train)
     return ours, ref, state
 
 

@@ -1,8 +1,8 @@
 """Caption-fusion settings compared on the validation split: which fused network reads captions best.
 
     .venv/bin/python jobs/caption_fusion.py runs/ablation-dm/cluttered-fashion-mnist-dm-cc-ipc10-seed0 \
-        --variant plain:mm.cc_norm=none --variant layer --variant layer-g2:mm.cc_gain=2 \
-        --variant layer-drop0.2:mm.caption_dropout=0.2 --output docs/benchmarks/caption-fusion-val.md
+        --variant plain:fusion.caption_norm=none --variant layer --variant layer-g2:fusion.caption_gain=2 \
+        --variant layer-drop0.2:fusion.caption_dropout=0.2 --output docs/benchmarks/caption-fusion-val.md
 
 Each variant trains the run's evaluation protocol's fused networks (eval.models of them, the run's
 seed) on the synthetic images and caption embeddings and tests them on the validation split's images

@@ -13,16 +13,25 @@ Resolution order (later wins), each layer a nested dict applied with ``merge``:
     < method recipe (``--method dm+mm``) < named evaluation protocol (``eval.protocol``)
     < user YAML file (``--config``) < flags (``raydd/flags.py``) < ``--set``
 
+Sections. Each section belongs to the module that reads it: ``distill`` (what every method shares,
+raydd/distill.py and the loop), ``dm`` (raydd/methods/dm.py), ``gradmatch`` (DC/DSA,
+raydd/methods/gradmatch.py), ``mm`` (the enhancement switches and loss weights the methods read),
+``fusion`` (raydd/models/fusion.py), ``components`` (raydd/preprocess: segmenter, text encoder),
+``prepare`` (raydd/pipeline/prepare.py), ``eval``, ``audit``, ``data``.
+
 A run directory's config.yaml stores every field resolved, so reading it back does not depend on these
 defaults; a field added after a run was written reads back as its default, which must therefore keep
-the old run's meaning (a new field's default is "as before"). Unknown keys are errors rather than
-silently ignored, so a typo never runs the wrong experiment.
+the old run's meaning (a new field's default is "as before"). A field moved to another section is
+listed in ``MOVED_KEYS`` and every layer is read through that table, so old files and old ``--set``
+spellings keep their meaning. Unknown keys are errors rather than silently ignored, so a typo never
+runs the wrong experiment.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -54,16 +63,10 @@ class DistillConfig:
     ipc: int = 10  # synthetic images per class
     iterations: int | None = 200  # None: the method's reference count (DM 20000, DC/DSA 1000)
     batch_real: int = 64  # real images per class per iteration
-    real_chunk: int | None = 512  # DM: real images per forward pass (None: all at once). Same values
-    #                               (no batch statistics); bounds memory: 2.6 GB -> 0.6 GB at 10 x 256
     init: str = "real"  # real | noise
     model: str = "convnet3"
     lr_img: float | None = None  # None: the method's reference value (DM 1.0, DC/DSA 0.1)
     momentum: float = 0.5  # image optimiser momentum
-    lr_net: float = 0.01  # DC/DSA: lr of the network trained between outer steps
-    batch_syn_train: int = 256  # DC/DSA: batch of the inner network training
-    outer_loop: int | None = None  # DC/DSA: None -> reference get_loops(ipc)
-    inner_loop: int | None = None
     dsa_strategy: str = "color_crop_cutout_flip_scale_rotate"
     checkpoint_every: int = 50  # iterations between atomic checkpoints
     log_every: int = 10  # iterations between metrics.jsonl rows
@@ -72,12 +75,16 @@ class DistillConfig:
 
 @dataclass
 class DMConfig:
-    """The fast DM family (docs/method.md, "Fast DM"): DM's objective at a fraction of its cost.
+    """The DM method's own fields (raydd/methods/dm.py): its memory bound, and the fast DM family
+    (docs/method.md, "Fast DM"), DM's objective at a fraction of its cost.
 
     Every switch is off by default and under both presets, so DM is the reference DM unless a switch is
-    set (docs/benchmarks/time-to-accuracy.md: what each buys). Owned by the DM method; DC/DSA ignore it.
+    set (docs/benchmarks/time-to-accuracy.md: what each buys). DC/DSA ignore this section and refuse its
+    switches (``validate``).
     """
 
+    real_chunk: int | None = 512  # real images per forward pass (None: all at once). Same values
+    #                               (no batch statistics); bounds memory: 2.6 GB -> 0.6 GB at 10 x 256
     bank: bool = False  # match stored real-feature means (the bank) instead of a fresh real pass per iteration
     networks: int = 20  # M: networks in the pool
     draws: int = 5  # R: stored Siamese augmentation draws per network
@@ -92,6 +99,16 @@ class DMConfig:
     optimizer: str = "sgd"  # image optimiser: sgd (momentum distill.momentum) | adam
     schedule: str = "constant"  # constant | cosine (lr to 0 over the run)
     max_bank_gb: float | None = None  # refuse a bank larger than this (None: half the machine's memory)
+
+
+@dataclass
+class GradMatchConfig:
+    """The gradient-matching methods' own fields (DC and DSA, raydd/methods/gradmatch.py); DM ignores them."""
+
+    outer_loop: int | None = None  # image updates per iteration (None: the reference's get_loops(ipc))
+    inner_loop: int | None = None  # network training epochs between them (None: the reference's)
+    lr_net: float = 0.01  # lr of the network trained between outer steps
+    batch_syn_train: int = 256  # batch of that inner network training
 
 
 # Named evaluation protocols: the training under which a paper reports accuracy. Naming one
@@ -122,16 +139,13 @@ class EvalConfig:
 
 @dataclass
 class MultiModalConfig:
-    """The four enhancements (docs/method.md) and what they read: captions and masks."""
+    """The four enhancements (docs/method.md): their switches and loss weights, read by the methods.
 
-    text_encoder: str = "minilm"  # minilm | openclip:<model>[:<tag or path>]
-    segmenter: str = "auto"  # auto (the dataset's masks, else threshold) | threshold | grabcut | sam:<v>:<ckpt>
-    cc: bool = False  # caption concatenation
-    cc_dim: int = 128  # P: caption embedding -> cc_dim
-    cc_gain: float = 1.0  # fused network: the caption half is cc_gain * LayerNorm(P t) (docs/method.md)
-    cc_norm: str = "layer"  # layer | none (none: the plain [phi ; P t], which does not learn captions in time)
+    How captions join image features is the ``fusion`` section; what makes masks and caption
+    embeddings is the ``components`` section."""
+
+    cc: bool = False  # caption concatenation (its projection and fused network: the fusion section)
     cc_alpha: float = 1.0  # DM: weight of the projected caption in the matched embedding
-    caption_dropout: float = 0.5  # probability a caption is replaced by 0 while training the fused net
     learn_caption_emb: bool = False  # optimise the synthetic caption embeddings too
     cm: bool = False  # caption matching
     lambda_cm: float = 0.1
@@ -156,6 +170,26 @@ class MultiModalConfig:
     def switches(self) -> dict[str, object]:
         on = {k: getattr(self, k) for k in ("cc", "cm", "mfa", "mgm", "mask_init") if getattr(self, k)}
         return on
+
+
+@dataclass
+class FusionConfig:
+    """Caption concatenation's network (raydd/models/fusion.py): [phi(x) ; g * LN(P t)], in gradient
+    matching and in evaluation; DM's matched embedding uses the same projection size."""
+
+    projection_dim: int = 128  # P: caption embedding -> this many features
+    caption_gain: float = 1.0  # g: the caption half is g * LayerNorm(P t) (docs/method.md)
+    caption_norm: str = "layer"  # layer | none (none: the plain [phi ; P t], which does not learn captions in time)
+    caption_dropout: float = 0.5  # probability a caption is replaced by 0 while training the fused network
+
+
+@dataclass
+class ComponentsConfig:
+    """The models that make a run's masks and caption embeddings (raydd/preprocess), used by the
+    preprocessing stage (``prepare``) and, without it, when the run's data is loaded (raydd/modalities.py)."""
+
+    text_encoder: str = "minilm"  # minilm | openclip:<model>[:<tag or path>]
+    segmenter: str = "auto"  # auto (the dataset's masks, else threshold) | threshold | grabcut | sam:<v>:<ckpt>
 
 
 @dataclass
@@ -196,8 +230,11 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     dm: DMConfig = field(default_factory=DMConfig)
+    gradmatch: GradMatchConfig = field(default_factory=GradMatchConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     mm: MultiModalConfig = field(default_factory=MultiModalConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    components: ComponentsConfig = field(default_factory=ComponentsConfig)
     audit: AuditConfig = field(default_factory=AuditConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
 
@@ -286,16 +323,69 @@ def merge(*layers: dict[str, Any] | None) -> dict[str, Any]:
 
     ``{"eval": {"epochs": 7}}`` changes one field and keeps the rest of its section. This is the one
     way a config layer is applied: presets, per-method blocks, recipes, protocols, files, flags,
-    ``--set``, a run's stored config and a Tune trial's values all go through it.
+    ``--set``, a run's stored config and a Tune trial's values all go through it, so each layer's
+    moved keys (``MOVED_KEYS``) are put in their place here, before a later layer can override them.
     """
+    return _merge_sections(*(migrate_layer(layer) for layer in layers))
+
+
+def _merge_sections(*layers: dict[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for layer in layers:
         for key, value in (layer or {}).items():
             if isinstance(value, dict) and isinstance(out.get(key), dict):
-                out[key] = merge(out[key], value)
+                out[key] = _merge_sections(out[key], value)
             else:
                 out[key] = copy.deepcopy(value)
     return out
+
+
+# Fields that moved to the section of the module that reads them: old dotted key -> new dotted key.
+# Every config layer is read through this table (``merge``, ``config_from_dict``), so a run directory's
+# config.yaml, a --config file, a recipe, a Tune space or a ``--set`` with an old key keeps its meaning.
+# A key is never reused for another meaning, so the table only grows.
+MOVED_KEYS: dict[str, str] = {
+    "distill.real_chunk": "dm.real_chunk",
+    "distill.outer_loop": "gradmatch.outer_loop",
+    "distill.inner_loop": "gradmatch.inner_loop",
+    "distill.lr_net": "gradmatch.lr_net",
+    "distill.batch_syn_train": "gradmatch.batch_syn_train",
+    "mm.cc_dim": "fusion.projection_dim",
+    "mm.cc_gain": "fusion.caption_gain",
+    "mm.cc_norm": "fusion.caption_norm",
+    "mm.caption_dropout": "fusion.caption_dropout",
+    "mm.text_encoder": "components.text_encoder",
+    "mm.segmenter": "components.segmenter",
+}
+
+
+def current_key(key: str) -> str:
+    """A dotted key's spelling today: its ``MOVED_KEYS`` entry, else itself."""
+    return MOVED_KEYS.get(key.strip(), key.strip())
+
+
+def current_set_item(item: str) -> str:
+    """``mm.cc_dim=64`` -> ``fusion.projection_dim=64``: a ``--set`` item with its key spelled as today."""
+    key, sep, value = item.partition("=")
+    return f"{current_key(key)}{sep}{value}" if sep else item
+
+
+def migrate_layer(layer: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``layer`` with each old key of ``MOVED_KEYS`` at its new place; giving both is an error naming them."""
+    if not layer or not any(isinstance(layer.get(old.split(".")[0]), dict) for old in MOVED_KEYS):
+        return layer
+    out = {key: dict(value) if isinstance(value, dict) else value for key, value in layer.items()}
+    for old, new in MOVED_KEYS.items():
+        (old_section, old_field), (new_section, new_field) = old.split("."), new.split(".")
+        if not isinstance(out.get(old_section), dict) or old_field not in out[old_section]:
+            continue
+        target = out.setdefault(new_section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(f"{new_section}: expected a mapping")
+        if new_field in target:
+            raise ConfigError(f"{old} and {new} are both given; {old} is the old name of {new}: keep {new}")
+        target[new_field] = out[old_section].pop(old_field)
+    return {key: value for key, value in out.items() if value != {} or layer[key] == {}}  # no emptied section
 
 
 def nest_dotted(flat: dict[str, Any]) -> dict[str, Any]:
@@ -332,7 +422,7 @@ def _apply(obj: Any, data: dict[str, Any], prefix: str = "") -> None:
 def _typed(data: dict[str, Any]) -> Config:
     """The defaults with ``data`` applied, not yet validated (a probe may hold a recipe name as method)."""
     cfg = Config()
-    _apply(cfg, data)
+    _apply(cfg, migrate_layer(data) or {})
     return cfg
 
 
@@ -347,7 +437,19 @@ def parse_set(items: list[str]) -> dict[str, Any]:
             flat[key] = yaml.safe_load(raw) if raw else ""
         except yaml.YAMLError:
             flat[key] = raw
+        _note_moved(key)
     return nest_dotted(flat)
+
+
+_NOTED: set[str] = set()
+
+
+def _note_moved(key: str) -> None:
+    """One stderr line per process for a ``--set`` key spelled the old way: it works, and says where it went."""
+    new = current_key(key)
+    if new != key.strip() and key.strip() not in _NOTED:
+        _NOTED.add(key.strip())
+        print(f"note: --set {key.strip()} is now spelled {new} (the old spelling still works)", file=sys.stderr)
 
 
 def _file_layer(file: str | Path | None) -> dict[str, Any] | None:
@@ -426,7 +528,6 @@ def validate(cfg: Config) -> None:
         (d.ipc >= 1, "distill.ipc must be >= 1"),
         (d.iterations is None or d.iterations >= 0, "distill.iterations must be >= 0"),
         (d.batch_real >= 1, "distill.batch_real must be >= 1"),
-        (d.real_chunk is None or d.real_chunk >= 1, "distill.real_chunk must be >= 1 (or null: all at once)"),
         (d.init in ("real", "noise"), f"distill.init must be real or noise, got {d.init!r}"),
         (d.checkpoint_every >= 1, "distill.checkpoint_every must be >= 1"),
         (d.log_every >= 1, "distill.log_every must be >= 1"),
@@ -438,9 +539,9 @@ def validate(cfg: Config) -> None:
         (cfg.mm.mfa_level in ("input", "feature"), f"mm.mfa_level must be input or feature, got {cfg.mm.mfa_level!r}"),
         (0.0 <= cfg.mm.lambda_mfa <= 1.0 and 0.0 <= cfg.mm.lambda_mgm <= 1.0, "mm.lambda_mfa/lambda_mgm must be in [0, 1]"),
         (cfg.mm.lambda_cm >= 0 and cfg.mm.tau >= 0, "mm.lambda_cm and mm.tau must be >= 0"),
-        (0.0 <= cfg.mm.caption_dropout < 1.0, "mm.caption_dropout must be in [0, 1)"),
-        (cfg.mm.cc_gain > 0, "mm.cc_gain must be positive"),
-        (cfg.mm.cc_norm in ("layer", "none"), "mm.cc_norm must be layer or none"),
+        (0.0 <= cfg.fusion.caption_dropout < 1.0, "fusion.caption_dropout must be in [0, 1)"),
+        (cfg.fusion.caption_gain > 0, "fusion.caption_gain must be positive"),
+        (cfg.fusion.caption_norm in ("layer", "none"), "fusion.caption_norm must be layer or none"),
         (not cfg.mm.mfa or d.method == "dm", "mm.mfa (masked feature alignment) applies to dm; use mm.mgm with dc/dsa"),
         (not cfg.mm.mgm or d.method in ("dc", "dsa"), "mm.mgm (masked gradient matching) applies to dc/dsa; use mm.mfa with dm"),
         (not cfg.mm.class_templates or not cfg.mm.cc,
@@ -448,6 +549,7 @@ def validate(cfg: Config) -> None:
     ]
     f = cfg.dm
     checks += [
+        (f.real_chunk is None or f.real_chunk >= 1, "dm.real_chunk must be >= 1 (or null: all at once)"),
         (f.networks >= 1 and f.draws >= 1 and f.bank_real >= 1, "dm.networks, dm.draws and dm.bank_real must be >= 1"),
         (f.refresh_every >= 0, "dm.refresh_every must be >= 0 (0: build the bank once)"),
         (1 <= f.entries_per_step <= f.networks * f.draws,

@@ -61,6 +61,7 @@ def initial_state(cfg: Config, splits: DatasetSplits, device: torch.device,
         "preset": cfg.preset,
         "enhancements": cfg.mm.switches(),
         "multimodal": asdict(cfg.mm),
+        "fusion": asdict(cfg.fusion),
         "caption_encoder": captions.encoder if captions is not None else None,
         "captions_from_templates": bool(captions and captions.from_templates),
     })
@@ -72,7 +73,7 @@ def build_distiller(cfg: Config, state: DistillState, device: torch.device, clas
     cls = method_class(cfg.distill.method)
     section = getattr(cfg, cls.config_section) if cls.config_section else None
     return cls(cfg.distill, state.pool, state.syn, classes=classes, seed=cfg.seed, device=device,
-               flip_ok=state.splits.flip_ok, mm=cfg.mm, section=section, **kwargs)
+               flip_ok=state.splits.flip_ok, mm=cfg.mm, fusion=cfg.fusion, section=section, **kwargs)
 
 
 def preflight(cfg: Config, splits: DatasetSplits, captions: CaptionEmbeddings | None) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from raydd.augment import DSA
-from raydd.config import EvalConfig
-from raydd.models.fusion import FusionSettings, build_fused_seeded, drop_captions
+from raydd.config import EvalConfig, FusionConfig
+from raydd.models.fusion import build_fused_seeded, drop_captions
 from raydd.models.init import build_seeded
 from raydd.progress import progress_bar
 from raydd.results import Accuracy, EvalResult
@@ -44,7 +44,7 @@ class EvalJob:
     epochs: int | None = None  # overrides cfg.epochs (full-data baseline)
     train_captions: torch.Tensor | None = None  # caption embeddings: train a caption-fused network
     test_captions: torch.Tensor | None = None
-    fusion: FusionSettings = FusionSettings()
+    fusion: FusionConfig = field(default_factory=FusionConfig)  # shapes the fused network (captions given)
 
     @property
     def fused(self) -> bool:
@@ -164,7 +164,7 @@ def evaluate_images(
     runner: Callable[[list[EvalJob]], list[dict[str, Any]]] | None = None,
     show_progress: bool = True,
     captions: tuple[torch.Tensor, torch.Tensor] | None = None,
-    fusion: FusionSettings = FusionSettings(),
+    fusion: FusionConfig | None = None,
 ) -> EvalResult:
     """Train ``cfg.models`` networks per architecture on the given images; test each once.
 
@@ -174,7 +174,8 @@ def evaluate_images(
     archs = models or [cfg.model, *cfg.cross_arch]
     caption_kwargs = {}
     if captions is not None:
-        caption_kwargs = dict(train_captions=captions[0].cpu(), test_captions=captions[1].cpu(), fusion=fusion)
+        caption_kwargs = dict(train_captions=captions[0].cpu(), test_captions=captions[1].cpu(),
+                              fusion=fusion or FusionConfig())
     jobs = [
         EvalJob(train_images.cpu(), train_labels.cpu(), test_images.cpu(), test_labels.cpu(), arch, num_classes,
                 cfg, seed, i, flip_ok, epochs, **caption_kwargs)

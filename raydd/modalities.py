@@ -2,7 +2,7 @@
 
 Captions become L2-normalised embeddings (cached on disk by the text encoder component); masks come
 from the dataset when it has them (annotations, fashion-mnist's threshold, the cluttered testbed's
-exact masks) or from the configured segmenter.
+exact masks) or from the configured segmenter (the ``components`` section).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class CaptionEmbeddings:
 def _embedder(cfg: Config):
     from raydd.preprocess.text import TextEmbedder
 
-    return TextEmbedder(cfg.mm.text_encoder, require_captions=True)
+    return TextEmbedder(cfg.components.text_encoder, require_captions=True)
 
 
 def embed_captions(cfg: Config, splits: DatasetSplits) -> CaptionEmbeddings | None:
@@ -44,7 +44,7 @@ def embed_captions(cfg: Config, splits: DatasetSplits) -> CaptionEmbeddings | No
         if cfg.mm.cm and cfg.mm.class_templates and not cfg.mm.cc:
             embedder = _embedder(cfg)
             texts = [TEMPLATE.format(splits.class_names[int(y)]) for y in splits.train.labels]
-            return CaptionEmbeddings(embedder.embed(texts), None, None, True, cfg.mm.text_encoder)
+            return CaptionEmbeddings(embedder.embed(texts), None, None, True, cfg.components.text_encoder)
         raise ConfigError(
             f"dataset {splits.name!r} has no captions, but {'mm.cc' if cfg.mm.cc else 'mm.cm'} needs them; "
             "caption the images (raydd preprocess --captioner ...) or, for caption matching only, "
@@ -60,7 +60,8 @@ def embed_captions(cfg: Config, splits: DatasetSplits) -> CaptionEmbeddings | No
             return None
         return embedder.embed(data.captions, names=data.ids)
 
-    return CaptionEmbeddings(one(splits.train), one(splits.val), one(splits.test), False, cfg.mm.text_encoder)
+    return CaptionEmbeddings(one(splits.train), one(splits.val), one(splits.test), False,
+                             cfg.components.text_encoder)
 
 
 def embed_dataset_captions(cfg: Config, splits: DatasetSplits) -> CaptionEmbeddings | None:
@@ -88,7 +89,7 @@ def _stored_embeddings(cfg: Config, splits: DatasetSplits) -> CaptionEmbeddings 
         return None
     manifest = read_manifest(url)
     encoder = manifest.get("text_encoder")
-    if not encoder or encoder.get("spec") != cfg.mm.text_encoder:
+    if not encoder or encoder.get("spec") != cfg.components.text_encoder:
         return None
     check_captions_present(url, (splits.train, splits.val, splits.test), manifest)
     split_names = manifest["splits"]
@@ -101,18 +102,18 @@ def _stored_embeddings(cfg: Config, splits: DatasetSplits) -> CaptionEmbeddings 
         return read_caption_embeddings(url, split if split in split_names else "train", data.ids, classes)
 
     return CaptionEmbeddings(one(splits.train, "train"), one(splits.val, "val"), one(splits.test, "test"), False,
-                             cfg.mm.text_encoder)
+                             cfg.components.text_encoder)
 
 
 def attach_masks(cfg: Config, splits: DatasetSplits) -> DatasetSplits:
     """Make sure the train split carries masks when a mask switch is on."""
     if not cfg.mm.uses_masks:
         return splits
-    if cfg.mm.segmenter == "auto" and splits.train.masks is not None:
+    if cfg.components.segmenter == "auto" and splits.train.masks is not None:
         return splits
     from raydd.preprocess.masks import Segmenter
 
-    spec = "threshold" if cfg.mm.segmenter == "auto" else cfg.mm.segmenter
+    spec = "threshold" if cfg.components.segmenter == "auto" else cfg.components.segmenter
     segmenter = Segmenter(spec)
     masks = segmenter.segment(splits.train.images, annotations=splits.train.masks, names=splits.train.ids)
     return replace(splits, train=replace(splits.train, masks=masks))

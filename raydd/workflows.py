@@ -15,7 +15,6 @@ from raydd.run_inputs import check_names, load_splits, resolve_device
 from raydd.errors import RunDirError
 from raydd.evaluate import EvalJob, caption_only_accuracy, evaluate_images, protocol
 from raydd.modalities import CaptionEmbeddings, embed_captions, embed_dataset_captions
-from raydd.models.fusion import FusionSettings
 from raydd.realpool import RealPool
 from raydd.results import EvalResult
 from raydd.rundir import RunDir
@@ -90,12 +89,12 @@ def _caption_figures(result: EvalResult, train: TrainingSet, captions: CaptionEm
 def fused_accuracy(train: TrainingSet, splits: DatasetSplits, cfg: Config,
                    test: tuple[torch.Tensor, torch.Tensor, torch.Tensor], *, runner: Runner | None = None,
                    show_progress: bool = True, epochs: int | None = None) -> EvalResult:
-    """Caption-fused networks (cfg.mm's fusion settings) trained on (x, y, t), tested on images + captions."""
+    """Caption-fused networks (shaped by cfg.fusion) trained on (x, y, t), tested on images + captions."""
     (train_x, train_y, train_t), (test_x, test_y, test_t) = train, test
     return evaluate_images(
         train_x, train_y, test_x, test_y, num_classes=splits.num_classes, cfg=cfg.eval, seed=cfg.seed,
         device=resolve_device(cfg.device), flip_ok=splits.flip_ok, runner=runner, show_progress=show_progress,
-        models=[cfg.eval.model], captions=(train_t, test_t), fusion=FusionSettings.from_mm(cfg.mm), epochs=epochs,
+        models=[cfg.eval.model], captions=(train_t, test_t), fusion=cfg.fusion, epochs=epochs,
     )
 
 

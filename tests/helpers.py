@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import threading
@@ -13,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from raydd.config import DistillConfig
 from raydd.data import DatasetSplits, ImageData
 from raydd.data.mnist_family import FASHION_MNIST
 from raydd.distill_loop import LoopBackend
@@ -48,6 +50,18 @@ def blob_images(n_per_class: int, num_classes: int, size: int, channels: int, se
         images.append(x.to(torch.uint8))
         labels.append(torch.full((n_per_class,), c, dtype=torch.int64))
     return torch.cat(images), torch.cat(labels)
+
+
+def method_configs(method: str, **fields) -> tuple[DistillConfig, object]:
+    """A distiller's shared ``DistillConfig`` and its method's own section, each from the ``fields`` it has
+    (``outer_loop`` goes to DC/DSA's ``gradmatch``, ``real_chunk`` to DM's ``dm``)."""
+    from raydd.methods import method_class
+
+    section_type = method_class(method).section_type
+    own = {f.name for f in dataclasses.fields(section_type)} if section_type else set()
+    section = section_type(**{k: v for k, v in fields.items() if k in own}) if section_type else None
+    shared = {k: v for k, v in fields.items() if k not in own}
+    return DistillConfig(method=method, **shared), section
 
 
 def tiny_splits(num_classes: int = 3, n_per_class: int = 12, size: int = 28, channels: int = 1) -> DatasetSplits:

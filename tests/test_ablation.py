@@ -19,12 +19,13 @@ def _record(row, seed, accs, fused=None, dataset="d"):
 
 def test_ablation_rows():
     assert list(rows_for("dm", True)) == ["base", "+cc", "+cm", "+mfa", "+mask_init", "+all", "dm+mm"]
-    assert rows_for("dm", True)["dm+mm"] == recipe_dict("dm+mm")["mm"]
+    recipe = lambda name: {k: v for k, v in recipe_dict(name).items() if k != "method"}  # noqa: E731
+    assert rows_for("dm", True)["dm+mm"] == recipe("dm+mm")  # its switches and its fusion settings
     assert "dm+mm" not in rows_for("dm", False)  # fashion-mnist: no captions, mask rows only
     dsa_rows = rows_for("dsa", True)
-    assert list(dsa_rows)[-1] == "dsa+mm" and dsa_rows["dsa+mm"] == recipe_dict("dsa+mm")["mm"]
-    assert rows_for("dsa", False) == {"base": {}, "+mgm": {"mgm": True}, "+mask_init": {"mask_init": True},
-                                      "+all": {"mgm": True, "mask_init": True}}
+    assert list(dsa_rows)[-1] == "dsa+mm" and dsa_rows["dsa+mm"] == recipe("dsa+mm")
+    assert rows_for("dsa", False) == {"base": {}, "+mgm": {"mm": {"mgm": True}}, "+mask_init": {"mm": {"mask_init": True}},
+                                      "+all": {"mm": {"mgm": True, "mask_init": True}}}
 
 
 def test_one_seed_spreads_over_the_evaluation_models_and_is_not_read():
@@ -71,10 +72,11 @@ def test_rows_pair_only_the_seeds_they_share_with_base():
 
 
 def test_ablation_sets_can_be_scoped_to_one_method():
-    sets = ["eval.epochs=150", "dm:distill.iterations=100", "mm.text_encoder=openclip:ViT-B-32:laion2b"]
+    sets = ["eval.epochs=150", "dm:distill.iterations=100", "components.text_encoder=openclip:ViT-B-32:laion2b"]
     assert sets_for(sets, "dm", ["dm", "dsa"]) == ["eval.epochs=150", "distill.iterations=100",
-                                                   "mm.text_encoder=openclip:ViT-B-32:laion2b"]
-    assert sets_for(sets, "dsa", ["dm", "dsa"]) == ["eval.epochs=150", "mm.text_encoder=openclip:ViT-B-32:laion2b"]
+                                                   "components.text_encoder=openclip:ViT-B-32:laion2b"]
+    assert sets_for(sets, "dsa", ["dm", "dsa"]) == ["eval.epochs=150",
+                                                    "components.text_encoder=openclip:ViT-B-32:laion2b"]
     with pytest.raises(ConfigError, match="'dc' is not one of the ablation's methods"):
         sets_for(["dc:distill.iterations=3"], "dm", ["dm", "dsa"])
 

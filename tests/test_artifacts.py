@@ -127,3 +127,18 @@ def test_caption_rows_follow_what_a_source_declares(monkeypatch):
     registry.register_source("captioned-photos", captions=True)(lambda request: None)
     assert images_without_captions("cluttered-other") is None  # the name alone says nothing
     assert images_without_captions("captioned-photos") == []
+
+
+def test_ablation_protocols_spell_moved_keys_as_today_and_old_records_still_match():
+    from raydd.ablation.records import protocol_label
+
+    assert protocol_label("quick", ["mm.cc_dim=64", "eval.epochs=150"]) == \
+        protocol_label("quick", ["eval.epochs=150", "fusion.projection_dim=64"]) == \
+        "quick eval.epochs=150 fusion.projection_dim=64"
+    old = {**_v0("record.jsonl"), "protocol": "quick eval.epochs=150 mm.cc_dim=64 mm.segmenter=grabcut"}
+    record = AblationRecord.from_json(old, "record")
+    assert record.protocol == protocol_label("quick", ["eval.epochs=150", "mm.cc_dim=64", "mm.segmenter=grabcut"])
+    # The records kept with the docs name no moved key: they read back with their labels unchanged.
+    docs = Path(__file__).parent.parent / "docs" / "benchmarks" / "ablation-records.jsonl"
+    labels = {json.loads(line)["protocol"] for line in docs.read_text().splitlines() if line.strip()}
+    assert {record.protocol for record in load_records(str(docs)).values()} == labels

@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from raydd.config import (DEFAULT_PRESET, EVAL_PROTOCOLS, Config, available_presets, available_recipes, build_config,
-                          config_from_dict, merge, parse_set, preset_dict, protocol_layer, recipe_dict)
+import raydd.config as config_module
+from raydd.config import (DEFAULT_PRESET, EVAL_PROTOCOLS, MOVED_KEYS, Config, available_presets, available_recipes,
+                          build_config, config_from_dict, merge, parse_set, preset_dict, protocol_layer, recipe_dict)
 from raydd.errors import ConfigError, RunDirError
 from raydd.flags import FLAGS, config_from_arguments, config_from_flags, flag_layer
 from raydd.rundir import RunDir
@@ -48,7 +49,8 @@ def test_bad_values_are_config_errors(item):
 
 
 @pytest.mark.parametrize("item, named", [("mm.lambda_cm=-0.1", "lambda_cm"), ("mm.tau=-1", "tau"),
-                                         ("mm.lambda_mfa=1.5", "lambda_mfa"), ("mm.caption_dropout=1", "caption_dropout")])
+                                         ("mm.lambda_mfa=1.5", "lambda_mfa"),
+                                         ("fusion.caption_dropout=1", "caption_dropout")])
 def test_out_of_range_loss_settings_name_the_field(item, named):
     with pytest.raises(ConfigError, match=named):
         build_config("quick", sets=[item])
@@ -243,3 +245,85 @@ def test_the_cli_and_the_jobs_take_the_same_config_flags():
     assert config_from_arguments(args) == config_from_flags("paper", None, ["seed=3"], ipc=1, method="dsa",
                                                             eval_epochs=5)
     assert parse_run_arguments("a job", ["--out", "x"]).preset == DEFAULT_PRESET
+
+
+# -- fields that moved to the section of the module that reads them ---------------------------------------
+def _at(data: dict, dotted: str):
+    section, name = dotted.split(".")
+    return data[section][name]
+
+
+def test_every_moved_key_names_a_field_that_exists_and_its_old_name_is_gone():
+    fields = _flat(Config().to_dict())
+    assert MOVED_KEYS and all(new in fields and old not in fields for old, new in MOVED_KEYS.items())
+    assert len(set(MOVED_KEYS.values())) == len(MOVED_KEYS)  # no two old keys land on one field
+
+
+@pytest.mark.parametrize("name", sorted(WRITTEN))
+def test_a_stored_config_keeps_each_moved_value_at_its_new_place(tmp_path, name):
+    stored = yaml.safe_load((DATA / name).read_text())
+    cfg = _run_with(tmp_path, name).read_config().to_dict()
+    assert {new: _at(cfg, new) for new in MOVED_KEYS.values()} == \
+        {new: _at(stored, old) for old, new in MOVED_KEYS.items()}
+
+
+@pytest.mark.parametrize("old, new, value", [("distill.outer_loop", "gradmatch.outer_loop", 2),
+                                             ("mm.cc_dim", "fusion.projection_dim", 64),
+                                             ("distill.real_chunk", "dm.real_chunk", None),
+                                             ("mm.segmenter", "components.segmenter", "grabcut")])
+def test_an_old_set_spelling_sets_the_moved_field_and_says_so_once(capsys, old, new, value):
+    config_module._NOTED.discard(old)
+    spelled = "null" if value is None else value
+    assert build_config(sets=[f"{old}={spelled}"]) == build_config(sets=[f"{new}={spelled}"])
+    build_config(sets=[f"{old}={spelled}"])
+    assert capsys.readouterr().err.count(f"--set {old} is now spelled {new}") == 1
+    assert build_config(sets=[f"{old}={spelled}"]).to_dict()[new.split(".")[0]][new.split(".")[1]] == value
+
+
+def test_old_spellings_read_in_every_layer_and_the_later_layer_still_wins(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("distill: {inner_loop: 3, lr_net: 0.05}\nmm: {cc_gain: 2.0, text_encoder: 'openclip:ViT-B-32'}\n")
+    cfg = build_config(file=f)
+    assert (cfg.gradmatch.inner_loop, cfg.gradmatch.lr_net, cfg.fusion.caption_gain) == (3, 0.05, 2.0)
+    assert cfg.components.text_encoder == "openclip:ViT-B-32"
+    assert build_config(file=f, sets=["gradmatch.inner_loop=4"]).gradmatch.inner_loop == 4  # new over old
+    f.write_text("gradmatch: {inner_loop: 3}\n")
+    assert build_config(file=f, sets=["distill.inner_loop=5"]).gradmatch.inner_loop == 5  # old over new
+    # The preset's per-method block and a recipe are layers too: quick's DC/DSA inner loop, dsa+mm's dropout.
+    assert build_config(overrides={"distill": {"method": "dsa+mm"}}).fusion.caption_dropout == 0.0
+    assert build_config(overrides={"distill": {"method": "dsa"}}).gradmatch.inner_loop == 10
+    assert merge({"mm": {"cc_dim": 32}}, {"fusion": {"projection_dim": 16}}) == {"fusion": {"projection_dim": 16}}
+
+
+def test_both_spellings_in_one_layer_is_a_config_error_naming_both():
+    with pytest.raises(ConfigError, match=r"mm\.cc_dim and fusion\.projection_dim are both given"):
+        build_config(sets=["mm.cc_dim=64", "fusion.projection_dim=32"])
+    with pytest.raises(ConfigError, match=r"distill\.real_chunk and dm\.real_chunk"):
+        config_from_dict({"distill": {"real_chunk": 8}, "dm": {"real_chunk": 16}})
+
+
+def test_a_moved_field_keeps_its_checks_under_its_new_name():
+    with pytest.raises(ConfigError, match=r"dm\.real_chunk must be >= 1"):
+        build_config(sets=["distill.real_chunk=0"])
+    with pytest.raises(ConfigError, match=r"fusion\.caption_norm must be layer or none"):
+        build_config(sets=["mm.cc_norm=batch"])
+
+
+def test_dc_dsa_refuse_the_dm_switches_but_not_dms_memory_bound():
+    for method in ("dc", "dsa"):
+        with pytest.raises(ConfigError, match="dm.bank and dm.formation belong to the DM method"):
+            build_config(overrides={"distill": {"method": method}}, sets=["dm.bank=true"])
+        with pytest.raises(ConfigError, match="dm.bank and dm.formation belong to the DM method"):
+            build_config(overrides={"distill": {"method": method}}, sets=["dm.formation=2"])
+        # real_chunk moved into dm, but it bounds memory and changes no value: every stored DC/DSA run has it.
+        assert build_config(overrides={"distill": {"method": method}}, sets=["distill.real_chunk=8"]).dm.real_chunk == 8
+
+
+def test_each_method_reads_its_own_section():
+    from raydd.methods import method_class
+
+    assert {m: method_class(m).config_section for m in ("dm", "dc", "dsa")} == \
+        {"dm": "dm", "dc": "gradmatch", "dsa": "gradmatch"}
+    for method in ("dm", "dc", "dsa"):
+        cls = method_class(method)
+        assert isinstance(getattr(Config(), cls.config_section), cls.section_type)

@@ -1,13 +1,14 @@
 """What every registered method must do, run over the registry (a new method gets these tests for free)."""
 
+import dataclasses
+
 import pytest
 import torch
 
-from raydd.config import DistillConfig
 from raydd.methods import available_methods, method_class
 from raydd.realpool import RealPool
 from raydd.synthetic import SyntheticSet
-from tests.helpers import tiny_splits
+from tests.helpers import method_configs, tiny_splits
 
 DEVICE = torch.device("cpu")
 METHODS = available_methods()
@@ -18,12 +19,18 @@ def splits():
     return tiny_splits()
 
 
+SHORT_LOOPS = {"outer_loop": 2, "inner_loop": 1}  # DC/DSA's loops cut short, for a method whose section has them
+
+
 def make(splits, method, classes=None):
-    cfg = DistillConfig(method=method, ipc=2, iterations=3, batch_real=8, outer_loop=2, inner_loop=1)
+    section_type = method_class(method).section_type
+    own = {f.name for f in dataclasses.fields(section_type)} if section_type else set()
+    short = {k: v for k, v in SHORT_LOOPS.items() if k in own}
+    cfg, section = method_configs(method, ipc=2, iterations=3, batch_real=8, **short)
     pool = RealPool.from_data(splits, splits.train, DEVICE)
     syn = SyntheticSet.initialise(pool, ipc=2, init="real", seed=0, class_names=splits.class_names,
                                   mean=splits.mean, std=splits.std)
-    return method_class(method)(cfg, pool, syn, classes=classes, seed=0, device=DEVICE)
+    return method_class(method)(cfg, pool, syn, classes=classes, seed=0, device=DEVICE, section=section)
 
 
 def test_the_registry_holds_the_reference_methods():

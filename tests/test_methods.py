@@ -4,7 +4,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from raydd.config import DistillConfig
 from raydd.methods import method_class
 from raydd.methods.gradmatch import BN_IMAGES_PER_CLASS, batchnorm_layers, reference_loops
 from raydd.methods.losses import gradient_distance
@@ -12,7 +11,7 @@ from raydd.models.init import build_seeded
 from raydd.realpool import RealPool
 from raydd.seeding import derive_seed, generator
 from raydd.synthetic import SyntheticSet
-from tests.helpers import ThreadedExchange, step_shards_in_threads, step_shards_together, tiny_splits
+from tests.helpers import ThreadedExchange, method_configs, step_shards_in_threads, step_shards_together, tiny_splits
 
 DEVICE = torch.device("cpu")
 BN_MODEL = "convnet_bn"
@@ -24,22 +23,24 @@ def splits():
 
 
 def make(splits, method, classes=None, share_rows=None, **cfg_kwargs):
-    cfg = DistillConfig(method=method, ipc=2, iterations=3, batch_real=8, **cfg_kwargs)
+    cfg, section = method_configs(method, ipc=2, iterations=3, batch_real=8, **cfg_kwargs)
     pool = RealPool.from_data(splits, splits.train, DEVICE)
     syn = SyntheticSet.initialise(pool, ipc=2, init="real", seed=0, class_names=splits.class_names,
                                   mean=splits.mean, std=splits.std)
     hook = {} if share_rows is None else {"share_rows": share_rows}
-    return method_class(method)(cfg, pool, syn, classes=classes, seed=0, device=DEVICE, **hook), pool, syn
+    return (method_class(method)(cfg, pool, syn, classes=classes, seed=0, device=DEVICE, section=section, **hook),
+            pool, syn)
 
 
 def make_worker(splits, method, classes, share_rows, **cfg_kwargs):
     """A Ray Train worker's distiller: only its classes' real images, other synthetic rows zero until shared."""
-    cfg = DistillConfig(method=method, ipc=2, iterations=3, batch_real=8, **cfg_kwargs)
+    cfg, section = method_configs(method, ipc=2, iterations=3, batch_real=8, **cfg_kwargs)
     mine = torch.cat([splits.train.indices_by_class()[c] for c in classes]).sort().values
     pool = RealPool.from_data(splits, splits.train.subset(mine), DEVICE)
     syn = SyntheticSet.initialise(pool, ipc=2, init="real", seed=0, class_names=splits.class_names,
                                   mean=splits.mean, std=splits.std, classes=classes)
-    return method_class(method)(cfg, pool, syn, classes=classes, seed=0, device=DEVICE, share_rows=share_rows)
+    return method_class(method)(cfg, pool, syn, classes=classes, seed=0, device=DEVICE, share_rows=share_rows,
+                                section=section)
 
 
 def test_dm_step_equals_the_per_class_reference_loop(splits):

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from raydd.config import build_config
+from raydd.config import FusionConfig, build_config
 from raydd.distill import run_distillation
 from raydd.evaluate import EvalJob, run_job
 from raydd.masking import isolate
 from raydd.methods.losses import caption_matching_loss, class_means, mean_feature_distance
-from raydd.models.fusion import CaptionFusion, FusionSettings
+from raydd.models.fusion import CaptionFusion
 from raydd.models.init import build_seeded
 from tests.helpers import write_imagefolder
 
@@ -51,7 +51,7 @@ def test_isolation_with_full_masks_is_the_identity_and_fills_the_background():
 
 def test_fused_network_with_zero_captions_is_the_image_network():
     net = build_seeded("convnet3", 0, "cpu", channels=1, num_classes=4, image_size=(28, 28))
-    fused = CaptionFusion(net, caption_dim=6, cc_dim=3, num_classes=4)
+    fused = CaptionFusion(net, caption_dim=6, projection_dim=3, num_classes=4)
     assert all(p.grad is None for p in fused.parameters())
     assert "image_net.classifier.weight" not in dict(fused.named_parameters())
     x = torch.randn(5, 1, 28, 28)
@@ -64,16 +64,16 @@ def test_fused_network_with_zero_captions_is_the_image_network():
 
 def test_the_fused_caption_half_sits_on_the_scale_its_gain_sets():
     net = build_seeded("convnet3", 0, "cpu", channels=1, num_classes=4, image_size=(28, 28))
-    fused = CaptionFusion(net, caption_dim=384, cc_dim=128, num_classes=4, caption_gain=4.0)
+    fused = CaptionFusion(net, caption_dim=384, projection_dim=128, num_classes=4, caption_gain=4.0)
     captions = torch.nn.functional.normalize(torch.randn(6, 384), dim=1)
     captions[0] = 0  # a dropped caption
     half = fused.caption_features(captions)
     assert torch.equal(half[0], torch.zeros(128))
-    # LayerNorm leaves every entry with unit variance: norm sqrt(cc_dim), times the gain.
+    # LayerNorm leaves every entry with unit variance: norm sqrt(projection_dim), times the gain.
     assert torch.allclose(half[1:].norm(dim=1), torch.full((5,), 4.0 * 128 ** 0.5), rtol=2e-2)
-    # mm.cc_norm=none with gain 1 is the plain [phi ; P t] of the formulation.
+    # fusion.caption_norm=none with gain 1 is the plain [phi ; P t] of the formulation.
     plain = CaptionFusion(build_seeded("convnet3", 0, "cpu", channels=1, num_classes=4, image_size=(28, 28)),
-                          caption_dim=384, cc_dim=128, num_classes=4, caption_norm="none")
+                          caption_dim=384, projection_dim=128, num_classes=4, caption_norm="none")
     assert torch.equal(plain.caption_features(captions), plain.project(captions))
 
 
@@ -87,7 +87,7 @@ def test_a_fused_network_learns_labels_its_images_do_not_carry():
     test_images = torch.randn(40, 1, 28, 28, generator=g)
     cfg = build_config("quick").eval
     job = EvalJob(images, labels, test_images, labels, "convnet3", 4, cfg, 0, 0, epochs=30,
-                  train_captions=captions, test_captions=captions, fusion=FusionSettings(caption_dropout=0.5))
+                  train_captions=captions, test_captions=captions, fusion=FusionConfig(caption_dropout=0.5))
     result = run_job(job)
     assert result["accuracy"] >= 0.9
 
@@ -101,8 +101,9 @@ def _cfg(data, method, **mm):
     return build_config("quick", overrides={
         "device": "cpu", "data": {"name": str(data), "val_fraction": 0.25},
         "distill": {"method": method, "ipc": 2, "iterations": 3, "batch_real": 4, "checkpoint_every": 2,
-                    "log_every": 1, "outer_loop": 2, "inner_loop": 1},
-        "eval": {"models": 1, "epochs": 2}, "mm": {"segmenter": "threshold", **mm}})
+                    "log_every": 1},
+        "gradmatch": {"outer_loop": 2, "inner_loop": 1}, "eval": {"models": 1, "epochs": 2},
+        "components": {"segmenter": "threshold"}, "mm": mm})
 
 
 @pytest.mark.parametrize("method,switches", [
@@ -129,11 +130,11 @@ def test_every_switch_on_runs_end_to_end(tmp_path, method, switches):
     assert 0.0 <= result.caption_only["accuracy"] <= 1.0
     if method == "dm":
         # The fusion comparison job reads the same run: one validation line per variant.
-        done = subprocess.run([sys.executable, "jobs/caption_fusion.py", str(out), "--variant", "plain:mm.cc_norm=none",
+        done = subprocess.run([sys.executable, "jobs/caption_fusion.py", str(out), "--variant", "plain:fusion.caption_norm=none",
                                "--variant", "layer"], capture_output=True, text=True, cwd=Path(__file__).parents[1])
         assert done.returncode == 0, done.stderr[-2000:]
         table = done.stdout.splitlines()[-4:]
-        assert table[0].startswith("| variant |") and table[2].startswith("| plain | mm.cc_norm=none | ")
+        assert table[0].startswith("| variant |") and table[2].startswith("| plain | fusion.caption_norm=none | ")
         assert table[3].startswith("| layer | defaults | ")
 
 
@@ -163,7 +164,7 @@ def test_masked_dm_with_all_ones_masks_equals_plain_dm(tmp_path):
     splits = replace(splits, train=replace(splits.train, masks=ones))
     losses = []
     for cfg in (plain_cfg, masked_cfg):
-        cfg.mm.segmenter = "auto"
+        cfg.components.segmenter = "auto"
         state = initial_state(cfg, splits, torch.device("cpu"))
         losses.append(build_distiller(cfg, state, torch.device("cpu")).step(0)["loss"].item())
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)

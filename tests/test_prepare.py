@@ -7,8 +7,8 @@ from raydd.pipeline.prepare import encoder_for, prepared_dir
 from tests.helpers import write_imagefolder
 
 
-def config(data, tmp_path, **mm):
-    return build_config("quick", overrides={"data": {"name": str(data)}, "mm": mm,
+def config(data, tmp_path, components=None, **mm):
+    return build_config("quick", overrides={"data": {"name": str(data)}, "mm": mm, "components": components or {},
                                             "prepare": {"root": str(tmp_path / "prepared")}})
 
 
@@ -20,7 +20,7 @@ def test_the_same_inputs_share_a_directory_and_a_changed_input_gets_its_own(tmp_
     other_seed = build_config("quick", overrides={"seed": 1, "data": {"name": str(data)},
                                                   "prepare": {"root": str(tmp_path / "prepared")}})
     assert prepared_dir(other_seed) != first  # the validation split depends on the seed
-    assert prepared_dir(config(data, tmp_path, segmenter="grabcut")) != first
+    assert prepared_dir(config(data, tmp_path, {"segmenter": "grabcut"})) != first
 
     image = next((data / "train").glob("*.png"))
     stat = image.stat()

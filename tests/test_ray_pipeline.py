@@ -31,8 +31,8 @@ def tiny(data, method, **distill):
     return build_config("quick", overrides={
         "device": "cpu", "data": {"name": str(data), "val_fraction": 0.2},
         "distill": {"method": method, "ipc": 2, "iterations": 4, "batch_real": 4, "checkpoint_every": 2,
-                    "log_every": 1, "outer_loop": 2, "inner_loop": 1, **distill},
-        "eval": {"models": 2, "epochs": 3}})
+                    "log_every": 1, **distill},
+        "gradmatch": {"outer_loop": 2, "inner_loop": 1}, "eval": {"models": 2, "epochs": 3}})
 
 
 def test_shard_classes_covers_every_class_once():

@@ -368,3 +368,21 @@ def test_importing_raydd_and_drawing_leave_the_callers_matplotlib_backend_alone(
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["pdf", "True", "[]"]
+
+
+def test_a_run_written_before_the_fusion_components_and_gradmatch_sections_still_reports(tiny_run, tmp_path):
+    """metadata.json's ``multimodal`` held the fusion and component fields, config.yaml the old sections."""
+    run_dir = copy_run(tiny_run, tmp_path / "old")
+    meta_path = Path(run_dir, "metadata.json")
+    meta = json.loads(meta_path.read_text())
+    fusion = meta.pop("fusion")
+    meta["multimodal"] = {"text_encoder": "minilm", "segmenter": "auto", **meta["multimodal"], "cc_dim": 128,
+                          "cc_gain": fusion["caption_gain"], "cc_norm": fusion["caption_norm"],
+                          "caption_dropout": fusion["caption_dropout"]}
+    meta_path.write_text(json.dumps(meta))
+    old_config = Path(__file__).parent / "data" / "rundir-config-quick-dm.yaml"
+    shutil.copy(old_config, Path(run_dir, "config.yaml"))
+    text = open(write_report([run_dir], out=str(tmp_path / "page.html"))).read()
+    assert "real_chunk: 512" in text and "synthetic images, one row per class" in text  # the file as written
+    assert SyntheticSet.load(run_dir).meta["multimodal"]["cc_dim"] == 128
+    assert RunDir(run_dir).read_config().dm.real_chunk == 512

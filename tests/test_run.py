@@ -16,10 +16,10 @@ from raydd.workflows import evaluate_set
 from tests.helpers import KillAt, Killed, tiny_splits, write_imagefolder
 
 
-def tiny_config(**distill):
+def tiny_config(gradmatch=None, **distill):
     cfg = build_config("quick", overrides={"device": "cpu", "distill": {"ipc": 2, "iterations": 6, "batch_real": 8,
                                                                        "checkpoint_every": 2, "log_every": 1, **distill},
-                                           "eval": {"models": 2, "epochs": 4}})
+                                           "gradmatch": gradmatch or {}, "eval": {"models": 2, "epochs": 4}})
     return cfg
 
 
@@ -50,8 +50,8 @@ def test_artifacts_are_complete_and_loadable(tmp_path, splits):
 
 @pytest.mark.parametrize("method", ["dm", "dsa"])
 def test_resume_after_kill_reaches_the_uninterrupted_result(tmp_path, splits, method):
-    extra = {"outer_loop": 2, "inner_loop": 1} if method == "dsa" else {}
-    cfg = tiny_config(method=method, **extra)
+    loops = {"outer_loop": 2, "inner_loop": 1} if method == "dsa" else None
+    cfg = tiny_config(loops, method=method)
     straight = run_distillation(cfg, str(tmp_path / "a"), splits=splits, show_progress=False)
     with pytest.raises(Killed):
         run_distillation(cfg, str(tmp_path / "b"), splits=splits, show_progress=False, backend=KillAt(5))

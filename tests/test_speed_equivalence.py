@@ -20,16 +20,16 @@ def splits():
     return tiny_splits()
 
 
-def config(method, **distill):
+def config(method, loops=None, **distill):
     return build_config("quick", overrides={"distill": {"method": method, "ipc": 2, "batch_real": 8, **distill},
-                                            "device": "cpu"})
+                                            "gradmatch": loops or {}, "device": "cpu"})
 
 
-@pytest.mark.parametrize("method,extra", [("dm", {}), ("dsa", {"outer_loop": 2, "inner_loop": 2}),
-                                          ("dc", {"outer_loop": 2, "inner_loop": 1}),
-                                          ("dc", {"outer_loop": 2, "inner_loop": 1, "model": "convnet_bn"})])
-def test_reference_loop_gives_our_loss_and_images(splits, method, extra):
-    ours, ref, _ = build_pair(config(method, **extra), splits, DEVICE)
+@pytest.mark.parametrize("method,loops,extra", [("dm", None, {}), ("dsa", {"outer_loop": 2, "inner_loop": 2}, {}),
+                                                ("dc", {"outer_loop": 2, "inner_loop": 1}, {}),
+                                                ("dc", {"outer_loop": 2, "inner_loop": 1}, {"model": "convnet_bn"})])
+def test_reference_loop_gives_our_loss_and_images(splits, method, loops, extra):
+    ours, ref, _ = build_pair(config(method, loops, **extra), splits, DEVICE)
     start = ours.images.detach().clone()
     for it in range(2):
         ours_loss = float(ours.step(it)["loss"])

@@ -135,3 +135,19 @@ def test_job_entrypoint_help():
     assert done.returncode == 0, done.stderr
     for flag in ("--space", "--out", "--num-samples", "--scheduler", "--resume", "--address"):
         assert flag in done.stdout
+
+
+def test_a_space_or_a_saved_base_with_old_spellings_means_the_same_trial():
+    from raydd.pipeline.tune import best_yaml, check_space, trial_config
+
+    old_base = yaml.safe_load((Path(__file__).parent / "data" / "rundir-config-quick-dsa-ipc1.yaml").read_text())
+    for key in ("raydd_version", "git_sha"):
+        old_base.pop(key)
+    new_base = build_config("quick", overrides={"distill": {"method": "dsa", "ipc": 1}}).to_dict()
+    space = normalize_space({"distill.outer_loop": [1, 2], "mm.cc_dim": {"randint": [16, 64]}})
+    check_space(old_base, space)
+    trial = trial_config(old_base, {"distill.outer_loop": 2, "mm.cc_dim": 32})
+    assert trial == trial_config(new_base, {"gradmatch.outer_loop": 2, "fusion.projection_dim": 32})
+    best = {"trial_id": "t", "val_accuracy": 0.5, "iterations": 3, "params": {"mm.cc_dim": 32}}
+    written = yaml.safe_load(best_yaml(best, {"base": new_base}, 1))
+    assert written == {"fusion": {"projection_dim": 32}}  # best.yaml spells each key as today

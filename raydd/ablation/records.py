@@ -19,6 +19,7 @@ from filelock import FileLock
 
 from raydd.artifacts import check_schema, parse_object
 from raydd.artifacts import field as get
+from raydd.config import current_set_item
 from raydd.errors import ConfigError, RunDirError
 from raydd.results import Accuracy, EvalResult
 from raydd.storage import exists, is_local, read_text, write_text_atomic
@@ -93,6 +94,7 @@ class AblationRecord:
         if missing:
             raise RunDirError(f"{where}: not an ablation record (missing {', '.join(missing)})")
         keys = {name: get(data, name, int if name in ("ipc", "seed") else str, where) for name in KEY_FIELDS}
+        keys["protocol"] = current_protocol(keys["protocol"])
         fused = data.get("image_caption")
         return cls(**keys, accuracy=Figure.from_json(data["accuracy"], f"{where}: accuracy"),
                    image_caption=None if fused is None else Figure.from_json(fused, f"{where}: image_caption"),
@@ -101,8 +103,23 @@ class AblationRecord:
 
 
 def protocol_label(preset: str, sets: list[str]) -> str:
-    """What makes two rows comparable: the preset and the config fields set on top of it."""
-    return " ".join([preset, *sorted(sets)])
+    """What makes two rows comparable: the preset and the config fields set on top of it, each field
+    spelled as today (``mm.cc_dim=64`` and ``fusion.projection_dim=64`` are one protocol)."""
+    return " ".join([preset, *sorted(current_set_item(item) for item in sets)])
+
+
+def current_protocol(label: str) -> str:
+    """A stored protocol label with any moved key spelled as today (a label without one, unchanged)."""
+    preset, *tokens = label.split(" ")
+    items: list[str] = []
+    for token in tokens:  # a value holding a space continues the item before it
+        if "=" in token or not items:
+            items.append(token)
+        else:
+            items[-1] += f" {token}"
+    if all(current_set_item(item) == item for item in items):
+        return label
+    return protocol_label(preset, items)
 
 
 def record_from_eval(ev: EvalResult, *, dataset: str, method: str, row: str, ipc: int, seed: int,

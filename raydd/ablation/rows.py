@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from raydd.config import available_recipes, recipe_dict
 from raydd.data import load_dataset
@@ -14,20 +15,23 @@ MASK_ROWS = {"dm": {"+mfa": {"mfa": True}}, "dsa": {"+mgm": {"mgm": True}}, "dc"
 INIT_ROW = {"+mask_init": {"mask_init": True}}
 
 
-def rows_for(method: str, has_captions: bool) -> dict[str, dict[str, bool]]:
-    """Row name -> mm switches. Datasets without captions get the mask rows only."""
-    rows: dict[str, dict[str, bool]] = {"base": {}}
+def rows_for(method: str, has_captions: bool) -> dict[str, dict[str, Any]]:
+    """Row name -> the config layer it sets (``{"mm": {"cc": True}}``). Datasets without captions get the
+    mask rows only."""
+    switches: dict[str, dict[str, bool]] = {"base": {}}
     if has_captions:
-        rows.update(CAPTION_ROWS)
-    rows.update(MASK_ROWS[method])
-    rows.update(INIT_ROW)
+        switches.update(CAPTION_ROWS)
+    switches.update(MASK_ROWS[method])
+    switches.update(INIT_ROW)
     combined: dict[str, bool] = {}
-    for switches in list(rows.values())[1:]:
-        combined.update(switches)
-    rows["+all"] = combined
+    for on in list(switches.values())[1:]:
+        combined.update(on)
+    switches["+all"] = combined
+    rows: dict[str, dict[str, Any]] = {row: {"mm": dict(on)} if on else {} for row, on in switches.items()}
     recipe = f"{method}+mm"
     if has_captions and recipe in available_recipes():
-        rows[recipe] = dict(recipe_dict(recipe).get("mm", {}))  # the shipped recipe, under the same protocol
+        # The shipped recipe's sections (its mm switches, its fusion settings), under the same protocol.
+        rows[recipe] = {key: value for key, value in recipe_dict(recipe).items() if key != "method"}
     return rows
 
 

@@ -13,7 +13,7 @@ from typing import Callable
 
 from raydd.ablation.records import AblationRecord, add_record, load_records, protocol_label, record_from_eval
 from raydd.ablation.rows import caption_row_names, images_without_captions, rows_for, run_name, sets_for
-from raydd.config import DEFAULT_PRESET, build_config
+from raydd.config import DEFAULT_PRESET, build_config, merge
 from raydd.distill import run_distillation
 from raydd.errors import ConfigError, DataError
 from raydd.artifacts import CONFIG, EVAL
@@ -52,7 +52,7 @@ def run_ablation(spec: AblationSpec, work_dir: str, *, runner: Callable | None =
     for dataset in spec.datasets:
         for method in spec.methods:
             protocol = protocol_label(spec.preset, per_method[method])
-            for row, switches in rows_for(method, captioned[dataset]).items():
+            for row, layer in rows_for(method, captioned[dataset]).items():
                 if spec.rows is not None and row not in spec.rows:
                     continue
                 for seed in spec.seeds:
@@ -65,8 +65,8 @@ def run_ablation(spec: AblationSpec, work_dir: str, *, runner: Callable | None =
                             continue
                         if table_only:
                             continue
-                        overrides = {"seed": seed, "data": {"name": dataset},
-                                     "distill": {"method": method, "ipc": spec.ipc}, "mm": dict(switches)}
+                        overrides = merge({"seed": seed, "data": {"name": dataset},
+                                           "distill": {"method": method, "ipc": spec.ipc}}, layer)
                         cfg = build_config(spec.preset, overrides=overrides, sets=per_method[method])
                         run_distillation(cfg, run.path, resume=run.has(CONFIG), show_progress=False)
                         evaluate_run(run.path, cfg, runner=runner, show_progress=False)

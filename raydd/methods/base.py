@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from raydd.augment import DSA
-from raydd.config import DistillConfig, MultiModalConfig, available_recipes
+from raydd.config import DistillConfig, FusionConfig, MultiModalConfig, available_recipes
 from raydd.errors import ConfigError
 from raydd.models.init import build_seeded
 from raydd.realpool import RealPool
@@ -73,6 +73,7 @@ class Distiller:
     uses_dsa = True
     needs_sync = False  # True when a step reads other classes' rows (a ``share_rows`` hook across workers)
     config_section: str | None = None  # the Config section this method owns (passed as ``section``)
+    section_type: type | None = None  # that section's dataclass (its defaults when none is passed)
 
     def __init__(
         self,
@@ -85,11 +86,13 @@ class Distiller:
         device: torch.device,
         flip_ok: bool = True,
         mm: MultiModalConfig | None = None,
+        fusion: FusionConfig | None = None,
         section: object | None = None,
     ) -> None:
         self.cfg = cfg
-        self.section = section
+        self.section = self.owned_section(section)
         self.mm = mm or MultiModalConfig()
+        self.fusion = fusion or FusionConfig()
         self.pool = pool
         self.syn = syn
         self.classes = list(range(syn.num_classes)) if classes is None else sorted(classes)
@@ -109,6 +112,14 @@ class Distiller:
         self.optimizer = self.make_optimizer([self.images], lr)
         if self.captions is not None and self.mm.learn_caption_emb:
             self.optimizer.add_param_group({"params": [self.captions]})
+
+    @classmethod
+    def owned_section(cls, section: object | None) -> object | None:
+        """The method's own section: ``section`` when it is one, else its defaults (a caller that builds a
+        distiller by hand need not pass it)."""
+        if cls.section_type is None or isinstance(section, cls.section_type):
+            return section
+        return cls.section_type()
 
     def make_optimizer(self, params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
         """The reference image optimiser: SGD with momentum (methods may offer others)."""
@@ -132,10 +143,11 @@ class Distiller:
         return self.captions[self.own_rows]
 
     def caption_projection(self, iteration: int, caption_dim: int) -> torch.nn.Linear:
-        """P for caption concatenation in DM: a random projection drawn with the iteration's network."""
+        """P for caption concatenation in DM: a random projection (``fusion.projection_dim`` wide) drawn with the
+        iteration's network."""
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(derive_seed(self.seed, "caption-projection", iteration))
-            project = torch.nn.Linear(caption_dim, self.mm.cc_dim, bias=False)
+            project = torch.nn.Linear(caption_dim, self.fusion.projection_dim, bias=False)
         return project.to(self.device).requires_grad_(False)
 
     def export(self) -> SyntheticSet:

@@ -28,15 +28,17 @@ from raydd.seeding import derive_seed, generator
 
 @register_method("dm")
 class DMDistiller(Distiller):
-    """DM; with the ``dm`` section's switches, the fast DM family (bank, trained pool, multi-formation)."""
+    """DM; its ``dm`` section bounds its memory (``real_chunk``) and switches on the fast DM family (bank,
+    trained pool, multi-formation)."""
 
     default_lr_img = 1.0
     default_iterations = 20000
     config_section = "dm"
+    section_type = DMConfig
 
     def __init__(self, *args, model_pool=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fast: DMConfig = self.section if isinstance(self.section, DMConfig) else DMConfig()
+        self.fast: DMConfig = self.section
         self.factor = self.fast.formation
         check_factor(self.factor, self.syn.image_size)
         if self.syn.meta.get("formation", 1) != self.factor:
@@ -55,8 +57,7 @@ class DMDistiller(Distiller):
             self.network_pool = NetworkPool(self.fast, self.net_spec, self.seed, self.device, trained=model_pool)
 
     def make_optimizer(self, params, lr):
-        fast = self.section if isinstance(self.section, DMConfig) else DMConfig()
-        if fast.optimizer == "adam":
+        if self.section.optimizer == "adam":
             return torch.optim.Adam(params, lr=lr)
         return super().make_optimizer(params, lr)
 
@@ -95,7 +96,7 @@ class DMDistiller(Distiller):
             self.bank = None  # free the previous generation before building the next
             self.bank = build_generation(g, self.network_pool.networks(g), self.fast, self.mm, self.pool,
                                          self.classes, self.syn.num_classes, self.syn.image_size, self.dsa,
-                                         self.seed, self.cfg.real_chunk, syn_captions, syn_group)
+                                         self.seed, self.fast.real_chunk, syn_captions, syn_group)
         return self.bank
 
     def _bank_step(self, iteration: int) -> dict[str, torch.Tensor]:
@@ -184,7 +185,7 @@ class DMDistiller(Distiller):
             self._image_step(loss)
             return {"loss": loss.detach()}
 
-        chunk = self.cfg.real_chunk
+        chunk = self.fast.real_chunk
         with torch.no_grad():
             real_features = in_chunks(net.embed, real, chunk)
             if isolated is not None:

@@ -1,9 +1,9 @@
 """Gradient matching: DC (Zhao et al., ICLR 2021) and DSA (Zhao & Bilen, ICML 2021).
 
-Per outer iteration a fresh network is drawn. For ``outer_loop`` steps the per-class gradients of the
+Per outer iteration a fresh network is drawn. For ``gradmatch.outer_loop`` steps the per-class gradients of the
 cross-entropy on real and synthetic images are matched (layer-wise 1 - cosine over output rows), the
 synthetic images take one SGD step, and the network is then trained on the synthetic set for
-``inner_loop`` epochs. DSA is DC with the same (Siamese) augmentation draw on both sides and the
+``gradmatch.inner_loop`` epochs (the ``gradmatch`` section: this module's own fields). DSA is DC with the same (Siamese) augmentation draw on both sides and the
 inner network training augmented.
 
 The network's inner training reads *all* classes' synthetic images, so a class-sharded run needs the
@@ -20,10 +20,11 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from raydd.config import GradMatchConfig
 from raydd.masking import isolate
 from raydd.methods.base import Distiller, register_method
 from raydd.methods.losses import blend, caption_matching_loss, gradient_distance
-from raydd.models.fusion import FusionSettings, build_fused_seeded, drop_captions
+from raydd.models.fusion import build_fused_seeded, drop_captions
 from raydd.seeding import derive_seed, generator
 
 # Real images per class in the batch that sets the batch-norm statistics (the reference's value).
@@ -53,14 +54,17 @@ class GradientMatching(Distiller):
     default_lr_img = 0.1
     default_iterations = 1000
     needs_sync = True
+    config_section = "gradmatch"
+    section_type = GradMatchConfig
 
     def __init__(self, *args, share_rows: ShareRows | None = None, **kwargs) -> None:
         """``share_rows(tensor, rows)``: every worker's ``rows`` of ``tensor`` combined into one full tensor
         (a collective: all workers call it together). None in one process, which owns every row."""
         super().__init__(*args, **kwargs)
+        self.loops: GradMatchConfig = self.section
         outer, inner = reference_loops(self.syn.ipc)
-        self.outer_loop = self.cfg.outer_loop if self.cfg.outer_loop is not None else outer
-        self.inner_loop = self.cfg.inner_loop if self.cfg.inner_loop is not None else inner
+        self.outer_loop = self.loops.outer_loop if self.loops.outer_loop is not None else outer
+        self.inner_loop = self.loops.inner_loop if self.loops.inner_loop is not None else inner
         self.share_rows = share_rows
 
     def _shared(self, tensor: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -109,7 +113,7 @@ class GradientMatching(Distiller):
             return self.net_spec.build(seed, self.device)
         spec = self.net_spec
         return build_fused_seeded(spec.model, seed, self.device, caption_dim=self.captions.shape[1],
-                                  fusion=FusionSettings.from_mm(self.mm), channels=spec.channels,
+                                  fusion=self.fusion, channels=spec.channels,
                                   num_classes=spec.num_classes, image_size=spec.image_size)
 
     def _logits(self, net: torch.nn.Module, x: torch.Tensor, captions: torch.Tensor | None) -> torch.Tensor:
@@ -170,7 +174,7 @@ class GradientMatching(Distiller):
         captions = self.captions.detach() if self.captions is not None else None
         labels = self.syn.labels.to(self.device)
         n = images.shape[0]
-        batch = self.cfg.batch_syn_train
+        batch = self.loops.batch_syn_train
         for inner in range(self.inner_loop):
             g = generator(self.seed, "inner", iteration, outer, inner)
             order = torch.randperm(n, generator=g).to(self.device)
@@ -180,7 +184,7 @@ class GradientMatching(Distiller):
                 x = images[idx]
                 if self.dsa is not None:
                     x = self.dsa(x, g_aug)
-                u = drop_captions(captions[idx], self.mm.caption_dropout, g_aug) if captions is not None else None
+                u = drop_captions(captions[idx], self.fusion.caption_dropout, g_aug) if captions is not None else None
                 loss = F.cross_entropy(self._logits(net, x, u), labels[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -202,7 +206,7 @@ class GradientMatching(Distiller):
     def step(self, iteration: int) -> dict[str, torch.Tensor]:
         net = self.build_network(iteration)
         net.train()
-        net_optimizer = torch.optim.SGD(net.parameters(), lr=self.cfg.lr_net)
+        net_optimizer = torch.optim.SGD(net.parameters(), lr=self.loops.lr_net)
         total = self.images.new_zeros(())
         for outer in range(self.outer_loop):
             self.freeze_batchnorm(net, iteration, outer)

@@ -1,6 +1,6 @@
 """Caption concatenation: a classifier that reads [phi(x) ; g * LN(P t)].
 
-The image trunk is any zoo model; P projects a caption embedding t (d -> cc_dim) and the read-out
+The image trunk is any zoo model; P projects a caption embedding t (d -> projection_dim) and the read-out
 sees both. The projected caption is layer-normalised (no affine terms) and scaled by a gain g: a
 ConvNet-3 feature vector has norm ~26 while P t of a unit-norm caption embedding has norm ~0.35, so
 without it the read-out's gradient on the caption half is ~80x smaller than on the image half and a
@@ -11,40 +11,24 @@ dropout (training replaces captions by 0 with probability p) teaches it to.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raydd.config import FusionConfig
 from raydd.models.init import build_seeded
 
 
-@dataclass(frozen=True)
-class FusionSettings:
-    """How a caption-fused network is shaped and trained (the `mm.cc_*` and `mm.caption_dropout` fields)."""
-
-    cc_dim: int = 128
-    caption_gain: float = 1.0
-    caption_dropout: float = 0.5
-    caption_norm: str = "layer"  # layer | none (none: the plain [phi ; g P t])
-
-    @classmethod
-    def from_mm(cls, mm) -> "FusionSettings":
-        return cls(cc_dim=mm.cc_dim, caption_gain=mm.cc_gain, caption_dropout=mm.caption_dropout,
-                   caption_norm=mm.cc_norm)
-
-
 class CaptionFusion(nn.Module):
-    def __init__(self, image_net: nn.Module, caption_dim: int, cc_dim: int, num_classes: int,
+    def __init__(self, image_net: nn.Module, caption_dim: int, projection_dim: int, num_classes: int,
                  caption_gain: float = 1.0, caption_norm: str = "layer") -> None:
         super().__init__()
         # The image network's own read-out is replaced by the fused one (and must not sit unused
         # among the parameters whose gradients are matched).
         image_net.classifier = nn.Identity()
         self.image_net = image_net
-        self.project = nn.Linear(caption_dim, cc_dim, bias=False)  # no bias: a zero caption adds nothing
-        self.classifier = nn.Linear(image_net.feature_dim + cc_dim, num_classes)
+        self.project = nn.Linear(caption_dim, projection_dim, bias=False)  # no bias: a zero caption adds nothing
+        self.classifier = nn.Linear(image_net.feature_dim + projection_dim, num_classes)
         self.feature_dim = image_net.feature_dim
         self.caption_gain = float(caption_gain)
         if caption_norm not in ("layer", "none"):
@@ -72,13 +56,14 @@ class CaptionFusion(nn.Module):
 
 
 def build_fused_seeded(name: str, seed: int, device: torch.device | str, *, caption_dim: int,
-                       fusion: FusionSettings, channels: int, num_classes: int,
+                       fusion: FusionConfig, channels: int, num_classes: int,
                        image_size: tuple[int, int]) -> CaptionFusion:
-    """A fused network whose every parameter is drawn from ``seed`` (same on every worker)."""
+    """A fused network shaped by the ``fusion`` section, its every parameter drawn from ``seed`` (same on
+    every worker)."""
     image_net = build_seeded(name, seed, "cpu", channels=channels, num_classes=num_classes, image_size=image_size)
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(int(seed) ^ 0x5EED)
-        fused = CaptionFusion(image_net, caption_dim, fusion.cc_dim, num_classes, fusion.caption_gain,
+        fused = CaptionFusion(image_net, caption_dim, fusion.projection_dim, num_classes, fusion.caption_gain,
                               fusion.caption_norm)
     return fused.to(device)
 

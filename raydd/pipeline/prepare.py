@@ -42,7 +42,7 @@ def _local_fingerprint(path: str) -> list[tuple[str, int, int]]:
 
 def encoder_for(cfg: Config) -> str | None:
     """Captions are embedded only for runs that use them (the eval's caption figures come with cc)."""
-    return cfg.mm.text_encoder if cfg.mm.uses_captions else None
+    return cfg.components.text_encoder if cfg.mm.uses_captions else None
 
 
 def preprocessing_key(cfg: Config) -> dict:
@@ -55,7 +55,7 @@ def preprocessing_key(cfg: Config) -> dict:
         "seed": cfg.seed,
         "image_size": d.image_size,
         "mask_threshold": d.mask_threshold,
-        "segmenter": cfg.mm.segmenter,
+        "segmenter": cfg.components.segmenter,
         "text_encoder": encoder_for(cfg),
         "files": _local_fingerprint(d.root or d.name),
     }
@@ -87,8 +87,8 @@ def prepare_data(cfg: Config, *, address: str | None = None, show_progress: bool
         p = cfg.prepare
         preprocess_to_parquet(
             cfg.data.name, out, root=cfg.data.root, val_fraction=cfg.data.val_fraction, seed=cfg.seed,
-            image_size=cfg.data.image_size, mask_threshold=cfg.data.mask_threshold, segmenter=cfg.mm.segmenter,
-            text_encoder=encoder_for(cfg), require_captions=False, actors=p.actors,
+            image_size=cfg.data.image_size, mask_threshold=cfg.data.mask_threshold,
+            segmenter=cfg.components.segmenter, text_encoder=encoder_for(cfg), require_captions=False, actors=p.actors,
             cpus_per_actor=p.cpus_per_actor, gpus_per_actor=p.gpus_per_actor, batch_size=p.batch_size,
             overwrite=True, address=address, show_progress=show_progress,
         )

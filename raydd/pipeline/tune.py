@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from raydd.artifacts import BEST, CONFIG, SEARCH, TRIALS
-from raydd.config import Config, config_from_dict, dump_yaml, merge, nest_dotted
+from raydd.config import Config, config_from_dict, dump_yaml, merge, migrate_layer, nest_dotted
 from raydd.errors import ConfigError, RayddError, RunDirError
 from raydd.pipeline.cluster import check_resources, check_storage, ray_session
 from raydd.storage import absolute, exists, is_remote, read_text, write_text_atomic
@@ -384,7 +384,7 @@ def best_yaml(best: dict[str, Any], settings: dict[str, Any], count: int) -> str
         f"dataset {base['data']['name']}",
         "# use: raydd run --config best.yaml (with the same dataset, method and ipc flags)",
     ]
-    return "\n".join(header) + "\n" + dump_yaml(nest(best["params"]))
+    return "\n".join(header) + "\n" + dump_yaml(migrate_layer(nest(best["params"])))  # keys spelled as today
 
 
 def write_outputs(out: str, settings: dict[str, Any], trials: list[dict[str, Any]], experiment_path: str) -> TuneResult:
