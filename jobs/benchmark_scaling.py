@@ -38,12 +38,16 @@ def main() -> None:
     p.add_argument("--workers", nargs="+", type=int, default=[1, 2])
     p.add_argument("--iterations", type=int, default=20)
     p.add_argument("--preprocess-rows", type=int, default=10000, help="rows of fashion-mnist test for Ray Data")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="config fields of the distillation runs, e.g. distill.batch_real=256")
+    p.add_argument("--no-data", action="store_true", help="skip the Ray Data rows")
     p.add_argument("--output", default=None)
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="raydd-scaling-"))
     cfg = build_config("quick", overrides={"distill": {"method": args.method, "ipc": args.ipc,
                                                        "iterations": args.iterations, "log_every": 1,
-                                                       "checkpoint_every": args.iterations}, "device": "cpu"})
+                                                       "checkpoint_every": args.iterations}, "device": "cpu"},
+                       sets=args.sets)
     rows = []
     start = time.perf_counter()
     init_ray()
@@ -60,6 +64,20 @@ def main() -> None:
         rows.append((f"{args.method} IPC {args.ipc}, Ray Train {k} worker(s)",
                      f"{ips:.3f} it/s (fit overhead {overhead:.0f} s)"))
 
+    if not args.no_data:
+        rows += data_rows(cfg, work)
+    sets = "".join(f" --set {item}" for item in args.sets)
+    header = (f"Machine: {platform.machine()}, {os.cpu_count()} CPUs; torch threads per worker = CPUs / workers. "
+              f"Command: `python jobs/benchmark_scaling.py --workers {' '.join(map(str, args.workers))} "
+              f"--iterations {args.iterations}{sets}{' --no-data' if args.no_data else ''}`.\n")
+    table = "\n".join([header, "| measurement | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows])
+    emit_table(table, args.output)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def data_rows(cfg, work: Path) -> list[tuple[str, str]]:
+    """Ray Data's preprocessing throughput, and `raydd run`'s first stage on fashion-mnist, then its reuse."""
+    rows = []
     from raydd.pipeline.preprocess import preprocess_to_parquet
 
     t0 = time.perf_counter()
@@ -80,12 +98,7 @@ def main() -> None:
         prepare_data(staged, show_progress=False, log=lambda line: None)
         rows.append((f"`raydd run` stage 1 on fashion-mnist (70 000 rows), {what}", f"{time.perf_counter() - t0:.1f} s"))
 
-    header = (f"Machine: {platform.machine()}, {os.cpu_count()} CPUs; torch threads per worker = CPUs / workers. "
-              f"Command: `python jobs/benchmark_scaling.py --workers {' '.join(map(str, args.workers))} "
-              f"--iterations {args.iterations}`.\n")
-    table = "\n".join([header, "| measurement | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows])
-    emit_table(table, args.output)
-    shutil.rmtree(work, ignore_errors=True)
+    return rows
 
 
 if __name__ == "__main__":
