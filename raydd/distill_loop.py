@@ -78,13 +78,14 @@ def distill_loop(distiller, run: RunDir, cfg: DistillConfig, template: Synthetic
             row["seconds"] = round(clock(), 3)
             if backend.writer:
                 run.log_metrics(row)
-        if done in snapshots:
-            tensors = backend.gather(distiller)
-            if backend.writer:
-                write_snapshot(run, template, tensors, done, clock())
-        if _due(done, cfg.checkpoint_every, total):
+        snapshot_now, checkpoint_now = done in snapshots, _due(done, cfg.checkpoint_every, total)
+        # One gather (an all-reduce per tensor on Ray) serves both when they fall on the same iteration.
+        tensors = backend.gather(distiller) if snapshot_now or checkpoint_now else None
+        if snapshot_now and backend.writer:
+            write_snapshot(run, template, tensors, done, clock())
+        if checkpoint_now:
             row.setdefault("seconds", round(clock(), 3))
-            backend.checkpoint(run, backend.gather(distiller), done, row)
+            backend.checkpoint(run, tensors, done, row)
         progress.update(row)
         backend.after_step(run, done)
     progress.close()
