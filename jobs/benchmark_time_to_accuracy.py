@@ -66,12 +66,13 @@ def write_json(path: Path, data) -> None:
 
 
 def distill_variant(variant: str, dataset: str, ipc: int, seed: int, run: Path, args) -> None:
-    """``raydd distill`` (Ray Train, one worker) with snapshots; resumed when a previous try was killed."""
+    """``raydd distill`` (Ray Train, one worker; in this process's Python without Ray under ``--no-ray``) with
+    snapshots; resumed when a previous try was killed."""
     if (run / SYNTHETIC).exists():
         return
     iterations = args.iterations.get(variant, ITERATIONS[variant])
     snapshots = [int(i) for i in log_spaced(iterations)]
-    command = [str(Path(sys.executable).with_name("raydd")), "distill", "--dataset", dataset, "--ipc", str(ipc),
+    command = [sys.executable, "-m", "raydd", "distill", "--dataset", dataset, "--ipc", str(ipc),
                "--seed", str(seed), "--iterations", str(iterations), "--device", args.device, "--out", str(run),
                "--set", f"distill.snapshots=[{','.join(map(str, snapshots))}]",
                "--set", f"distill.log_every={max(1, iterations // 100)}",
@@ -80,6 +81,8 @@ def distill_variant(variant: str, dataset: str, ipc: int, seed: int, run: Path, 
         command += ["--set", item]
     if (run / CONFIG).exists():
         command.append("--resume")
+    if args.no_ray:
+        command.append("--no-ray")
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "RAYDD_NUM_CPUS": str(args.threads)}
     subprocess.run(command, check=True, env=env)
 
@@ -309,6 +312,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--paper-eval", action="store_true", help="also score final sets under the paper evaluation")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu | cuda (every variant, the reference and scoring)")
+    parser.add_argument("--no-ray", action="store_true",
+                        help="distil the raydd variants in one process (raydd distill --no-ray), e.g. where Ray is absent")
     parser.add_argument("--out", default="runs/time-to-accuracy")
     parser.add_argument("--records", default="docs/benchmarks/time-to-accuracy.json")
     parser.add_argument("--plot", default="docs/benchmarks/time-to-accuracy.png")
