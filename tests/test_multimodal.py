@@ -12,7 +12,9 @@ from raydd.config import FusionConfig, build_config
 from raydd.distill import run_distillation
 from raydd.evaluate import EvalJob, run_job
 from raydd.masking import isolate
-from raydd.methods.losses import caption_matching_loss, class_means, mean_feature_distance
+from raydd.methods.losses import (
+    caption_matching_distance, caption_matching_loss, caption_matching_targets, class_means, mean_feature_distance,
+)
 from raydd.models.fusion import CaptionFusion
 from raydd.models.init import build_seeded
 from tests.helpers import write_imagefolder
@@ -39,6 +41,84 @@ def test_caption_matching_follows_the_most_similar_caption():
                                  torch.tensor([0, 0]), tau=100.0)
     # tau large: the target is (almost exactly) the feature whose caption equals the synthetic one.
     assert loss.item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_caption_matching_does_not_grow_with_the_images_per_class():
+    """The same per-image distances give the same loss at every IPC (the mean over a class's images);
+    the sum that runs before mm.cm_reduction used grows with IPC."""
+    torch.manual_seed(0)
+    real = torch.randn(10, 6)
+    real_groups = torch.tensor([0] * 5 + [1] * 5)
+    real_captions = torch.randn(10, 4)
+    one_syn, one_captions = torch.randn(2, 6), torch.randn(2, 4)
+    losses = {}
+    for ipc in (1, 3, 10):
+        syn, captions = one_syn.repeat_interleave(ipc, 0), one_captions.repeat_interleave(ipc, 0)
+        groups = torch.tensor([0, 1]).repeat_interleave(ipc)
+        losses[ipc] = [caption_matching_loss(syn, captions, groups, real, real_captions, real_groups, 10.0, reduction)
+                       for reduction in ("mean", "sum")]
+    for ipc in (3, 10):
+        assert losses[ipc][0].item() == pytest.approx(losses[1][0].item(), rel=1e-6)
+        assert losses[ipc][1].item() == pytest.approx(ipc * losses[1][1].item(), rel=1e-6)
+    # At IPC 1 the two reductions agree: one image per class.
+    assert losses[1][0].item() == pytest.approx(losses[1][1].item(), rel=1e-6)
+
+
+def test_caption_matching_is_a_per_class_mean_whichever_way_the_classes_are_batched():
+    """DM passes every class at once, DC/DSA one class at a time, the bank precomputed targets: one value."""
+    torch.manual_seed(1)
+    real, real_captions = torch.randn(9, 5), torch.randn(9, 3)
+    real_groups = torch.tensor([0, 0, 0, 1, 1, 1, 1, 2, 2])
+    syn, syn_captions = torch.randn(7, 5), torch.randn(7, 3)
+    syn_groups = torch.tensor([0, 0, 1, 1, 1, 2, 2])  # unequal counts: the mean is per class, not over all
+    together = caption_matching_loss(syn, syn_captions, syn_groups, real, real_captions, real_groups, 5.0)
+    zeros = lambda chosen: torch.zeros(int(chosen.sum()), dtype=torch.int64)  # noqa: E731  (one class: group 0)
+    one_by_one = sum(
+        caption_matching_loss(syn[syn_groups == c], syn_captions[syn_groups == c], zeros(syn_groups == c),
+                              real[real_groups == c], real_captions[real_groups == c], zeros(real_groups == c), 5.0)
+        for c in range(3))
+    targets = caption_matching_targets(syn_captions, syn_groups, real, real_captions, real_groups, 5.0)
+    from_targets = caption_matching_distance(syn, targets, syn_groups)
+    by_hand = sum(((syn[syn_groups == c] - targets[syn_groups == c]) ** 2).sum(1).mean() for c in range(3))
+    for value in (one_by_one, from_targets):
+        assert value.item() == pytest.approx(together.item(), rel=1e-6)
+    assert together.item() == pytest.approx(by_hand.item(), rel=1e-6)
+
+
+def test_caption_matching_weighs_the_same_in_dm_and_dsa_at_every_ipc(tmp_path):
+    """The caption term of a DM iteration and of a DSA matching step, with the same network, the same
+    images and the whole class as the real batch, is one number, at IPC 1 and at IPC 3 (three copies);
+    a DM bank step's (another network) does not change with IPC either."""
+    from raydd.distill import build_distiller, initial_state, load_inputs
+
+    data = _captioned_data(tmp_path)
+    base = _cfg(data, "dm", cm=True)
+    splits, captions = load_inputs(base)
+    first = initial_state(base, splits, torch.device("cpu"), captions).syn
+    terms = {}
+    for method in ("dm", "dsa", "dm-bank"):
+        for ipc in (1, 3):
+            weights = []
+            for weight in (1.0, 0.0):
+                cfg = _cfg(data, method.removesuffix("-bank"), cm=True, lambda_cm=weight)
+                if method == "dm-bank":
+                    cfg.dm.bank, cfg.dm.networks, cfg.dm.draws, cfg.dm.bank_real = True, 1, 1, 64
+                cfg.distill.ipc, cfg.distill.batch_real, cfg.distill.dsa_strategy = ipc, 64, "none"
+                state = initial_state(cfg, splits, torch.device("cpu"), captions)
+                state.syn.images = first.images.repeat_interleave(ipc, 0).clone()
+                state.syn.caption_emb = first.caption_emb.repeat_interleave(ipc, 0).clone()
+                distiller = build_distiller(cfg, state, torch.device("cpu"))
+                if method.startswith("dm"):
+                    weights.append(distiller.step(0)["loss"].item())
+                else:
+                    net = distiller.build_network(0)
+                    weights.append(distiller.matching_loss(net, 0, 0).item())
+            terms[method, ipc] = weights[0] - weights[1]
+    assert terms["dm", 1] > 0
+    assert terms["dm", 3] == pytest.approx(terms["dm", 1], rel=1e-4)
+    assert terms["dsa", 3] == pytest.approx(terms["dsa", 1], rel=1e-4)
+    assert terms["dsa", 1] == pytest.approx(terms["dm", 1], rel=1e-3)
+    assert terms["dm-bank", 1] > 0 and terms["dm-bank", 3] == pytest.approx(terms["dm-bank", 1], rel=1e-4)
 
 
 def test_isolation_with_full_masks_is_the_identity_and_fills_the_background():

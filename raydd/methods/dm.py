@@ -21,7 +21,9 @@ from raydd.errors import ConfigError
 from raydd.formation import check_factor, decode
 from raydd.masking import isolate
 from raydd.methods.base import Distiller, register_method
-from raydd.methods.losses import blend, caption_matching_loss, class_means, mean_feature_distance
+from raydd.methods.losses import (
+    blend, caption_matching_distance, caption_matching_loss, class_means, mean_feature_distance,
+)
 from raydd.models.init import channels_last
 from raydd.seeding import derive_seed, generator
 
@@ -134,7 +136,7 @@ class DMDistiller(Distiller):
                 add("loss_cc", cc_term)
                 add("loss", cc_term)
             if mm.cm:
-                cm_term = ((features - bank.cm_targets[m, r]) ** 2).sum()
+                cm_term = caption_matching_distance(features, bank.cm_targets[m, r], syn_group, mm.cm_reduction)
                 add("loss_cm", cm_term)
                 add("loss", mm.lambda_cm * cm_term)
         loss = terms.pop("loss")
@@ -211,7 +213,8 @@ class DMDistiller(Distiller):
                                                      class_means(mm.cc_alpha * project(u), syn_group, k))
             loss = loss + terms["loss_cc"]
         if mm.cm:
-            terms["loss_cm"] = caption_matching_loss(syn_features, u, syn_group, real_features, t, real_group, mm.tau)
+            terms["loss_cm"] = caption_matching_loss(syn_features, u, syn_group, real_features, t, real_group, mm.tau,
+                                                     mm.cm_reduction)
             loss = loss + mm.lambda_cm * terms["loss_cm"]
         self._image_step(loss)
         out = {"loss": loss.detach()}

@@ -72,6 +72,31 @@ def caption_matching_targets(
     return torch.softmax(logits, dim=1) @ real_features
 
 
+CM_REDUCTIONS = ("mean", "sum")
+
+
+def caption_matching_distance(
+    syn_features: torch.Tensor,
+    targets: torch.Tensor,
+    syn_groups: torch.Tensor,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """CM's distance once the targets are known: sum over classes of the mean over the class's synthetic
+    samples of || phi(s_j) - z_j ||^2 (``mean``), or the plain sum over every synthetic sample (``sum``).
+
+    ``mean`` puts one caption term per class beside DM's one distance per class (and gradient matching's
+    one distance per class), so a weight on it means the same at every IPC and in every method.
+    ``sum`` is the formulation runs written before ``mm.cm_reduction`` existed used.
+    """
+    per_sample = ((syn_features - targets) ** 2).sum(dim=1)
+    if reduction == "sum":
+        return per_sample.sum()
+    if reduction != "mean":
+        raise ValueError(f"caption matching reduction must be one of {CM_REDUCTIONS}, got {reduction!r}")
+    counts = torch.bincount(syn_groups)
+    return (per_sample / counts[syn_groups].to(per_sample.dtype)).sum()
+
+
 def caption_matching_loss(
     syn_features: torch.Tensor,
     syn_captions: torch.Tensor,
@@ -80,13 +105,15 @@ def caption_matching_loss(
     real_captions: torch.Tensor,
     real_groups: torch.Tensor,
     tau: float,
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """CM: pull each synthetic feature toward the real features of its class whose captions resemble its own.
 
-    loss = sum_j || phi(s_j) - z_j ||^2 with z_j from ``caption_matching_targets``.
+    loss = sum_c mean_{j in c} || phi(s_j) - z_j ||^2 with z_j from ``caption_matching_targets``
+    (``caption_matching_distance`` for ``reduction``).
     """
     targets = caption_matching_targets(syn_captions, syn_groups, real_features, real_captions, real_groups, tau)
-    return ((syn_features - targets) ** 2).sum()
+    return caption_matching_distance(syn_features, targets, syn_groups, reduction)
 
 
 def blend(plain: torch.Tensor, masked: torch.Tensor, weight: float) -> torch.Tensor:
