@@ -27,6 +27,33 @@ def mean_feature_distance(real_means: torch.Tensor, syn_means: torch.Tensor) -> 
     return ((real_means - syn_means) ** 2).sum()
 
 
+def masked_average(feature_map: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image and channel, the average of the feature map over object positions: sum_p f w / sum_p w.
+
+    ``feature_map`` [N, C, h, w], ``weights`` [N, 1, h, w] >= 0 (a mask carried onto the map). Returns the
+    averages [N, C] and the weight totals [N]; an image whose total is 0 has no object position and gets
+    a zero average, which ``object_class_means`` leaves out.
+    """
+    total = weights.sum(dim=(2, 3))  # [N, 1]
+    sums = (feature_map * weights).sum(dim=(2, 3))
+    return sums / total.clamp_min(torch.finfo(sums.dtype).tiny), total[:, 0]
+
+
+def object_class_means(averages: torch.Tensor, totals: torch.Tensor, whole: torch.Tensor, groups: torch.Tensor,
+                       num_groups: int) -> torch.Tensor:
+    """Per class, the mean of ``masked_average`` over the images that have an object position.
+
+    A class none of whose images in the batch has one (its objects all left the frame under augmentation,
+    or the batch drew only empty masks) takes the mean of ``whole``, the averages over every position:
+    what an all-ones mask gives. Computed without reading values back to the host.
+    """
+    present = (totals > 0).to(averages.dtype)
+    sums = averages.new_zeros(num_groups, averages.shape[1]).index_add_(0, groups, averages * present[:, None])
+    counts = averages.new_zeros(num_groups).index_add_(0, groups, present)
+    objects = sums / counts.clamp_min(1)[:, None]
+    return torch.where(counts[:, None] > 0, objects, class_means(whole, groups, num_groups))
+
+
 def layer_gradient_distance(g_real: torch.Tensor, g_syn: torch.Tensor) -> torch.Tensor:
     """Sum over output rows of (1 - cosine) between the real and synthetic gradient of one parameter.
 
