@@ -214,15 +214,22 @@ def stored_layer(data: dict[str, Any]) -> dict[str, Any]:
       ``mm.cm_reduction`` existed. A stored config without ``cm_reduction`` and with caption matching on
       reads as ``cm_reduction: sum`` with its weight, so it resumes and evaluates as it ran; with
       caption matching off the weight had no effect and reads as today's default.
+    - ``mm.mask_init`` under ``distill.init: noise`` was accepted and did nothing (there is no real
+      image to isolate); it is now a configuration error, and such a stored config reads as what ran:
+      ``mask_init: false``.
     """
     mm = data.get("mm")
-    if not isinstance(mm, dict) or "cm_reduction" in mm or "lambda_cm" not in mm:
+    if not isinstance(mm, dict):
         return data
     mm = dict(mm)
-    if mm.get("cm") is True:
-        mm["cm_reduction"] = "sum"
-    else:
-        del mm["lambda_cm"]
+    if "lambda_cm" in mm and "cm_reduction" not in mm:
+        if mm.get("cm") is True:
+            mm["cm_reduction"] = "sum"
+        else:
+            del mm["lambda_cm"]
+    distill = data.get("distill")
+    if mm.get("mask_init") is True and isinstance(distill, dict) and distill.get("init") == "noise":
+        mm["mask_init"] = False
     return {**data, "mm": mm}
 
 
@@ -383,6 +390,9 @@ def validate(cfg: Config) -> None:
         (cfg.fusion.caption_norm in ("layer", "none"), "fusion.caption_norm must be layer or none"),
         (not cfg.mm.mfa or d.method == "dm", "mm.mfa (masked feature alignment) applies to dm; use mm.mgm with dc/dsa"),
         (not cfg.mm.mgm or d.method in ("dc", "dsa"), "mm.mgm (masked gradient matching) applies to dc/dsa; use mm.mfa with dm"),
+        (not cfg.mm.mask_init or d.init == "real",
+         "mm.mask_init starts the synthetic images from object-isolated real images and needs distill.init=real; "
+         f"with distill.init={d.init} there is no real image to isolate: unset mm.mask_init or use distill.init=real"),
         (not cfg.mm.class_templates or not cfg.mm.cc,
          "mm.class_templates may feed caption matching only: as a caption input (cc) it would hand the label to the classifier"),
     ]

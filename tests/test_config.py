@@ -232,6 +232,26 @@ def test_the_default_caption_weight_is_the_old_default_strength_at_ipc_10():
         build_config("quick", sets=["mm.cm_reduction=max"])
 
 
+def test_mask_aware_init_under_noise_init_is_a_config_error_naming_both():
+    """mm.mask_init isolates the real images real init copies; under noise init there are none."""
+    for make in (lambda: build_config("quick", sets=["mm.mask_init=true", "distill.init=noise"]),
+                 lambda: build_config("quick", sets=["distill.init=noise"], overrides={"distill": {"method": "dsa+mm"}}),
+                 lambda: config_from_dict({"distill": {"init": "noise"}, "mm": {"mask_init": True}})):
+        with pytest.raises(ConfigError, match="mm.mask_init.*distill.init=real.*distill.init=noise"):
+            make()
+    assert build_config("quick", sets=["mm.mask_init=true"]).mm.mask_init  # under real init: fine
+    assert build_config("quick", sets=["distill.init=noise"]).distill.init == "noise"
+
+
+def test_a_run_written_with_mask_init_under_noise_init_reads_back_as_what_ran(tmp_path):
+    data = yaml.safe_load((DATA / "rundir-config-quick-dm.yaml").read_text())
+    data["distill"]["init"], data["mm"]["mask_init"] = "noise", True
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    cfg = RunDir(str(tmp_path / "run")).read_config()
+    assert cfg == build_config("quick", sets=["distill.init=noise"]) and not cfg.mm.mask_init
+
+
 # -- one merge, one flag table ---------------------------------------------------------------------------
 def test_merge_replaces_field_by_field_and_leaves_its_layers_alone():
     stored = {"eval": {"models": 5, "epochs": 1000}, "seed": 0, "distill": {"snapshots": [10]}}
