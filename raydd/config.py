@@ -53,7 +53,8 @@ __all__ = [
     "DistillConfig", "DMConfig", "EvalConfig", "FusionConfig", "GradMatchConfig", "MultiModalConfig",
     "PrepareConfig", "MOVED_KEYS", "available_presets", "available_recipes", "build_config", "check_protocol",
     "config_from_dict", "current_key", "current_set_item", "dump_yaml", "merge", "migrate_layer",
-    "named_protocol", "nest_dotted", "parse_set", "preset_dict", "protocol_layer", "recipe_dict", "validate",
+    "named_protocol", "nest_dotted", "parse_set", "preset_dict", "protocol_layer", "recipe_dict", "stored_layer",
+    "validate",
 ]
 
 
@@ -201,6 +202,35 @@ def migrate_layer(layer: dict[str, Any] | None) -> dict[str, Any] | None:
             raise ConfigError(f"{old} and {new} are both given; {old} is the old name of {new}: keep {new}")
         target[new_field] = out[old_section].pop(old_field)
     return {key: value for key, value in out.items() if value != {} or layer[key] == {}}  # no emptied section
+
+
+def stored_layer(data: dict[str, Any]) -> dict[str, Any]:
+    """A complete config as a run directory or a search stored it, with the meaning it was written with.
+
+    Where the meaning of a stored field changed after the file was written, the file is read as it
+    was meant (``MOVED_KEYS`` covers renamed fields; this covers changed meanings):
+
+    - ``mm.lambda_cm`` weighted caption matching's distance *summed* over synthetic images before
+      ``mm.cm_reduction`` existed. A stored config without ``cm_reduction`` and with caption matching on
+      reads as ``cm_reduction: sum`` with its weight, so it resumes and evaluates as it ran; with
+      caption matching off the weight had no effect and reads as today's default.
+    - ``mm.mask_init`` under ``distill.init: noise`` was accepted and did nothing (there is no real
+      image to isolate); it is now a configuration error, and such a stored config reads as what ran:
+      ``mask_init: false``.
+    """
+    mm = data.get("mm")
+    if not isinstance(mm, dict):
+        return data
+    mm = dict(mm)
+    if "lambda_cm" in mm and "cm_reduction" not in mm:
+        if mm.get("cm") is True:
+            mm["cm_reduction"] = "sum"
+        else:
+            del mm["lambda_cm"]
+    distill = data.get("distill")
+    if mm.get("mask_init") is True and isinstance(distill, dict) and distill.get("init") == "noise":
+        mm["mask_init"] = False
+    return {**data, "mm": mm}
 
 
 def nest_dotted(flat: dict[str, Any]) -> dict[str, Any]:
@@ -354,11 +384,15 @@ def validate(cfg: Config) -> None:
         (cfg.mm.mfa_level in ("input", "feature"), f"mm.mfa_level must be input or feature, got {cfg.mm.mfa_level!r}"),
         (0.0 <= cfg.mm.lambda_mfa <= 1.0 and 0.0 <= cfg.mm.lambda_mgm <= 1.0, "mm.lambda_mfa/lambda_mgm must be in [0, 1]"),
         (cfg.mm.lambda_cm >= 0 and cfg.mm.tau >= 0, "mm.lambda_cm and mm.tau must be >= 0"),
+        (cfg.mm.cm_reduction in ("mean", "sum"), f"mm.cm_reduction must be mean or sum, got {cfg.mm.cm_reduction!r}"),
         (0.0 <= cfg.fusion.caption_dropout < 1.0, "fusion.caption_dropout must be in [0, 1)"),
         (cfg.fusion.caption_gain > 0, "fusion.caption_gain must be positive"),
         (cfg.fusion.caption_norm in ("layer", "none"), "fusion.caption_norm must be layer or none"),
         (not cfg.mm.mfa or d.method == "dm", "mm.mfa (masked feature alignment) applies to dm; use mm.mgm with dc/dsa"),
         (not cfg.mm.mgm or d.method in ("dc", "dsa"), "mm.mgm (masked gradient matching) applies to dc/dsa; use mm.mfa with dm"),
+        (not cfg.mm.mask_init or d.init == "real",
+         "mm.mask_init starts the synthetic images from object-isolated real images and needs distill.init=real; "
+         f"with distill.init={d.init} there is no real image to isolate: unset mm.mask_init or use distill.init=real"),
         (not cfg.mm.class_templates or not cfg.mm.cc,
          "mm.class_templates may feed caption matching only: as a caption input (cc) it would hand the label to the classifier"),
     ]

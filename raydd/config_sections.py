@@ -118,7 +118,10 @@ class MultiModalConfig:
     cc_alpha: float = 1.0  # DM: weight of the projected caption in the matched embedding
     learn_caption_emb: bool = False  # optimise the synthetic caption embeddings too
     cm: bool = False  # caption matching
-    lambda_cm: float = 0.1
+    # Weight of caption matching's per-class mean distance (docs/method.md). 1.0 is the strength 0.1 had
+    # at IPC 10 when the distance was summed over synthetic images (cm_reduction: sum).
+    lambda_cm: float = 1.0
+    cm_reduction: str = "mean"  # mean over a class's synthetic images | sum (runs written before this field)
     tau: float = 10.0
     class_templates: bool = False  # CM only: "a photo of a {class}" when a dataset has no captions
     mfa: bool = False  # masked feature alignment (DM)

@@ -18,6 +18,7 @@ from raydd.data import DatasetSplits
 from raydd.distill_loop import LoopBackend, distill_loop, run_clock
 from raydd.formation import check_factor
 from raydd.methods import dm_setup, method_class
+from raydd.methods.dm import check_object_masks
 from raydd.modalities import CaptionEmbeddings, attach_masks, embed_captions
 from raydd.realpool import RealPool
 from raydd.report.grid import write_grid
@@ -77,10 +78,12 @@ def build_distiller(cfg: Config, state: DistillState, device: torch.device, clas
 
 
 def preflight(cfg: Config, splits: DatasetSplits, captions: CaptionEmbeddings | None) -> None:
-    """Checks that need the data's shape, before anything is written (the bank's memory)."""
+    """Checks that need the data's shape, before anything is written (the bank's memory, object masks)."""
     caption_dim = captions.train.shape[1] if captions is not None else 0
     if cfg.distill.method == "dm":
         check_factor(cfg.dm.formation, splits.image_size)
+        if cfg.mm.mfa and cfg.mm.mfa_level == "feature":
+            check_object_masks(splits.train.masks, splits.train.indices_by_class(), splits.class_names)
     dm_setup.check_memory(cfg, splits.channels, splits.num_classes, splits.image_size, caption_dim)
 
 

@@ -18,7 +18,7 @@ from safetensors.torch import save as save_safetensors
 
 import raydd
 from raydd.artifacts import CHECKPOINT, CHECKPOINT_DIR, CONFIG, MEMBERS, METRICS, SNAPSHOTS, parse_object
-from raydd.config import Config, config_from_dict, dump_yaml, merge, named_protocol, protocol_layer
+from raydd.config import Config, config_from_dict, dump_yaml, merge, named_protocol, protocol_layer, stored_layer
 from raydd.errors import ArtifactError, RunDirError
 from raydd.storage import (append_text, exists, makedirs, read_bytes, read_safetensors, read_text, remove,
                            safetensors_metadata, write_bytes_atomic, write_text_atomic)
@@ -60,7 +60,7 @@ class RunDir:
         data.pop("raydd_version", None)
         data.pop("git_sha", None)
         protocol = named_protocol(layers)
-        return config_from_dict(merge(data, protocol_layer(protocol) if protocol else None, *layers))
+        return config_from_dict(merge(stored_layer(data), protocol_layer(protocol) if protocol else None, *layers))
 
     def _read_config_yaml(self) -> dict[str, Any]:
         path, what = self.file(CONFIG), "raydd config"

@@ -104,6 +104,17 @@ def test_ablation_row_filter_and_table_only_read_finished_runs(tmp_path):
                      table_only=True)
 
 
+def test_rows_the_settings_rule_out_stop_the_ablation_before_any_row_runs(tmp_path):
+    """Mask-aware initialisation has no meaning under noise init: +mask_init and +all are refused up front."""
+    def runner(*args, **kwargs):
+        raise AssertionError("no row may run")
+
+    spec = AblationSpec(["cluttered-fashion-mnist"], ["dm"], 10, [0], sets=["distill.init=noise"])
+    with pytest.raises(ConfigError, match=r"dm \+mask_init, dm \+all cannot run.*mm.mask_init.*--row"):
+        run_ablation(spec, str(tmp_path), runner=runner, log=lambda line: None)
+    assert not any(tmp_path.iterdir())
+
+
 def test_records_outlive_the_run_directories_and_keep_protocols_apart(tmp_path):
     runs, records = tmp_path / "runs", str(tmp_path / "records.jsonl")
     _finished(runs, "base", 0, [0.2, 0.4], devices=["cpu, 1 torch threads of 2 CPUs, torch 2.14.1"])

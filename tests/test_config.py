@@ -206,6 +206,52 @@ def test_a_run_from_before_a_section_existed_reads_it_as_quick_and_resumes_under
     run.prepare(build_config("quick"), resume=True)
 
 
+def test_a_run_written_when_caption_matching_summed_over_images_keeps_that_meaning(tmp_path):
+    """mm.lambda_cm once weighted a sum over synthetic images; such a run reads back as cm_reduction sum."""
+    data = yaml.safe_load((DATA / "rundir-config-quick-dm.yaml").read_text())
+    assert "cm_reduction" not in data["mm"] and data["mm"]["lambda_cm"] == 0.1
+    data["mm"]["cm"] = True
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    run = RunDir(str(tmp_path / "run"))
+    as_written = build_config("quick", sets=["mm.cm=true", "mm.cm_reduction=sum", "mm.lambda_cm=0.1"])
+    assert run.read_config() == as_written
+    run.prepare(as_written, resume=True)
+    with pytest.raises(RunDirError, match="different configuration"):
+        run.prepare(build_config("quick", sets=["mm.cm=true"]), resume=True)  # today's mean reduction
+    # Written today, the field is stored and read back as it is.
+    assert config_from_dict(build_config("quick", sets=["mm.cm=true"]).to_dict()).mm.cm_reduction == "mean"
+
+
+def test_the_default_caption_weight_is_the_old_default_strength_at_ipc_10():
+    """lambda_cm 1.0 on the mean over 10 images per class is lambda_cm 0.1 on their sum."""
+    cfg = build_config("quick")
+    assert cfg.distill.ipc == 10 and cfg.mm.cm_reduction == "mean"
+    assert cfg.mm.lambda_cm == pytest.approx(0.1 * cfg.distill.ipc)
+    with pytest.raises(ConfigError, match="cm_reduction"):
+        build_config("quick", sets=["mm.cm_reduction=max"])
+
+
+def test_mask_aware_init_under_noise_init_is_a_config_error_naming_both():
+    """mm.mask_init isolates the real images real init copies; under noise init there are none."""
+    for make in (lambda: build_config("quick", sets=["mm.mask_init=true", "distill.init=noise"]),
+                 lambda: build_config("quick", sets=["distill.init=noise"], overrides={"distill": {"method": "dsa+mm"}}),
+                 lambda: config_from_dict({"distill": {"init": "noise"}, "mm": {"mask_init": True}})):
+        with pytest.raises(ConfigError, match="mm.mask_init.*distill.init=real.*distill.init=noise"):
+            make()
+    assert build_config("quick", sets=["mm.mask_init=true"]).mm.mask_init  # under real init: fine
+    assert build_config("quick", sets=["distill.init=noise"]).distill.init == "noise"
+
+
+def test_a_run_written_with_mask_init_under_noise_init_reads_back_as_what_ran(tmp_path):
+    data = yaml.safe_load((DATA / "rundir-config-quick-dm.yaml").read_text())
+    data["distill"]["init"], data["mm"]["mask_init"] = "noise", True
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    cfg = RunDir(str(tmp_path / "run")).read_config()
+    assert cfg == build_config("quick", sets=["distill.init=noise"]) and not cfg.mm.mask_init
+
+
 # -- one merge, one flag table ---------------------------------------------------------------------------
 def test_merge_replaces_field_by_field_and_leaves_its_layers_alone():
     stored = {"eval": {"models": 5, "epochs": 1000}, "seed": 0, "distill": {"snapshots": [10]}}

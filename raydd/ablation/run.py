@@ -47,6 +47,8 @@ def run_ablation(spec: AblationSpec, work_dir: str, *, runner: Callable | None =
         raise ConfigError(f"unknown ablation row(s) {', '.join(unknown)}; rows: {', '.join(known)}")
     per_method = {method: sets_for(spec.sets, method, spec.methods) for method in spec.methods}
     captioned = {dataset: _has_every_caption(dataset, spec, table_only) for dataset in spec.datasets}
+    if not table_only:
+        _check_row_configs(spec, per_method, captioned)
     stored = load_records(records) if records else {}
     results = []
     for dataset in spec.datasets:
@@ -78,6 +80,27 @@ def run_ablation(spec: AblationSpec, work_dir: str, *, runner: Callable | None =
                     if records and stored.get(key) != record:
                         stored = add_record(records, record)
     return results
+
+
+def _check_row_configs(spec: AblationSpec, per_method: dict[str, list[str]], captioned: dict[str, bool]) -> None:
+    """Build every row's configuration before any row runs: a row the settings rule out (``+mask_init``
+    under ``distill.init=noise``) stops the ablation now rather than after hours of the other rows."""
+    refused: dict[str, str] = {}
+    for dataset in spec.datasets:
+        for method in spec.methods:
+            for row, layer in rows_for(method, captioned[dataset]).items():
+                if spec.rows is not None and row not in spec.rows:
+                    continue
+                overrides = merge({"seed": spec.seeds[0] if spec.seeds else 0, "data": {"name": dataset},
+                                   "distill": {"method": method, "ipc": spec.ipc}}, layer)
+                try:
+                    build_config(spec.preset, overrides=overrides, sets=per_method[method])
+                except ConfigError as exc:
+                    refused.setdefault(f"{method} {row}", str(exc))
+    if refused:
+        first = next(iter(refused.values()))
+        raise ConfigError(f"ablation row(s) {', '.join(refused)} cannot run with these settings ({first}); "
+                          "leave them out with --row")
 
 
 def _has_every_caption(dataset: str, spec: AblationSpec, table_only: bool) -> bool:

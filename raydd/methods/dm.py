@@ -14,14 +14,16 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from raydd.config import DMConfig
-from raydd.errors import ConfigError
+from raydd.errors import ConfigError, DataError
 from raydd.formation import check_factor, decode
-from raydd.masking import isolate
+from raydd.masking import classes_without_objects, isolate, mask_on_feature_map
 from raydd.methods.base import Distiller, register_method
-from raydd.methods.losses import blend, caption_matching_loss, class_means, mean_feature_distance
+from raydd.methods.losses import (
+    blend, caption_matching_distance, caption_matching_loss, class_means, masked_average, mean_feature_distance,
+    object_class_means,
+)
 from raydd.models.init import channels_last
 from raydd.seeding import derive_seed, generator
 
@@ -44,6 +46,8 @@ class DMDistiller(Distiller):
         if self.syn.meta.get("formation", 1) != self.factor:
             raise ConfigError(f"dm.formation={self.factor} but the synthetic set was initialised with "
                               f"formation {self.syn.meta.get('formation', 1)}")
+        if self.mm.mfa and self.mm.mfa_level == "feature":
+            check_object_masks(self.pool.masks, self.pool.class_indices, self.syn.class_names)
         self.bank = None
         self.network_pool = None
         if self.fast.bank:
@@ -134,7 +138,7 @@ class DMDistiller(Distiller):
                 add("loss_cc", cc_term)
                 add("loss", cc_term)
             if mm.cm:
-                cm_term = ((features - bank.cm_targets[m, r]) ** 2).sum()
+                cm_term = caption_matching_distance(features, bank.cm_targets[m, r], syn_group, mm.cm_reduction)
                 add("loss_cm", cm_term)
                 add("loss", mm.lambda_cm * cm_term)
         loss = terms.pop("loss")
@@ -186,21 +190,37 @@ class DMDistiller(Distiller):
             return {"loss": loss.detach()}
 
         chunk = self.fast.real_chunk
+        feature_level = mm.mfa and mm.mfa_level == "feature"
         with torch.no_grad():
-            real_features = in_chunks(net.embed, real, chunk)
+            if feature_level:  # the real feature maps, kept before flattening for their object positions
+                real_map = in_chunks(net.feature_map, real, chunk)
+                real_features = real_map.flatten(1)
+                weights = mask_on_feature_map(masks, real_map.shape[-2:], net.frame_padding)
+                averages, totals = masked_average(real_map, weights)
+                real_objects = object_class_means(averages, totals, real_map.mean(dim=(2, 3)), real_group, k)
+            else:
+                real_features = in_chunks(net.embed, real, chunk)
             if isolated is not None:
                 isolated_features = in_chunks(net.embed, isolated, chunk)
-            elif mm.mfa:  # feature level: keep object positions of the last feature map
-                fmap = in_chunks(net.feature_map, real, chunk)
-                small = F.adaptive_avg_pool2d(masks, fmap.shape[-2:])
-                isolated_features = (fmap * small).flatten(1)
-        syn_features = net.embed(syn)
+        if feature_level:
+            syn_map = net.feature_map(syn)
+            syn_features = syn_map.flatten(1)  # = net.embed(syn)
+        else:
+            syn_features = net.embed(syn)
         syn_means = class_means(syn_features, syn_group, k)
         terms: dict[str, torch.Tensor] = {}
         terms["loss_dm"] = mean_feature_distance(class_means(real_features, real_group, k), syn_means)
         loss = terms["loss_dm"]
-        if mm.mfa:
+        if feature_level:
+            # Per-channel averages over positions (object positions on the real side, every position on
+            # the synthetic side), times the number of positions: the squared distance of the averages
+            # spread over the map, on the scale of the flattened DM term it is blended with.
+            positions = syn_map.shape[-2] * syn_map.shape[-1]
+            syn_averages = class_means(syn_map.mean(dim=(2, 3)), syn_group, k)
+            terms["loss_mfa"] = positions * mean_feature_distance(real_objects, syn_averages)
+        elif mm.mfa:
             terms["loss_mfa"] = mean_feature_distance(class_means(isolated_features, real_group, k), syn_means)
+        if mm.mfa:
             loss = blend(terms["loss_dm"], terms["loss_mfa"], mm.lambda_mfa)
         if mm.cc or mm.cm:
             t = self.pool.caption_emb[real_index]
@@ -211,7 +231,8 @@ class DMDistiller(Distiller):
                                                      class_means(mm.cc_alpha * project(u), syn_group, k))
             loss = loss + terms["loss_cc"]
         if mm.cm:
-            terms["loss_cm"] = caption_matching_loss(syn_features, u, syn_group, real_features, t, real_group, mm.tau)
+            terms["loss_cm"] = caption_matching_loss(syn_features, u, syn_group, real_features, t, real_group, mm.tau,
+                                                     mm.cm_reduction)
             loss = loss + mm.lambda_cm * terms["loss_cm"]
         self._image_step(loss)
         out = {"loss": loss.detach()}
@@ -223,6 +244,19 @@ class DMDistiller(Distiller):
     def _embed_mean(net: torch.nn.Module, x: torch.Tensor, grad: bool) -> torch.Tensor:
         with torch.set_grad_enabled(grad):
             return net.embed(x).mean(dim=0)
+
+
+def check_object_masks(masks: torch.Tensor | None, class_indices: list[torch.Tensor], class_names: list[str]) -> None:
+    """Masked feature alignment at the feature level averages over object positions: a class whose
+    training images have no object pixel at all has no such average, and is refused before the run."""
+    if masks is None:
+        raise DataError("mm.mfa_level=feature needs object masks on the training images, and they have none")
+    empty = classes_without_objects(masks, class_indices)
+    if empty:
+        named = ", ".join(f"{class_names[c]!r} ({len(class_indices[c])} images)" for c in empty)
+        raise DataError(f"masked feature alignment (mm.mfa=true, mm.mfa_level=feature) averages features over object "
+                        f"positions, but no training image of class {named} has a single mask pixel; fix the "
+                        "masks (components.segmenter) or use mm.mfa_level=input")
 
 
 def in_chunks(fn, x: torch.Tensor, chunk: int | None) -> torch.Tensor:

@@ -160,8 +160,9 @@ class GradientMatching(Distiller):
                     real_features = net.embed(real)
                 groups_real = torch.zeros(real.shape[0], dtype=torch.int64, device=self.device)
                 groups_syn = torch.zeros(syn.shape[0], dtype=torch.int64, device=self.device)
+                # One class per call: the per-class mean of the reduction is this class's term, as in DM.
                 loss = loss + mm.lambda_cm * caption_matching_loss(net.embed(syn), u, groups_syn, real_features, t,
-                                                                   groups_real, mm.tau)
+                                                                   groups_real, mm.tau, mm.cm_reduction)
         return loss
 
     def train_network(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer, iteration: int, outer: int) -> None:

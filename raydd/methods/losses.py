@@ -27,6 +27,33 @@ def mean_feature_distance(real_means: torch.Tensor, syn_means: torch.Tensor) -> 
     return ((real_means - syn_means) ** 2).sum()
 
 
+def masked_average(feature_map: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image and channel, the average of the feature map over object positions: sum_p f w / sum_p w.
+
+    ``feature_map`` [N, C, h, w], ``weights`` [N, 1, h, w] >= 0 (a mask carried onto the map). Returns the
+    averages [N, C] and the weight totals [N]; an image whose total is 0 has no object position and gets
+    a zero average, which ``object_class_means`` leaves out.
+    """
+    total = weights.sum(dim=(2, 3))  # [N, 1]
+    sums = (feature_map * weights).sum(dim=(2, 3))
+    return sums / total.clamp_min(torch.finfo(sums.dtype).tiny), total[:, 0]
+
+
+def object_class_means(averages: torch.Tensor, totals: torch.Tensor, whole: torch.Tensor, groups: torch.Tensor,
+                       num_groups: int) -> torch.Tensor:
+    """Per class, the mean of ``masked_average`` over the images that have an object position.
+
+    A class none of whose images in the batch has one (its objects all left the frame under augmentation,
+    or the batch drew only empty masks) takes the mean of ``whole``, the averages over every position:
+    what an all-ones mask gives. Computed without reading values back to the host.
+    """
+    present = (totals > 0).to(averages.dtype)
+    sums = averages.new_zeros(num_groups, averages.shape[1]).index_add_(0, groups, averages * present[:, None])
+    counts = averages.new_zeros(num_groups).index_add_(0, groups, present)
+    objects = sums / counts.clamp_min(1)[:, None]
+    return torch.where(counts[:, None] > 0, objects, class_means(whole, groups, num_groups))
+
+
 def layer_gradient_distance(g_real: torch.Tensor, g_syn: torch.Tensor) -> torch.Tensor:
     """Sum over output rows of (1 - cosine) between the real and synthetic gradient of one parameter.
 
@@ -72,6 +99,31 @@ def caption_matching_targets(
     return torch.softmax(logits, dim=1) @ real_features
 
 
+CM_REDUCTIONS = ("mean", "sum")
+
+
+def caption_matching_distance(
+    syn_features: torch.Tensor,
+    targets: torch.Tensor,
+    syn_groups: torch.Tensor,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """CM's distance once the targets are known: sum over classes of the mean over the class's synthetic
+    samples of || phi(s_j) - z_j ||^2 (``mean``), or the plain sum over every synthetic sample (``sum``).
+
+    ``mean`` puts one caption term per class beside DM's one distance per class (and gradient matching's
+    one distance per class), so a weight on it means the same at every IPC and in every method.
+    ``sum`` is the formulation runs written before ``mm.cm_reduction`` existed used.
+    """
+    per_sample = ((syn_features - targets) ** 2).sum(dim=1)
+    if reduction == "sum":
+        return per_sample.sum()
+    if reduction != "mean":
+        raise ValueError(f"caption matching reduction must be one of {CM_REDUCTIONS}, got {reduction!r}")
+    counts = torch.bincount(syn_groups)
+    return (per_sample / counts[syn_groups].to(per_sample.dtype)).sum()
+
+
 def caption_matching_loss(
     syn_features: torch.Tensor,
     syn_captions: torch.Tensor,
@@ -80,13 +132,15 @@ def caption_matching_loss(
     real_captions: torch.Tensor,
     real_groups: torch.Tensor,
     tau: float,
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """CM: pull each synthetic feature toward the real features of its class whose captions resemble its own.
 
-    loss = sum_j || phi(s_j) - z_j ||^2 with z_j from ``caption_matching_targets``.
+    loss = sum_c mean_{j in c} || phi(s_j) - z_j ||^2 with z_j from ``caption_matching_targets``
+    (``caption_matching_distance`` for ``reduction``).
     """
     targets = caption_matching_targets(syn_captions, syn_groups, real_features, real_captions, real_groups, tau)
-    return ((syn_features - targets) ** 2).sum()
+    return caption_matching_distance(syn_features, targets, syn_groups, reduction)
 
 
 def blend(plain: torch.Tensor, masked: torch.Tensor, weight: float) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from raydd.models.base import FeatureClassifier
-from raydd.models.layers import conv_output_side, first_conv_padding, require_positive_map
+from raydd.models.layers import conv_output_side, first_conv_padding, frame_padding, require_positive_map
 from raydd.models.registry import register_model
 
 
@@ -37,6 +37,7 @@ class AlexNet(FeatureClassifier):
             conv_output_side(side, 5, pad) // 8 for side, pad in zip(image_size, first_padding)
         )
         require_positive_map("alexnet", image_size, height, width)
+        self.frame_padding = frame_padding(image_size)
         self.feature_dim = 192 * height * width
         self.classifier = nn.Linear(self.feature_dim, num_classes)
 

@@ -17,6 +17,9 @@ class FeatureClassifier(nn.Module):
 
     classifier: nn.Linear
     feature_dim: int
+    # Zeros the network adds around the input before its first layer keeps the size (rows, columns per
+    # side): the feature map tiles the input padded by this much. 28-px inputs of the 32-px nets: (2, 2).
+    frame_padding: tuple[int, int] = (0, 0)
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

@@ -9,6 +9,7 @@ from raydd.models.base import FeatureClassifier
 from raydd.models.layers import (
     conv_output_side,
     first_conv_padding,
+    frame_padding,
     make_activation,
     make_norm,
     make_pool,
@@ -54,6 +55,7 @@ class ConvNet(FeatureClassifier):
             in_channels = width
         require_positive_map("convnet", image_size, height, width_px)
         self.features = nn.Sequential(*blocks)
+        self.frame_padding = frame_padding(image_size)
         self.feature_dim = width * height * width_px
         self.classifier = nn.Linear(self.feature_dim, num_classes)
 

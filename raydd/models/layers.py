@@ -46,10 +46,17 @@ def make_pool(kind: str) -> nn.Module:
     raise ConfigError(f"unknown pooling {kind!r}; choose one of {', '.join(POOLINGS)}")
 
 
-def first_conv_padding(image_size: tuple[int, int], base: int) -> tuple[int, int]:
-    """Pad 28-px sides by 2 extra pixels so 28-px digits flow through a net sized for 32 px."""
+def frame_padding(image_size: tuple[int, int]) -> tuple[int, int]:
+    """Zero rows/columns the first convolution adds on each side beyond its size-keeping padding: 2 for a
+    28-px side, so 28-px digits flow through a net sized for 32 px. The feature map then tiles the input
+    padded by this much (what a mask must be padded by to line up with it)."""
     height, width = image_size
-    return tuple(base + 2 if side == 28 else base for side in (height, width))  # type: ignore[return-value]
+    return tuple(2 if side == 28 else 0 for side in (height, width))  # type: ignore[return-value]
+
+
+def first_conv_padding(image_size: tuple[int, int], base: int) -> tuple[int, int]:
+    """``base`` (the padding that keeps the size) plus ``frame_padding``."""
+    return tuple(base + extra for extra in frame_padding(image_size))  # type: ignore[return-value]
 
 
 def conv_output_side(side: int, kernel: int, padding: int) -> int:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from raydd.models.base import FeatureClassifier
-from raydd.models.layers import conv_output_side, first_conv_padding, make_norm, require_positive_map
+from raydd.models.layers import conv_output_side, first_conv_padding, frame_padding, make_norm, require_positive_map
 from raydd.models.registry import preset, register_model
 
 # Output channels of each 3x3 convolution; "M" is a 2x2 max-pool.
@@ -43,6 +43,7 @@ class VGG11(FeatureClassifier):
             in_channels = entry
         require_positive_map("vgg11", image_size, height, width)
         self.features = nn.Sequential(*layers)
+        self.frame_padding = frame_padding(image_size)
         self.feature_dim = in_channels * height * width
         self.classifier = nn.Linear(self.feature_dim, num_classes)
 

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from raydd.artifacts import BEST, CONFIG, SEARCH, TRIALS
-from raydd.config import Config, config_from_dict, dump_yaml, merge, migrate_layer, nest_dotted
+from raydd.config import Config, config_from_dict, dump_yaml, merge, migrate_layer, nest_dotted, stored_layer
 from raydd.errors import ConfigError, RayddError, RunDirError
 from raydd.pipeline.cluster import check_resources, check_storage, ray_session
 from raydd.storage import absolute, exists, is_remote, read_text, write_text_atomic
@@ -132,8 +132,10 @@ def nest(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def trial_config(base: dict[str, Any], params: dict[str, Any]) -> Config:
-    """The base config with a trial's sampled values set (unknown keys fail like a bad --set)."""
-    return config_from_dict(merge(base, nest(params)))
+    """The base config with a trial's sampled values set (unknown keys fail like a bad --set).
+
+    A base saved by an earlier search (search.json) keeps the meaning it was saved with (``stored_layer``)."""
+    return config_from_dict(merge(stored_layer(base), nest(params)))
 
 
 def check_space(base: dict[str, Any], space: dict[str, dict[str, list]]) -> None:
