@@ -41,8 +41,8 @@ from typing import Any
 import yaml
 
 from raydd.config_sections import (
-    DEFAULT_PRESET, EVAL_PROTOCOLS, AuditConfig, ComponentsConfig, Config, DataConfig, DistillConfig, DMConfig,
-    EvalConfig, FusionConfig, GradMatchConfig, MultiModalConfig, PrepareConfig,
+    DEFAULT_PRESET, EVAL_PROTOCOLS, INIT_CHOICES, AuditConfig, ComponentsConfig, Config, DataConfig, DistillConfig,
+    DMConfig, EvalConfig, FusionConfig, GradMatchConfig, MultiModalConfig, PrepareConfig,
 )
 from raydd.errors import ConfigError
 
@@ -374,6 +374,11 @@ def validate(cfg: Config) -> None:
         (d.iterations is None or d.iterations >= 0, "distill.iterations must be >= 0"),
         (d.batch_real >= 1, "distill.batch_real must be >= 1"),
         (d.init in ("real", "noise"), f"distill.init must be real or noise, got {d.init!r}"),
+        (d.init_choice in INIT_CHOICES,
+         f"distill.init_choice must be one of {', '.join(INIT_CHOICES)}, got {d.init_choice!r}"),
+        (d.init_choice == "random" or d.init == "real",
+         f"distill.init_choice={d.init_choice} chooses which real images start the set and needs distill.init=real; "
+         f"with distill.init={d.init} there is no real image to choose: unset distill.init_choice or use distill.init=real"),
         (d.checkpoint_every >= 1, "distill.checkpoint_every must be >= 1"),
         (d.log_every >= 1, "distill.log_every must be >= 1"),
         (e.models >= 1, "eval.models must be >= 1"),

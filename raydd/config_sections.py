@@ -26,6 +26,10 @@ class DataConfig:
     prepared: str | None = None  # set by `raydd run`'s preprocessing stage: this source as Parquet
 
 
+# Which real images start the synthetic set (raydd/init_choice.py); here so that config stays free of torch.
+INIT_CHOICES = ("random", "caption_typical", "caption_cover")
+
+
 @dataclass
 class DistillConfig:
     method: str = "dm"  # dm | dc | dsa, or a recipe (dm+mm, dsa+mm: a base method with chosen switches)
@@ -34,6 +38,7 @@ class DistillConfig:
     iterations: int | None = 200  # None: the method's reference count (DM 20000, DC/DSA 1000)
     batch_real: int = 64  # real images per class per iteration
     init: str = "real"  # real | noise
+    init_choice: str = "random"  # real init: random | caption_typical | caption_cover (raydd/init_choice.py)
     model: str = "convnet3"
     lr_img: float | None = None  # None: the method's reference value (DM 1.0, DC/DSA 0.1)
     momentum: float = 0.5  # image optimiser momentum

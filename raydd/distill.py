@@ -19,7 +19,8 @@ from raydd.distill_loop import LoopBackend, distill_loop, run_clock
 from raydd.formation import check_factor
 from raydd.methods import dm_setup, method_class
 from raydd.methods.dm import check_object_masks
-from raydd.modalities import CaptionEmbeddings, attach_masks, embed_captions
+from raydd.errors import ConfigError
+from raydd.modalities import CaptionEmbeddings, attach_masks, embed_captions, embed_dataset_captions
 from raydd.realpool import RealPool
 from raydd.report.grid import write_grid
 from raydd.run_inputs import check_names, load_splits, resolve_device
@@ -41,23 +42,44 @@ def load_inputs(cfg: Config, splits: DatasetSplits | None = None) -> tuple[Datas
     return splits, embed_captions(cfg, splits)
 
 
+def init_choice_embeddings(cfg: Config, splits: DatasetSplits,
+                           captions: CaptionEmbeddings | None) -> torch.Tensor | None:
+    """The training captions' embeddings a caption-aware ``distill.init_choice`` picks by (None for random).
+
+    The run's own embeddings when it has them; else the dataset's, embedded for this choice alone
+    (an image-only run stays image-only: nothing else sees them).
+    """
+    choice = cfg.distill.init_choice
+    if choice == "random":
+        return None
+    source = captions if captions is not None and not captions.from_templates else embed_dataset_captions(cfg, splits)
+    if source is None or source.train is None:
+        raise ConfigError(f"distill.init_choice={choice} picks the initial images by their captions, and dataset "
+                          f"{splits.name!r} has none; use distill.init_choice=random or a captioned dataset")
+    return source.train
+
+
 def initial_state(cfg: Config, splits: DatasetSplits, device: torch.device,
                   captions: CaptionEmbeddings | None = None, classes: list[int] | None = None) -> DistillState:
     """Real pool (only ``classes`` when given) and the initial synthetic set with its metadata."""
     data, emb = splits.train, captions.train if captions is not None else None
+    choice_emb = init_choice_embeddings(cfg, splits, captions)
     if classes is not None:
         by_class = data.indices_by_class()
         mine = torch.cat([by_class[c] for c in classes]).sort().values
         data, emb = data.subset(mine), emb[mine] if emb is not None else None
+        choice_emb = choice_emb[mine] if choice_emb is not None else None
     pool = RealPool.from_data(splits, data, device, caption_emb=emb)
     syn = SyntheticSet.initialise(pool, ipc=cfg.distill.ipc, init=cfg.distill.init, seed=cfg.seed,
                                   class_names=splits.class_names, mean=splits.mean, std=splits.std, classes=classes,
                                   isolate_fill=cfg.mm.fill if cfg.mm.mask_init else None,
-                                  formation=cfg.dm.formation if cfg.distill.method == "dm" else 1)
+                                  formation=cfg.dm.formation if cfg.distill.method == "dm" else 1,
+                                  choice=cfg.distill.init_choice, choice_emb=choice_emb)
     syn.meta.update({
         "method": cfg.distill.method,
         "dataset": splits.name,
         "init": cfg.distill.init,
+        "init_choice": cfg.distill.init_choice,
         "flip_ok": splits.flip_ok,
         "preset": cfg.preset,
         "enhancements": cfg.mm.switches(),

@@ -68,6 +68,8 @@ class SyntheticSet:
         classes: list[int] | None = None,
         isolate_fill: str | None = None,
         formation: int = 1,
+        choice: str = "random",
+        choice_emb: torch.Tensor | None = None,
     ) -> "SyntheticSet":
         """``real``: distinct random real images of each class; ``noise``: standard normal pixels.
 
@@ -78,8 +80,11 @@ class SyntheticSet:
         class mean under noise init). With ``formation`` f > 1 (multi-formation) each stored image
         packs f² real images (``raydd.formation.encode``); ``init_ids`` then lists the decoded images'
         sources, f² per stored image, and a stored image's caption is the mean of its f² captions.
+        ``choice`` picks the real images (``raydd.init_choice``: random, or by the captions in
+        ``choice_emb``, aligned with the pool's rows).
         """
         from raydd.formation import encode
+        from raydd.init_choice import choose_init_rows
 
         per_image = formation * formation
         k = len(class_names)
@@ -93,13 +98,13 @@ class SyntheticSet:
             ]).reshape(k * ipc, *shape)
             init_ids = [""] * (k * ipc * per_image)
         elif init == "real":
-            chunks, init_ids = [], []
+            chunks, init_ids, chosen = [], [], {}
             for c in range(k):
                 if c not in owned:
                     chunks.append(torch.zeros((ipc, *shape)))
                     init_ids.extend([""] * (ipc * per_image))
                     continue
-                index, _ = pool.sample_indices([c], ipc * per_image, seed, "init-real")
+                index = chosen[c] = choose_init_rows(pool, c, ipc * per_image, seed, choice, choice_emb)
                 if len(index) < ipc * per_image:
                     need = f"ipc={ipc}" + (f" x {per_image} (dm.formation={formation})" if per_image > 1 else "")
                     raise RunDirError(
@@ -125,7 +130,7 @@ class SyntheticSet:
             for c in sorted(owned):
                 rows = slice(c * ipc, (c + 1) * ipc)
                 if init == "real":
-                    index, _ = pool.sample_indices([c], ipc * per_image, seed, "init-real")
+                    index = chosen[c]
                     caption_emb[rows] = pool.caption_emb[index].cpu().reshape(ipc, per_image, d).mean(1)
                 else:
                     caption_emb[rows] = pool.caption_emb[pool.class_indices[c].to(pool.caption_emb.device)].mean(0).cpu()
