@@ -8,6 +8,7 @@ the initial synthetic set and the trained model pool, then hand the iterations t
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -26,6 +27,9 @@ from raydd.report.grid import write_grid
 from raydd.run_inputs import check_names, load_splits, resolve_device
 from raydd.rundir import RunDir
 from raydd.synthetic import SyntheticSet
+
+
+CaptionChunk = tuple[Sequence[str | None], torch.Tensor]  # real captions and their embeddings, row by row
 
 
 @dataclass
@@ -133,21 +137,21 @@ def open_run(cfg: Config, out: str, *, resume: bool, splits: DatasetSplits | Non
     return run, splits, captions
 
 
-def record_start(cfg: Config, run: RunDir, state: DistillState, resume: bool) -> float:
+def record_start(cfg: Config, run: RunDir, syn: SyntheticSet, members: list[str], dataset: str, resume: bool) -> float:
     """Write a new run's config, members and initial picture; return a resumed run's seconds so far."""
     if not resume or not run.has(MEMBERS):
         run.write_config(cfg)
-        run.write_members(state.pool.ids, state.splits.name)
-        write_initial(run, state.syn)
+        run.write_members(members, dataset)
+        write_initial(run, syn)
     return run.seconds_at(run.checkpoint_iteration()) if resume else 0.0
 
 
-def publish(run: RunDir, syn: SyntheticSet, splits: DatasetSplits, captions: CaptionEmbeddings | None, *,
+def publish(run: RunDir, syn: SyntheticSet, caption_source: Iterable[CaptionChunk], *,
             iterations: int, seconds: float, **meta) -> SyntheticSet:
     """The final set, its picture and caption bank: what both drivers leave in the run directory."""
     syn.meta.update({"iterations": iterations, **meta, "distill_seconds": round(seconds, 3)})
     finish(run, syn)
-    write_caption_bank(run, syn, splits, captions)
+    write_caption_bank(run, syn, caption_source)
     return syn
 
 
@@ -168,10 +172,10 @@ def run_distillation(
     trained = model_pool(cfg, run, state, device, show_progress)
     extra = {"model_pool": trained} if trained is not None else {}
     distiller = build_distiller(cfg, state, device, **extra)
-    clock = run_clock(started, record_start(cfg, run, state, resume))
+    clock = run_clock(started, record_start(cfg, run, state.syn, state.pool.ids, splits.name, resume))
     done = distill_loop(distiller, run, cfg.distill, state.syn, backend or LoopBackend(), clock,
                         show_progress=show_progress)
-    return publish(run, distiller.export(), splits, captions, iterations=done, seconds=clock())
+    return publish(run, distiller.export(), caption_chunks(splits, captions), iterations=done, seconds=clock())
 
 
 def write_initial(run: RunDir, syn: SyntheticSet) -> None:
@@ -180,18 +184,38 @@ def write_initial(run: RunDir, syn: SyntheticSet) -> None:
                title=f"initial ({syn.meta.get('init', '')}) ipc={syn.ipc}")
 
 
-def write_caption_bank(run: RunDir, syn: SyntheticSet, splits: DatasetSplits, captions: CaptionEmbeddings | None) -> None:
+def caption_chunks(splits: DatasetSplits, captions: CaptionEmbeddings | None) -> list[CaptionChunk]:
+    """The real training captions a caption bank is chosen from (none for template or missing captions)."""
+    if captions is None or captions.from_templates or splits.train.captions is None:
+        return []
+    return [(splits.train.captions, captions.train)]
+
+
+def write_caption_bank(run: RunDir, syn: SyntheticSet, caption_source: Iterable[CaptionChunk]) -> None:
     """captions.json: for each synthetic caption embedding, the nearest real caption (text + embedding).
 
     Lets the report print a sentence beside each synthetic image without shipping every real caption.
+    ``caption_source`` may come in chunks (a driver reading class by class): the nearest over all of
+    them, the earlier chunk winning a tie, is what one argmax over their concatenation picks.
     """
-    if syn.caption_emb is None or captions is None or captions.from_templates or splits.train.captions is None:
+    if syn.caption_emb is None:
         return
     u = torch.nn.functional.normalize(syn.caption_emb.float(), dim=1)
-    t = torch.nn.functional.normalize(captions.train.float(), dim=1)
-    nearest = (u @ t.T).argmax(dim=1).tolist()
-    bank = {"captions": [splits.train.captions[i] for i in nearest],
-            "caption_emb": captions.train[nearest].tolist(),
+    best = torch.full((len(u),), -float("inf"))
+    texts: list[str | None] = [None] * len(u)
+    embeddings = torch.zeros_like(syn.caption_emb, dtype=torch.float32)
+    for chunk_texts, chunk_emb in caption_source:
+        if len(chunk_texts) == 0:
+            continue
+        similarity = u @ torch.nn.functional.normalize(chunk_emb.float(), dim=1).T
+        value, index = similarity.max(dim=1)
+        for row in torch.nonzero(value > best).flatten().tolist():
+            best[row] = value[row]
+            texts[row] = chunk_texts[int(index[row])]
+            embeddings[row] = chunk_emb[int(index[row])].float()
+    if not torch.isfinite(best).all():
+        return  # no real caption was offered
+    bank = {"captions": texts, "caption_emb": embeddings.tolist(),
             "source": "nearest real training caption of each synthetic caption embedding (cosine)"}
     run.write_json(CAPTIONS, bank)
 

@@ -191,3 +191,47 @@ def test_a_parquet_run_reads_the_caption_embeddings_ray_data_wrote(ray_local, da
     stored = modalities.embed_captions(stored_cfg, load_splits(stored_cfg))
     for split in ("train", "val", "test"):
         assert torch.allclose(stored.split(split), direct.split(split), atol=1e-5)
+
+
+def test_the_driver_reads_a_parquet_source_one_class_at_a_time(ray_local, data, tmp_path, monkeypatch):
+    from raydd.pipeline import driver_inputs
+    from raydd.pipeline.preprocess import preprocess_to_parquet
+
+    parquet = tmp_path / "pq"
+    preprocess_to_parquet(str(data), str(parquet), val_fraction=0.2, segmenter="threshold", text_encoder="minilm",
+                          show_progress=False)
+    cfg = tiny(f"parquet:{parquet}", "dm")
+    cfg.mm.cc = True  # the caption bank is chosen from the real captions, class by class too
+    reads = []
+    real_load = driver_inputs.load_splits
+
+    def spy(cfg, classes=None):
+        reads.append(classes)
+        return real_load(cfg, classes=classes)
+
+    monkeypatch.setattr(driver_inputs, "load_splits", spy)
+    sharded = distill_with_ray(cfg, str(tmp_path / "ray"), workers=2, show_progress=False)
+    assert reads and all(classes is not None and len(classes) == 1 for classes in reads)
+    assert sorted(c for [c] in reads[:4]) == [0, 1, 2, 3]  # every class once before the run starts
+
+    single = run_distillation(cfg, str(tmp_path / "single"), show_progress=False)
+    assert torch.allclose(single.images, sharded.images, atol=1e-5)
+    assert sharded.init_ids == single.init_ids
+    for name in ("members.json", "captions.json"):
+        ray_file = json.loads((tmp_path / "ray" / name).read_text())
+        one_file = json.loads((tmp_path / "single" / name).read_text())
+        if name == "captions.json":
+            assert ray_file["captions"] == one_file["captions"]
+            assert torch.allclose(torch.tensor(ray_file["caption_emb"]), torch.tensor(one_file["caption_emb"]), atol=1e-5)
+        else:
+            assert ray_file["ids"] == one_file["ids"]
+
+
+def test_partition_order_is_the_order_a_whole_read_lists_the_classes(tmp_path):
+    from raydd.data.parquet import Location, _data_files, partition_order
+
+    for c in range(12):
+        (tmp_path / "split=train" / f"label={c}").mkdir(parents=True)
+        (tmp_path / "split=train" / f"label={c}" / "part-0.parquet").write_bytes(b"")
+    listed = [int(path.split("label=")[1].split("/")[0]) for path in _data_files(Location.parse(str(tmp_path)), "train", None)]
+    assert listed == partition_order(12) == [0, 1, 10, 11, 2, 3, 4, 5, 6, 7, 8, 9]

@@ -150,6 +150,12 @@ def _check_classes(classes: Sequence[int] | None, num_classes: int) -> list[int]
     return sorted(set(chosen))
 
 
+def partition_order(num_classes: int) -> list[int]:
+    """The classes in the order a whole read lists their partitions (``label=1/`` before ``label=10/``
+    before ``label=2/``): reading class by class in this order yields the rows in a whole read's order."""
+    return sorted(range(num_classes), key=lambda c: f"{c}/")
+
+
 def _data_files(location: Location, split: str, classes: list[int] | None) -> list[str]:
     """The Parquet files of one split (and only the chosen classes), found with one listing."""
     try:

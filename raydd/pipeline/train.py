@@ -22,14 +22,14 @@ import torch
 
 from raydd.artifacts import CHECKPOINT
 from raydd.config import Config, config_from_dict
-from raydd.distill import (build_distiller, initial_state, load_inputs, model_pool, open_run, publish,
-                           record_start)
+from raydd.distill import build_distiller, initial_state, load_inputs, model_pool, publish, record_start
 from raydd.distill_loop import LoopBackend, distill_loop, run_clock
 from raydd.errors import ConfigError, RayddError
 from raydd.methods import method_class
 from raydd.methods.dm_setup import load_model_pool, network_spec, uses_trained_pool
 from raydd.pipeline import cluster
 from raydd.pipeline.cluster import available_cpus, init_ray
+from raydd.pipeline.driver_inputs import driver_inputs
 from raydd.pipeline.sharding import assemble, shard_classes, sum_across_workers
 from raydd.progress import NoProgress, Progress, follow_metrics
 from raydd.run_inputs import dataset_class_count, load_splits
@@ -156,7 +156,7 @@ def distill_with_ray(
             raise ConfigError(f"--workers must be between 1 and the number of classes ({splits.num_classes}), "
                               f"got {workers}")
 
-    run, splits, captions = open_run(cfg, out, resume=resume, checks=(check_workers,))
+    run, inputs = driver_inputs(cfg, out, resume=resume, checks=(check_workers,))
     want_gpu = cfg.device.startswith("cuda") or cfg.device == "auto"
     init_ray(address)
     # An autoscaling cluster may have no GPU node yet: count what it can scale to.
@@ -167,21 +167,22 @@ def distill_with_ray(
     threads = max(1, math.floor(available_cpus() / workers)) if not use_gpu else 1
     cluster.check_resources(workers, cpus_per_worker=1 if use_gpu else threads, gpus_per_worker=1 if use_gpu else 0)
 
-    state = initial_state(cfg, splits, torch.device("cpu"), captions)  # init ids and metadata, as one process
-    # Trained once here, read by every worker; on the run's device where the driver has it, as --no-ray would.
-    pool_device = torch.device("cuda") if use_gpu and torch.cuda.is_available() else torch.device("cpu")
-    on_device = pool_device.type != "cpu" and uses_trained_pool(cfg)
-    pool_state = initial_state(cfg, splits, pool_device, captions) if on_device else state
-    model_pool(cfg, run, pool_state, pool_device, show_progress)
-    state.syn.meta.update({k: v for k, v in pool_state.syn.meta.items() if k == "model_pool_seconds"})
-    seconds_before = record_start(cfg, run, state, resume)
+    state = inputs.whole
+    if state is not None and uses_trained_pool(cfg):
+        # Trained once here, read by every worker; on the run's device where the driver has it, as --no-ray would.
+        pool_device = torch.device("cuda") if use_gpu and torch.cuda.is_available() else torch.device("cpu")
+        pool_state = (initial_state(cfg, state.splits, pool_device, inputs.captions)
+                      if pool_device.type != "cpu" else state)
+        model_pool(cfg, run, pool_state, pool_device, show_progress)
+        inputs.syn.meta.update({k: v for k, v in pool_state.syn.meta.items() if k == "model_pool_seconds"})
+    seconds_before = record_start(cfg, run, inputs.syn, inputs.members, inputs.dataset, resume)
 
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"cfg": cfg.to_dict(), "out": absolute(run.path),
                            "threads": threads, "use_gpu": use_gpu, "backend": backend,
                            "show_progress": show_progress, "started": started, "seconds_before": seconds_before,
-                           "init_ids": state.syn.init_ids},
+                           "init_ids": inputs.syn.init_ids},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": 1 if use_gpu else threads}),
         run_config=RunConfig(name="distill", storage_path=absolute(f"{run.path}/ray"),
@@ -199,9 +200,9 @@ def distill_with_ray(
     if loaded is None:
         raise RayddError(f"{run.file(CHECKPOINT)}: the workers finished without a final checkpoint")
     tensors, done = loaded
-    syn = state.syn
+    syn = inputs.syn
     syn.images = tensors["images"]
     if "captions" in tensors:
         syn.caption_emb = tensors["captions"]
-    return publish(run, syn, splits, captions, iterations=done, seconds=time.time() - started + seconds_before,
-                   workers=workers)
+    return publish(run, syn, inputs.caption_source(), iterations=done,
+                   seconds=time.time() - started + seconds_before, workers=workers)
