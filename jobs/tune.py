@@ -9,6 +9,9 @@ space.yaml maps dotted config keys to a list (a choice) or a range:
     distill.lr_img: {loguniform: [0.1, 100]}
     distill.batch_real: [64, 128, 256]
 
+`--searcher optuna` draws the trials with Optuna's TPE (ranges and lists only; pip install
+'raydd[tune]'); `--space mm-weights` names the space of the multi-modal loss weights shipped with raydd.
+
 Writes OUT/best.yaml (use with `raydd run --config`), OUT/trials.csv, OUT/trials.json and Ray's
 experiment directory OUT/tune; `--resume` continues a killed search in OUT.
 """
@@ -24,11 +27,13 @@ from raydd.pipeline.cluster import run_job
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--space", help="YAML search space (not needed with --resume)")
+    parser.add_argument("--space", help="YAML search space, or a shipped space by name (not needed with --resume)")
     parser.add_argument("--out", required=True, help="search directory (local path or s3:// / gs:// URI)")
     parser.add_argument("--num-samples", type=int, default=8, help="trials to sample")
     parser.add_argument("--max-concurrent", type=int, default=2, help="trials running at once")
     parser.add_argument("--scheduler", choices=["asha", "fifo"], default="asha")
+    parser.add_argument("--searcher", choices=["random", "optuna"], default="random",
+                        help="random (independent draws, grids exhaustive) or optuna (TPE; ranges and lists)")
     parser.add_argument("--grace-iterations", type=int, default=None,
                         help="iterations before ASHA may stop a trial (default: a quarter of the run)")
     parser.add_argument("--report-every", type=int, default=None,
@@ -50,8 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = config_from_arguments(args)
     space = load_space(args.space) if args.space and not args.resume else {}
     result = tune_search(cfg, args.out, space=space, num_samples=args.num_samples,
-                         max_concurrent=args.max_concurrent, scheduler=args.scheduler, resume=args.resume,
-                         address=args.address, grace_iterations=args.grace_iterations,
+                         max_concurrent=args.max_concurrent, scheduler=args.scheduler, searcher=args.searcher,
+                         resume=args.resume, address=args.address, grace_iterations=args.grace_iterations,
                          report_every=args.report_every, cpus_per_trial=args.cpus_per_trial,
                          gpus_per_trial=args.gpus_per_trial, show_progress=False)
     values = ", ".join(f"{k}={v}" for k, v in result.best_params.items())

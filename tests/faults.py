@@ -1,8 +1,13 @@
-"""Fault injection for the Ray Train path: a worker backend that dies once, as a preempted node would."""
+"""Fault injection: a Ray Train worker backend that dies once, as a preempted node would; a Tune
+search stopped part-way, as a user or a dying job would stop it."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
+
+from ray.tune import Callback
 
 from raydd.pipeline.train import RayTrainBackend
 
@@ -21,3 +26,22 @@ class DieOnceAt(RayTrainBackend):
         if done == self.iteration and self.rank == self.world - 1 and not run.has(MARKER):
             run.write_json(MARKER, {"iteration": done, "rank": self.rank})
             os._exit(1)
+
+
+class InterruptSearch(Callback):
+    """Stops a Tune search the way Ctrl+C on its driver does, once ``after`` trials have finished.
+
+    The signal is SIGUSR1, which Tune handles like SIGINT (save the experiment, stop the running trials,
+    return) without pytest taking it as a keyboard interrupt. ``marker`` (a JSON file) records the
+    trials finished by then and keeps a restored search, which gets this callback back from Tune's
+    saved state, from being stopped again."""
+
+    def __init__(self, marker: str, after: int) -> None:
+        self.marker, self.after, self.finished = marker, after, []
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.finished.append(trial.trial_id)
+        if len(self.finished) >= self.after and not os.path.exists(self.marker):
+            with open(self.marker, "w") as f:
+                json.dump({"finished": self.finished}, f)
+            os.kill(os.getpid(), signal.SIGUSR1)

@@ -283,6 +283,23 @@ def test_tune_report_sorts_trials_and_marks_the_best(tmp_path):
     assert (tmp_path / "report_objective.png").exists()
 
 
+def test_tune_report_names_the_searcher(tmp_path):
+    trials = tune_trials()
+    (tmp_path / "trials.json").write_text(json.dumps({"metric": "val_accuracy", "split": "val", "searcher": "optuna",
+                                                      "trials": trials}))
+    settings = {"searcher": "optuna", "scheduler": "asha", "startup_trials": 4, "base": {"seed": 3},
+                "space": {"distill.lr_img": {"loguniform": [0.1, 100]}, "distill.init": {"choice": ["real", "noise"]}}}
+    (tmp_path / "search.json").write_text(json.dumps(settings))
+    page = Page(open(write_tune_report(str(tmp_path))).read())
+    assert "optuna (TPE, seed 3; first 4 trials random)" in page.text and "asha" in page.text
+    assert len(page.tables["trials-table"]) == 1 + len(trials)
+    # a search saved before the searcher could be chosen was a random one
+    (tmp_path / "search.json").write_text(json.dumps({k: v for k, v in settings.items() if k != "searcher"}))
+    (tmp_path / "trials.json").write_text(json.dumps({"trials": trials}))
+    old = Page(open(write_tune_report(str(tmp_path))).read())
+    assert "random" in old.text and "optuna (TPE" not in " ".join(old.text)
+
+
 def test_tune_report_reads_a_bare_list_of_trials(tmp_path):
     (tmp_path / "trials.json").write_text(json.dumps(tune_trials()[:2]))
     rows = Page(open(write_tune_report(str(tmp_path))).read()).tables["trials-table"][1:]

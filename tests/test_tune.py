@@ -1,11 +1,14 @@
-"""Ray Tune search: space parsing, a 2-trial search on a tiny imagefolder, validation-only objective, resume."""
+"""Ray Tune search: space parsing, a 2-trial search on a tiny imagefolder, validation-only objective, resume;
+the optuna (TPE) searcher with ASHA, stopped part-way and resumed."""
 
 from __future__ import annotations
 
 import csv
 import json
+import pickle
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ import yaml
 from raydd.config import build_config
 from raydd.errors import ConfigError, RayddError, RunDirError
 from raydd.pipeline.tune import chunk_targets, load_space, normalize_space, pick_best, tune_search
+from tests.faults import InterruptSearch
 from tests.helpers import write_imagefolder
 
 TINY = ["device=cpu", "distill.ipc=1", "distill.iterations=4", "distill.batch_real=4", "distill.log_every=1",
@@ -133,7 +137,7 @@ def test_job_entrypoint_help():
     done = subprocess.run([sys.executable, str(root / "jobs" / "tune.py"), "--help"], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    for flag in ("--space", "--out", "--num-samples", "--scheduler", "--resume", "--address"):
+    for flag in ("--space", "--out", "--num-samples", "--scheduler", "--searcher", "--resume", "--address"):
         assert flag in done.stdout
 
 
@@ -151,3 +155,190 @@ def test_a_space_or_a_saved_base_with_old_spellings_means_the_same_trial():
     best = {"trial_id": "t", "val_accuracy": 0.5, "iterations": 3, "params": {"mm.cc_dim": 32}}
     written = yaml.safe_load(best_yaml(best, {"base": new_base}, 1))
     assert written == {"fusion": {"projection_dim": 32}}  # best.yaml spells each key as today
+
+
+# -- the optuna searcher ----------------------------------------------------------------------------
+OPTUNA_SPACE = {"distill.lr_img": ("loguniform", 0.1, 10.0), "distill.momentum": ("uniform", 0.3, 0.7),
+                "distill.init": ["real", "noise"]}
+
+
+def _optuna_settings(space, *, num_samples=8, max_concurrent=2, seed=0):
+    from raydd.pipeline.tune import _settings
+
+    cfg = build_config("quick", sets=[*TINY, f"seed={seed}"])
+    return _settings(cfg, space, num_samples=num_samples, max_concurrent=max_concurrent, scheduler="asha",
+                     grace_iterations=2, report_every=None, cpus_per_trial=1, gpus_per_trial=0, searcher="optuna")
+
+
+def test_optuna_takes_ranges_and_choices_and_refuses_a_grid(tmp_path):
+    from raydd.pipeline.tune import check_optuna_space
+
+    check_optuna_space(normalize_space({**OPTUNA_SPACE, "distill.batch_real": ("randint", 2, 5)}))
+    with pytest.raises(ConfigError, match=r"distill.momentum: a grid .* write the values as a list"):
+        check_optuna_space(normalize_space({"distill.momentum": {"grid": [0.5, 0.9]}}))
+    with pytest.raises(ConfigError, match="eval.cross_arch: the optuna searcher chooses among numbers"):
+        check_optuna_space(normalize_space({"eval.cross_arch": [["alexnet"], ["vgg11"]]}))
+    # through the search itself: refused before Ray starts, nothing written
+    cfg = build_config("quick", sets=TINY)
+    out = tmp_path / "search"
+    with pytest.raises(ConfigError, match="distill.momentum: a grid"):
+        tune_search(cfg, str(out), space={"distill.momentum": {"grid": [0.5, 0.9]}}, searcher="optuna")
+    with pytest.raises(ConfigError, match="searcher must be one of random, optuna"):
+        tune_search(cfg, str(out), space=SPACE, searcher="hyperopt")
+    assert not (out / "search.json").exists()
+
+
+def test_cli_and_job_pass_the_searcher_on(tmp_path):
+    """`raydd tune --searcher optuna` and jobs/tune.py --searcher optuna reach the search (a grid is refused)."""
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from raydd.cli import app
+
+    space = tmp_path / "grid.yaml"
+    space.write_text("distill.momentum: {grid: [0.5, 0.9]}\n")
+    flags = ["--out", str(tmp_path / "search"), "--space", str(space), "--searcher", "optuna", "--set", "device=cpu"]
+    r = CliRunner().invoke(app, ["tune", *flags])
+    assert r.exit_code == 2 and "distill.momentum: a grid" in r.output
+    spec = importlib.util.spec_from_file_location("tune_job", Path(__file__).resolve().parents[1] / "jobs" / "tune.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    with pytest.raises(ConfigError, match="distill.momentum: a grid"):
+        job.main(flags)
+    assert not (tmp_path / "search" / "search.json").exists()
+
+
+def test_optuna_missing_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna -> ImportError
+    cfg = build_config("quick", sets=TINY)
+    with pytest.raises(ConfigError, match=r"needs the package optuna \(pip install 'raydd\[tune\]'\)"):
+        tune_search(cfg, str(tmp_path / "search"), space=OPTUNA_SPACE, searcher="optuna")
+    saved = tmp_path / "saved"  # resuming an optuna search says the same, before Tune unpickles the study
+    saved.mkdir()
+    (saved / "search.json").write_text(json.dumps({"searcher": "optuna"}))
+    with pytest.raises(ConfigError, match=r"pip install 'raydd\[tune\]'"):
+        tune_search(cfg, str(saved), space={}, resume=True)
+
+
+def test_optuna_searcher_is_a_seeded_tpe_under_a_concurrency_limit():
+    """What search.json records and what Tune is handed: TPE seeded with the run seed, a few random trials
+    first, at most half the trials at once; the same seed suggests the same values, within the ranges."""
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    from raydd.pipeline.tune import METRIC, optuna_plan, search_algorithm, tune_domains
+
+    assert optuna_plan(4, 2) == (2, 2)
+    assert optuna_plan(8, 8) == (4, 4)  # TPE learns from finished trials: never all at once
+    assert optuna_plan(64, 8) == (10, 8)  # Optuna's default startup; the user's concurrency
+    assert optuna_plan(1, 3) == (1, 1)
+
+    def suggestions(seed):
+        settings = _optuna_settings({**OPTUNA_SPACE, "distill.batch_real": ("randint", 2, 5)}, seed=seed)
+        assert settings["searcher"] == "optuna" and settings["startup_trials"] == 4
+        assert settings["max_concurrent"] == 2
+        alg = search_algorithm(settings)
+        assert isinstance(alg, ConcurrencyLimiter) and alg.max_concurrent == 2
+        assert isinstance(alg.searcher, OptunaSearch)
+        assert isinstance(alg.searcher._sampler, optuna.samplers.TPESampler)
+        alg.set_search_properties(METRIC, "max", tune_domains(settings["space"]))
+        return [alg.searcher.suggest(f"t{i}") for i in range(6)]
+
+    first = suggestions(seed=3)
+    assert first == suggestions(seed=3) and first != suggestions(seed=4)
+    for values in first:
+        assert 0.1 <= values["distill.lr_img"] <= 10 and 0.3 <= values["distill.momentum"] <= 0.7
+        assert values["distill.init"] in ("real", "noise") and values["distill.batch_real"] in (2, 3, 4)
+
+
+def test_shipped_space_holds_the_multimodal_weights():
+    from raydd.config import current_key
+    from raydd.pipeline.tune import available_spaces, check_optuna_space, check_space
+
+    assert "mm-weights" in available_spaces()
+    space = normalize_space(load_space("mm-weights"))
+    assert {current_key(k) for k in space} == {"mm.lambda_cm", "mm.tau", "mm.lambda_mfa", "mm.fill", "mm.cc_alpha",
+                                               current_key("mm.cc_dim")}
+    assert space["mm.fill"] == {"choice": ["mean", "blur", "noise"]}
+    assert all(isinstance(v, int) for v in space["fusion.projection_dim"]["choice"])
+    check_optuna_space(space)
+    check_space(build_config("quick", overrides={"mm": {"cc": True, "cm": True, "mfa": True}}).to_dict(), space)
+    with pytest.raises(ConfigError, match="spaces shipped with raydd: .*mm-weights"):
+        load_space("mm-weight")
+
+
+def _untouched(run_dir: Path) -> tuple:
+    """What a trial that is not run again keeps: every file's size and modification time."""
+    return tuple(sorted((str(f.relative_to(run_dir)), f.stat().st_size, f.stat().st_mtime_ns)
+                        for f in run_dir.rglob("*") if f.is_file()))
+
+
+@pytest.mark.timeout(300)
+def test_optuna_search_with_asha_resumes_without_repeating_trials(tmp_path, ray_local, capsys):
+    """A 4-trial TPE + ASHA search, stopped after 2 trials finished and resumed in the same directory:
+    4 trials in all, the finished ones kept as they were; values within the ranges; best on validation."""
+    import optuna
+
+    from raydd.report import write_tune_report
+
+    dataset = write_imagefolder(tmp_path / "data")
+    out = tmp_path / "search"
+    stop = InterruptSearch(str(tmp_path / "interrupted.json"), after=2)
+    tune_search(tiny_config(dataset), str(out), space=OPTUNA_SPACE, num_samples=4, max_concurrent=2,
+                scheduler="asha", searcher="optuna", grace_iterations=2, show_progress=False, callbacks=[stop])
+    finished = json.loads((tmp_path / "interrupted.json").read_text())["finished"]
+    assert len(finished) == 2
+    assert "continue it with --resume" in capsys.readouterr().err
+    settings = json.loads((out / "search.json").read_text())
+    assert (settings["searcher"], settings["scheduler"]) == ("optuna", "asha")
+    assert (settings["startup_trials"], settings["max_concurrent"]) == (2, 2)
+    before = {t["trial_id"]: t for t in json.loads((out / "trials.json").read_text())["trials"]}
+    assert set(finished) <= set(before)
+    kept = {tid: (_untouched(out / "trials" / tid), (out / "tune" / tid / "result.json").read_text())
+            for tid in finished}
+    stopped_at = time.time()
+
+    # --resume: the saved settings win (the searcher given here is ignored)
+    result = tune_search(tiny_config(dataset), str(out), space={}, searcher="random", resume=True,
+                         show_progress=False)
+    trials = {t["trial_id"]: t for t in result.trials}
+    assert len(result.trials) == len(trials) == 4
+    for tid in finished:  # not run again: same values, same files, no further Tune reports
+        assert trials[tid]["params"] == before[tid]["params"] and trials[tid]["status"] == before[tid]["status"]
+        assert (_untouched(out / "trials" / tid), (out / "tune" / tid / "result.json").read_text()) == kept[tid]
+    assert "search stopped" not in capsys.readouterr().err
+    resumed = [tid for tid in trials if (out / "trials" / tid / "eval_val.json").stat().st_mtime > stopped_at]
+    assert resumed and not set(resumed) & set(finished)  # the resumed search ran the rest, and only the rest
+    for t in trials.values():
+        assert t["status"] in ("completed", "stopped_early")
+        p = t["params"]
+        assert 0.1 <= p["distill.lr_img"] <= 10 and 0.3 <= p["distill.momentum"] <= 0.7
+        assert p["distill.init"] in ("real", "noise")
+        run_dir = out / "trials" / t["trial_id"]
+        assert (run_dir / "eval_val.json").is_file() and not (run_dir / "eval.json").exists()
+
+    # the best is the highest validation accuracy among trials that ran to the end, and best.yaml holds it
+    completed = [t for t in trials.values() if t["status"] == "completed"]
+    assert completed and result.best_val_accuracy == max(t["val_accuracy"] for t in completed)
+    assert trials[result.best_trial_id]["status"] == "completed"
+    best = build_config("quick", file=out / "best.yaml")
+    assert best.distill.lr_img == result.best_params["distill.lr_img"]
+    assert best.distill.init == result.best_params["distill.init"]
+
+    # Tune's saved searcher is Optuna's TPE, and its study holds each trial once, every one told its result
+    state_file = sorted((out / "tune").glob("searcher-state-*.pkl"))[-1]
+    with open(state_file, "rb") as f:
+        state = pickle.load(f)  # Tune's own file, written by this test's search
+    assert isinstance(state["_sampler"], optuna.samplers.TPESampler)
+    study_trials = state["_ot_study"].trials
+    assert len(study_trials) == 4
+    assert all(st.state == optuna.trial.TrialState.COMPLETE for st in study_trials)
+    assert sorted(sorted(st.params.items()) for st in study_trials) == \
+        sorted(sorted(t["params"].items()) for t in trials.values())
+
+    # the report renders the search and names its searcher
+    text = Path(write_tune_report(str(out))).read_text()
+    assert "optuna (TPE, seed 0; first 2 trials random)" in text
+    assert all(tid in text for tid in trials)

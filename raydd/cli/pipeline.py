@@ -19,7 +19,7 @@ from raydd.flags import config_from_flags
 @app.command()
 @user_errors
 def tune(out: Annotated[str, typer.Option("--out", help="Search directory (local path or fsspec URI): best.yaml, trials.csv, trials.json, tune/.")],
-         space: Annotated[Optional[Path], typer.Option("--space", help="YAML search space: dotted config keys mapped to a list (a choice) or a range (uniform, loguniform, randint with low and high); see docs/cluster.md.")] = None,
+         space: Annotated[Optional[Path], typer.Option("--space", help="YAML search space: dotted config keys mapped to a list (a choice) or a range (uniform, loguniform, randint with low and high); or a shipped space by name (mm-weights); see docs/cluster.md.")] = None,
          dataset: Dataset = None, method: Method = None, ipc: Ipc = None, preset: Preset = DEFAULT_PRESET,
          seed: Seed = None, device: Device = None, iterations: Iterations = None,
          eval_models: EvalModels = None, eval_epochs: EvalEpochs = None, set_: Sets = None,
@@ -27,6 +27,7 @@ def tune(out: Annotated[str, typer.Option("--out", help="Search directory (local
          num_samples: Annotated[int, typer.Option("--num-samples", help="Trials to sample.")] = 8,
          max_concurrent: Annotated[int, typer.Option("--max-concurrent", help="Trials running at once.")] = 2,
          scheduler: Annotated[str, typer.Option("--scheduler", help="asha (stop weak trials early) or fifo.")] = "asha",
+         searcher: Annotated[str, typer.Option("--searcher", help="random (values drawn independently; grid entries tried exhaustively) or optuna (TPE: values drawn where finished trials scored well; needs pip install 'raydd[tune]').")] = "random",
          grace_iterations: Annotated[Optional[int], typer.Option("--grace-iterations", help="Iterations before ASHA may stop a trial (default: a quarter of the run).")] = None,
          report_every: Annotated[Optional[int], typer.Option("--report-every", help="Iterations between validation reports (default: the grace).")] = None,
          cpus_per_trial: Annotated[float, typer.Option("--cpus-per-trial", help="CPUs (and torch threads) per trial.")] = 1,
@@ -44,7 +45,7 @@ def tune(out: Annotated[str, typer.Option("--out", help="Search directory (local
                             iterations=iterations, eval_models=eval_models, eval_epochs=eval_epochs)
     result = tune_search(cfg, out, space=load_space(space) if space is not None and not resume else {},
                          num_samples=num_samples, max_concurrent=max_concurrent, scheduler=scheduler,
-                         resume=resume, address=address, grace_iterations=grace_iterations,
+                         searcher=searcher, resume=resume, address=address, grace_iterations=grace_iterations,
                          report_every=report_every, cpus_per_trial=cpus_per_trial,
                          gpus_per_trial=gpus_per_trial, show_progress=not quiet)
     typer.echo(f"\n  {'trial':<14} {'status':<14} {'val acc':>8} {'iters':>6}  values")

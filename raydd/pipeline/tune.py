@@ -1,11 +1,18 @@
 """Ray Tune search over distillation settings: many short distill + validate trials, ASHA stops the weak.
 
 A search space is data: dotted config keys mapped to a list (a choice) or a range
-(``("loguniform", lo, hi)`` in Python, ``{loguniform: [lo, hi]}`` in YAML). Every trial is the base
+(``("loguniform", lo, hi)`` in Python, ``{loguniform: [lo, hi]}`` in YAML); spaces shipped with raydd
+(``raydd/configs/spaces``) are named instead of a file. Every trial is the base
 config with its sampled values set, distilled in chunks into its own run directory
 (``OUT/trials/<trial_id>``, resumed between chunks) and evaluated on the *validation* split after
 each chunk; ``val_accuracy`` is what ASHA compares and what picks the best trial. Test data is never
 looked at: ``raydd run --config OUT/best.yaml`` is where the test figure comes from.
+
+Two searchers pick the trials' values: ``random`` (Tune's variant generator: every list and range
+sampled independently, ``grid`` entries tried exhaustively) and ``optuna`` (Optuna's TPE sampler
+through Tune's ``OptunaSearch``: after a few random trials, values are drawn where finished trials
+scored well). Either works with either scheduler; the searcher's state is saved with Tune's
+experiment, so ``--resume`` continues the same search.
 
 Trials run in-process inside their Tune actor (no nested Ray Train or Ray tasks): each holds
 ``cpus_per_trial`` CPUs and trains with that many torch threads, so ``max_concurrent`` trials share
@@ -20,6 +27,7 @@ import io
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +44,9 @@ from raydd.storage import absolute, exists, is_remote, read_text, write_text_ato
 METRIC = "val_accuracy"
 EXPERIMENT = "tune"  # Ray's experiment directory: OUT/tune
 SCHEDULERS = ("asha", "fifo")
+SEARCHERS = ("random", "optuna")
+OPTUNA_INSTALL = "pip install 'raydd[tune]'"
+TPE_STARTUP_MAX = 10  # Optuna's own default number of random trials before TPE models the results
 LIST_KINDS = ("choice", "grid")
 RANGE_KINDS = ("uniform", "loguniform", "randint")
 
@@ -94,13 +105,29 @@ def normalize_space(space: dict[str, Any]) -> dict[str, dict[str, list]]:
     return out
 
 
+def available_spaces() -> list[str]:
+    """The search spaces shipped with raydd (``raydd/configs/spaces/NAME.yaml``), by name."""
+    from importlib import resources
+
+    folder = resources.files("raydd.configs").joinpath("spaces")
+    return sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml"))
+
+
 def load_space(path: str | Path) -> dict[str, Any]:
-    """A YAML space file: ``distill.lr_img: {loguniform: [0.1, 100]}``, ``distill.init: [real, noise]``."""
+    """A YAML space file: ``distill.lr_img: {loguniform: [0.1, 100]}``, ``distill.init: [real, noise]``;
+    or the name of a space shipped with raydd (``available_spaces()``) where no such file exists."""
+    from importlib import resources
+
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"search space file {path} does not exist")
+    if path.is_file():
+        text = path.read_text()
+    elif str(path) in available_spaces():
+        text = resources.files("raydd.configs").joinpath("spaces", f"{path}.yaml").read_text()
+    else:
+        raise ConfigError(f"search space file {path} does not exist (spaces shipped with raydd: "
+                          f"{', '.join(available_spaces())})")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict):
@@ -147,6 +174,34 @@ def check_space(base: dict[str, Any], space: dict[str, dict[str, list]]) -> None
                 trial_config(base, {key: value})
             except ConfigError as exc:
                 raise ConfigError(f"search space {key}={value!r}: {exc}") from None
+
+
+def check_optuna_space(space: dict[str, dict[str, list]]) -> None:
+    """What the optuna searcher can sample: ranges, and choices among plain values.
+
+    A ``grid`` promises every value tried (times ``num_samples``); TPE picks values from what finished
+    trials showed, so it cannot keep that promise: the entry is refused rather than quietly turned into
+    a choice."""
+    for key, spec in space.items():
+        kind, args = next(iter(spec.items()))
+        if kind == "grid":
+            raise ConfigError(f"search space {key}: a grid (every value tried) does not fit the optuna searcher, "
+                              f"which chooses values from the trials' results; write the values as a list "
+                              f"(a choice: {key}: {args!r}) or search with --searcher random")
+        if kind == "choice":
+            for value in args:
+                if not (value is None or isinstance(value, (bool, int, float, str))):
+                    raise ConfigError(f"search space {key}: the optuna searcher chooses among numbers, strings, "
+                                      f"booleans or null, got {value!r}")
+
+
+def require_optuna():
+    """The optuna module, or a ConfigError saying how to install it."""
+    try:
+        import optuna
+    except ImportError:
+        raise ConfigError(f"--searcher optuna needs the package optuna ({OPTUNA_INSTALL})") from None
+    return optuna
 
 
 # -- one trial --------------------------------------------------------------------------------------
@@ -214,12 +269,24 @@ def _scheduler(kind: str, total: int, grace: int):
     return ASHAScheduler(time_attr="iterations", max_t=total, grace_period=grace, reduction_factor=2)
 
 
+def optuna_plan(num_samples: int, max_concurrent: int) -> tuple[int, int]:
+    """(random startup trials, trials at once) for the optuna searcher.
+
+    TPE models finished trials, so a search where every trial starts before any has finished is a
+    random search. At most half the trials run at once, and the first half of the trials (at most
+    Optuna's default of 10) are drawn at random before TPE takes over."""
+    half = max(1, num_samples // 2)
+    return min(TPE_STARTUP_MAX, half), min(max_concurrent, half)
+
+
 def _settings(cfg: Config, space: dict[str, Any], *, num_samples: int, max_concurrent: int, scheduler: str,
               grace_iterations: int | None, report_every: int | None, cpus_per_trial: float,
-              gpus_per_trial: float) -> dict[str, Any]:
+              gpus_per_trial: float, searcher: str = "random") -> dict[str, Any]:
     """Everything that defines a search, saved as OUT/search.json so a resume repeats it exactly."""
     if scheduler not in SCHEDULERS:
         raise ConfigError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+    if searcher not in SEARCHERS:
+        raise ConfigError(f"searcher must be one of {', '.join(SEARCHERS)}, got {searcher!r}")
     if num_samples < 1 or max_concurrent < 1:
         raise ConfigError("num_samples and max_concurrent must be >= 1")
     if cpus_per_trial <= 0 or gpus_per_trial < 0:
@@ -230,6 +297,15 @@ def _settings(cfg: Config, space: dict[str, Any], *, num_samples: int, max_concu
     base = _localize_data_paths(cfg.to_dict())
     normalized = normalize_space(space)
     check_space(base, normalized)
+    planned: dict[str, Any] = {}
+    if searcher == "optuna":
+        check_optuna_space(normalized)
+        require_optuna()
+        startup, concurrent = optuna_plan(num_samples, max_concurrent)
+        if concurrent < max_concurrent:
+            print(f"note: the optuna searcher runs at most {concurrent} of {num_samples} trials at once (not "
+                  f"{max_concurrent}): it learns from finished trials", file=sys.stderr)
+        planned = {"max_concurrent": concurrent, "startup_trials": startup}
     total = total_iterations(cfg)
     if total < 1:
         raise ConfigError("distill.iterations must be >= 1 for a search")
@@ -238,9 +314,29 @@ def _settings(cfg: Config, space: dict[str, Any], *, num_samples: int, max_concu
     if grace < 1 or every < 1:
         raise ConfigError("grace_iterations and report_every must be >= 1")
     return {"base": base, "space": normalized, "num_samples": num_samples, "max_concurrent": max_concurrent,
-            "scheduler": scheduler, "total_iterations": total, "grace_iterations": grace,
+            "searcher": searcher, "scheduler": scheduler, "total_iterations": total, "grace_iterations": grace,
             "report_every": every, "cpus_per_trial": cpus_per_trial, "gpus_per_trial": gpus_per_trial,
-            "metric": METRIC, "mode": "max", "split": "val"}
+            "metric": METRIC, "mode": "max", "split": "val", **planned}
+
+
+def search_algorithm(settings: dict[str, Any]):
+    """The searcher ``settings`` name, seeded with the run seed and limited to ``max_concurrent`` trials.
+
+    The concurrency limit lives on the searcher: Tune ignores ``max_concurrent_trials`` beside one."""
+    seed = settings["base"].get("seed", 0)
+    if settings.get("searcher", "random") == "optuna":
+        optuna = require_optuna()
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # Tune reports the trials; no line per trial
+        # constant_liar: values of trials still running count as bad ones, so concurrent trials spread out
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=settings["startup_trials"],
+                                             constant_liar=True)
+        return ConcurrencyLimiter(OptunaSearch(sampler=sampler), max_concurrent=settings["max_concurrent"])
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return BasicVariantGenerator(random_state=seed, max_concurrent=settings["max_concurrent"])
 
 
 def _trainable(settings: dict[str, Any], out: str):
@@ -252,15 +348,16 @@ def _trainable(settings: dict[str, Any], out: str):
     return tune.with_resources(fn, {"cpu": settings["cpus_per_trial"], "gpu": settings["gpus_per_trial"]})
 
 
-def _tuner(settings: dict[str, Any], out: str, resume: bool, show_progress: bool):
+def _tuner(settings: dict[str, Any], out: str, resume: bool, show_progress: bool, callbacks: list | None = None):
     from ray import tune
-    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     path = f"{out}/{EXPERIMENT}"
     trainable = _trainable(settings, out)
     if resume:
         if not tune.Tuner.can_restore(path):
             raise RunDirError(f"{path}: no Tune experiment to resume")
+        # The searcher (Optuna's study and sampler state included), the scheduler and the trials come
+        # back from the experiment directory: finished trials are kept, the rest run or are sampled.
         return tune.Tuner.restore(path, trainable, resume_errored=True)
     return tune.Tuner(
         trainable,
@@ -268,13 +365,11 @@ def _tuner(settings: dict[str, Any], out: str, resume: bool, show_progress: bool
         tune_config=tune.TuneConfig(
             metric=METRIC, mode="max", num_samples=settings["num_samples"],
             scheduler=_scheduler(settings["scheduler"], settings["total_iterations"], settings["grace_iterations"]),
-            # The concurrency limit lives on the generator: Tune ignores max_concurrent_trials beside one.
-            search_alg=BasicVariantGenerator(random_state=settings["base"].get("seed", 0),
-                                             max_concurrent=settings["max_concurrent"]),
+            search_alg=search_algorithm(settings),
             trial_dirname_creator=lambda trial: trial.trial_id,
         ),
         run_config=tune.RunConfig(name=EXPERIMENT, storage_path=out, verbose=1 if show_progress else 0,
-                                  failure_config=tune.FailureConfig(max_failures=1)),
+                                  failure_config=tune.FailureConfig(max_failures=1), callbacks=callbacks),
     )
 
 
@@ -286,6 +381,7 @@ def tune_search(
     num_samples: int = 8,
     max_concurrent: int = 2,
     scheduler: str = "asha",
+    searcher: str = "random",
     resume: bool = False,
     address: str | None = None,
     grace_iterations: int | None = None,
@@ -293,13 +389,17 @@ def tune_search(
     cpus_per_trial: float = 1,
     gpus_per_trial: float = 0,
     show_progress: bool = True,
+    callbacks: list | None = None,
 ) -> TuneResult:
     """Search ``space`` around ``cfg``; write best.yaml, trials.csv, trials.json and tune/ into ``out``.
 
     ``grace_iterations``: distillation iterations every trial runs before ASHA may stop it (default a
     quarter of the run); ``report_every``: iterations between validation reports (default the grace).
+    ``searcher``: ``random`` (lists and ranges sampled independently, grids tried exhaustively) or
+    ``optuna`` (TPE; ranges and lists only; needs the ``tune`` extra). ``callbacks``: Ray Tune callbacks
+    for a new search (a resumed one keeps those it was started with).
     ``resume=True`` continues the search in ``out`` as it was started (its saved settings win over
-    ``cfg`` and ``space``).
+    ``cfg``, ``space`` and the other arguments).
     """
     out = absolute(str(out).rstrip("/"))
     check_storage(out, write=True)
@@ -308,22 +408,34 @@ def tune_search(
         if not exists(settings_file):
             raise RunDirError(f"{out}: no search to resume ({SEARCH} is missing)")
         settings = json.loads(read_text(settings_file))
+        if settings.get("searcher") == "optuna":
+            require_optuna()  # the saved study is Optuna's: say so before Tune fails to unpickle it
     else:
         if exists(settings_file) or exists(f"{out}/{EXPERIMENT}"):
             raise RunDirError(f"{out}: already holds a search; continue it with --resume or pick another --out")
         check_storage(cfg.data.name)  # a dataset URI must be readable before trials are scheduled
         settings = _settings(cfg, space, num_samples=num_samples, max_concurrent=max_concurrent,
                              scheduler=scheduler, grace_iterations=grace_iterations, report_every=report_every,
-                             cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial)
+                             cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, searcher=searcher)
     # Trials must see the job's working directory (relative dataset paths), not their trial folder.
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     with ray_session(address):
         check_resources(1, settings["cpus_per_trial"], settings["gpus_per_trial"])
         if not resume:
             write_text_atomic(settings_file, json.dumps(settings, indent=2))
-        grid = _tuner(settings, out, resume, show_progress).fit()
+        grid = _tuner(settings, out, resume, show_progress, callbacks).fit()
         trials = collect_trials(grid, settings)
+        ended, planned = grid.num_terminated + grid.num_errors, planned_trials(settings)
+    if ended < planned:  # stopped (Ctrl+C, SIGUSR1): Tune saved the experiment and returned
+        print(f"note: the search stopped with {ended} of {planned} trials ended; continue it with --resume "
+              f"--out {out}", file=sys.stderr)
     return write_outputs(out, settings, trials, grid.experiment_path)
+
+
+def planned_trials(settings: dict[str, Any]) -> int:
+    """Trials a search runs in all: ``num_samples`` times every combination of its grid entries."""
+    grids = [len(spec["grid"]) for spec in settings["space"].values() if "grid" in spec]
+    return settings["num_samples"] * math.prod(grids)
 
 
 # -- results ----------------------------------------------------------------------------------------
@@ -393,8 +505,9 @@ def write_outputs(out: str, settings: dict[str, Any], trials: list[dict[str, Any
     keys = list(settings["space"])
     write_text_atomic(f"{out}/trials.csv", trials_csv(trials, keys))
     best = pick_best(trials)
-    summary = {"metric": METRIC, "mode": "max", "split": "val", "best": best, "trials": trials,
-               "experiment_path": experiment_path, "total_iterations": settings["total_iterations"]}
+    summary = {"metric": METRIC, "mode": "max", "split": "val", "searcher": settings.get("searcher", "random"),
+               "best": best, "trials": trials, "experiment_path": experiment_path,
+               "total_iterations": settings["total_iterations"]}
     write_text_atomic(f"{out}/{TRIALS}", json.dumps(summary, indent=2, default=str))
     if best is None:
         errors = [t["error"] for t in trials if t["error"]]

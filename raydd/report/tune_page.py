@@ -59,14 +59,37 @@ def read_search(tune_dir: str) -> tuple[dict[str, Any], list[dict[str, Any]], st
     return summary, trials, best_text, best_values
 
 
-def log_scaled(tune_dir: str) -> frozenset[str]:
-    """Parameters the search sampled log-uniformly (search.json's space), to plot them on a log axis."""
+def search_settings(tune_dir: str) -> dict[str, Any]:
+    """The search's saved settings (search.json), or {} where there are none or they do not parse."""
     path = f"{tune_dir.rstrip('/')}/{SEARCH}"
     try:
-        space = json.loads(read_text(path)).get("space", {}) if exists(path) else {}
-    except (ValueError, AttributeError):
+        data = json.loads(read_text(path)) if exists(path) else {}
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def log_scaled(settings: dict[str, Any]) -> frozenset[str]:
+    """Parameters the search sampled log-uniformly (search.json's space), to plot them on a log axis."""
+    space = settings.get("space")
+    if not isinstance(space, dict):
         return frozenset()
     return frozenset(k for k, spec in space.items() if isinstance(spec, dict) and "loguniform" in spec)
+
+
+def searcher_text(settings: dict[str, Any], summary: dict[str, Any]) -> str | None:
+    """Which searcher picked the trials' values: ``optuna (TPE, seed 0; first 4 trials random)``."""
+    name = settings.get("searcher") or summary.get("searcher")
+    if name is None:
+        return "random" if settings else None  # searches saved before the choice existed were random
+    if name != "optuna":
+        return str(name)
+    base = settings.get("base")
+    seed = base.get("seed") if isinstance(base, dict) else None
+    details = [f"seed {seed}"] if seed is not None else []
+    if is_number(settings.get("startup_trials")):
+        details.append(f"first {settings['startup_trials']} trials random")
+    return "optuna (TPE" + (", " + "; ".join(details) if details else "") + ")"
 
 
 def best_trial_index(trials: list[dict[str, Any]], summary: dict[str, Any], best_values: dict[str, Any],
@@ -127,12 +150,13 @@ def trials_table(trials: list[dict[str, Any]], params: list[str], metric: str, b
 
 def render_tune(tune_dir: str) -> Rendered:
     summary, trials, best_text, best_values = read_search(tune_dir)
+    settings = search_settings(tune_dir)
     metric = str(summary.get("metric") or DEFAULT_METRIC)
     params = _param_keys(trials)
     best = best_trial_index(trials, summary, best_values, metric)
     figures: dict[str, bytes] = {}
     if params and any(is_number(t.get(metric)) for t in trials):
-        figures["objective.png"] = objective_scatter_png(params, trials, metric, best, log_scaled(tune_dir))
+        figures["objective.png"] = objective_scatter_png(params, trials, metric, best, log_scaled(settings))
         scatter = h.image(figures["objective.png"], f"{metric} against each searched parameter",
                           caption="filled: ran to the end; hollow: stopped early by the scheduler; star: best")
     else:
@@ -156,6 +180,7 @@ def render_tune(tune_dir: str) -> Rendered:
          trials_table(trials, params, metric, best) if trials else h.note("trials.json lists no trials.")),
     ]
     fact_items = [("trials", len(trials)), ("objective", f"{metric} (max, {split} split)"),
+                  ("searcher", searcher_text(settings, summary)), ("scheduler", settings.get("scheduler")),
                   ("iterations per trial", summary.get("total_iterations")),
                   ("completed", sum(t.get("status") == "completed" for t in trials) if trials else None)]
     page = h.page("raydd tune report", tune_dir, sections, fact_items=fact_items)
