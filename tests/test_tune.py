@@ -342,3 +342,22 @@ def test_optuna_search_with_asha_resumes_without_repeating_trials(tmp_path, ray_
     text = Path(write_tune_report(str(out))).read_text()
     assert "optuna (TPE, seed 0; first 2 trials random)" in text
     assert all(tid in text for tid in trials)
+
+
+def test_best_yaml_keeps_the_switches_the_searched_weights_act_through(tmp_path):
+    from raydd.pipeline.tune import best_yaml
+
+    base = build_config(overrides={"data": {"name": "cluttered-fashion-mnist"}, "seed": 3,
+                                   "distill": {"method": "dm", "ipc": 10, "iterations": 300},
+                                   "mm": {"cm": True, "mfa": True}}).to_dict()
+    best = {"trial_id": "t1", "val_accuracy": 0.5, "iterations": 300,
+            "params": {"mm.lambda_cm": 0.3, "mm.lambda_mfa": 0.2}}
+    text = best_yaml(best, {"base": base}, 4)
+    stored = yaml.safe_load(text)
+    assert stored["mm"] == {"cm": True, "mfa": True, "lambda_cm": 0.3, "lambda_mfa": 0.2}
+    assert stored["distill"] == {"iterations": 300}  # the trial budget; method and ipc come from the flags
+    assert "data" not in stored and "seed" not in stored
+    path = tmp_path / "best.yaml"
+    path.write_text(text)
+    cfg = build_config(file=path, overrides={"data": {"name": "cluttered-fashion-mnist"}, "distill": {"ipc": 10}})
+    assert cfg.mm.cm and cfg.mm.mfa and cfg.mm.lambda_cm == 0.3 and cfg.distill.iterations == 300

@@ -489,6 +489,37 @@ def trials_csv(trials: list[dict[str, Any]], keys: list[str]) -> str:
     return buffer.getvalue()
 
 
+# Given by the flags of the run that uses best.yaml (its header says which), not by the file.
+RUN_FLAG_FIELDS = {("data",), ("device",), ("seed",), ("preset",), ("distill", "method"), ("distill", "recipe"),
+                   ("distill", "ipc")}
+
+
+def _differing(value: Any, default: Any, path: tuple[str, ...] = ()) -> Any:
+    """The parts of ``value`` that differ from ``default`` (nested dicts), skipping ``RUN_FLAG_FIELDS``."""
+    if path in RUN_FLAG_FIELDS:
+        return None
+    if isinstance(value, dict) and isinstance(default, dict):
+        out = {}
+        for key, item in value.items():
+            differs = _differing(item, default.get(key), (*path, key))
+            if differs is not None:
+                out[key] = differs
+        return out or None
+    return None if value == default else value
+
+
+def base_settings(base: dict[str, Any]) -> dict[str, Any]:
+    """What the search's base set beyond its preset and method (the switches a searched weight acts
+    through, e.g. ``mm.cm`` for ``mm.lambda_cm``): without them best.yaml's weights would do nothing."""
+    from raydd.config import DEFAULT_PRESET, build_config
+
+    base = merge(stored_layer(base))
+    method = base["distill"].get("recipe") or base["distill"]["method"]
+    flags = {"distill": {"method": method, "ipc": base["distill"]["ipc"]}}  # presets differ by method and IPC
+    default = build_config(base.get("preset") or DEFAULT_PRESET, overrides=flags).to_dict()
+    return _differing(base, default) or {}
+
+
 def best_yaml(best: dict[str, Any], settings: dict[str, Any], count: int) -> str:
     base = settings["base"]
     header = [
@@ -498,7 +529,8 @@ def best_yaml(best: dict[str, Any], settings: dict[str, Any], count: int) -> str
         f"dataset {base['data']['name']}",
         "# use: raydd run --config best.yaml (with the same dataset, method and ipc flags)",
     ]
-    return "\n".join(header) + "\n" + dump_yaml(migrate_layer(nest(best["params"])))  # keys spelled as today
+    chosen = merge(base_settings(base), nest(best["params"]))  # keys spelled as today
+    return "\n".join(header) + "\n" + dump_yaml(chosen)
 
 
 def write_outputs(out: str, settings: dict[str, Any], trials: list[dict[str, Any]], experiment_path: str) -> TuneResult:
