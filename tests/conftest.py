@@ -40,7 +40,7 @@ def ray_local():
 # A test that starts Ray (through these fixtures) costs seconds to minutes: it is `slow`, so
 # `pytest -m "not slow"` gives a contributor the quick part of the suite. Tests that start Ray or
 # train for minutes by other means carry the mark themselves.
-RAY_FIXTURES = {"ray_local", "ray_head"}
+RAY_FIXTURES = {"ray_local", "ray_head", "two_nodes"}
 
 
 def pytest_collection_modifyitems(items):

@@ -28,6 +28,22 @@ class DieOnceAt(RayTrainBackend):
             os._exit(1)
 
 
+class RecordPlacement(RayTrainBackend):
+    """Each worker start appends its rank, node and pid to ``placement.jsonl`` in the run directory:
+    where the workers ran, and how often they were (re)started."""
+
+    def restore(self, run):
+        import ray
+
+        row = {"rank": self.rank, "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+        with open(run.file(PLACEMENT), "a") as log:
+            log.write(json.dumps(row) + "\n")
+        return super().restore(run)
+
+
+PLACEMENT = "placement.jsonl"
+
+
 class InterruptSearch(Callback):
     """Stops a Tune search the way Ctrl+C on its driver does, once ``after`` trials have finished.
 

@@ -1,0 +1,173 @@
+"""Two Ray nodes on one machine: preprocessing actors on both, one distillation worker per node, and a
+node killed in the middle of a distillation.
+
+Each node is a ``ray start --block`` of its own (own temp dir, own ports, 2 CPUs), stopped through its
+process group; nothing here touches another Ray on the machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from raydd.config import build_config
+from raydd.distill import run_distillation
+from raydd.pipeline.preprocess import preprocess_to_parquet
+from raydd.pipeline.train import distill_with_ray
+from tests.faults import PLACEMENT, RecordPlacement
+from tests.helpers import write_imagefolder
+from tests.test_cluster import RAY, _ray_env, free_ports
+
+pytestmark = pytest.mark.timeout(600)
+
+NODE_CPUS = 2
+
+
+class Node:
+    """One ``ray start --block`` process and the Ray processes it owns (one process group)."""
+
+    def __init__(self, args: list[str], name: str) -> None:
+        self.temp_dir = tempfile.mkdtemp(prefix=f"rd2n-{name}-", dir="/tmp")
+        ports = free_ports(7)
+        self.log = Path(self.temp_dir) / "ray-start.log"
+        command = [RAY, "start", "--block", f"--num-cpus={NODE_CPUS}", "--node-ip-address=127.0.0.1",
+                   "--disable-usage-stats", f"--temp-dir={self.temp_dir}", "--object-store-memory=200000000",
+                   f"--node-manager-port={ports[0]}", f"--object-manager-port={ports[1]}",
+                   f"--dashboard-agent-listen-port={ports[2]}", f"--dashboard-agent-grpc-port={ports[3]}",
+                   f"--metrics-export-port={ports[4]}", f"--runtime-env-agent-port={ports[5]}", *args]
+        self.process = subprocess.Popen(command, stdout=open(self.log, "w"), stderr=subprocess.STDOUT,
+                                        env=_ray_env(), start_new_session=True)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()  # `ray start --block` stops the processes it started
+            try:
+                self.process.wait(timeout=20)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        self.kill()
+
+    def kill(self) -> None:
+        """The whole node at once, as a lost machine: SIGKILL to its process group."""
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.process.wait(timeout=30)
+
+
+def alive_nodes(address: str) -> int:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, logging_config=ray.LoggingConfig(log_level="ERROR"))
+    return sum(node["Alive"] for node in ray.nodes())
+
+
+def wait_for_nodes(address: str, count: int, nodes: list[Node]) -> None:
+    deadline = time.monotonic() + 120
+    while alive_nodes(address) < count:
+        for node in nodes:
+            if node.process.poll() is not None:
+                raise RuntimeError(f"ray start exited: {node.log.read_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{count} nodes did not come up within 120 s")
+        time.sleep(1)
+
+
+@pytest.fixture
+def two_nodes():
+    """A head and a second node; yields (address, nodes, add_node). Every node is stopped at the end."""
+    import ray
+
+    gcs, client = free_ports(2)
+    address = f"127.0.0.1:{gcs}"
+    nodes = [Node(["--head", f"--port={gcs}", "--include-dashboard=false", f"--ray-client-server-port={client}"],
+                  "head")]
+
+    def add_node() -> Node:
+        nodes.append(Node([f"--address={address}"], f"node{len(nodes)}"))
+        return nodes[-1]
+
+    try:
+        time.sleep(3)
+        add_node()
+        wait_for_nodes(address, 2, nodes)
+        ray.shutdown()  # each raydd call joins the cluster itself
+        yield address, nodes, add_node
+    finally:
+        ray.shutdown()
+        for node in reversed(nodes):
+            node.stop()
+
+
+def placements(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / PLACEMENT).read_text().splitlines() if line.strip()]
+
+
+def tiny(data, iterations: int):
+    return build_config("quick", overrides={
+        "device": "cpu", "data": {"name": data, "val_fraction": 0.2},
+        "distill": {"method": "dm", "ipc": 2, "iterations": iterations, "batch_real": 4, "checkpoint_every": 2,
+                    "log_every": 1}})
+
+
+def test_two_nodes_preprocess_and_distill_as_one_process_and_survive_a_lost_node(two_nodes, tmp_path):
+    address, nodes, add_node = two_nodes
+    data = write_imagefolder(tmp_path / "data", num_classes=4, n_train=10, size=16)
+
+    # Preprocessing: two mask actors of 1.5 CPU each; a node has 2, so one actor runs on each node.
+    parquet = tmp_path / "pq"
+    manifest = preprocess_to_parquet(str(data), str(parquet), val_fraction=0.2, segmenter="threshold",
+                                     text_encoder=None, actors=2, cpus_per_actor=1.5, address=address,
+                                     show_progress=False)
+    assert manifest["pipeline"]["actors"] == 2
+
+    # Two workers of 2 CPUs each (the cluster's 4 CPUs split evenly): one per node.
+    cfg = tiny(f"parquet:{parquet}", iterations=4)
+    sharded = distill_with_ray(cfg, str(tmp_path / "two-nodes"), workers=2, address=address, show_progress=False,
+                               backend=RecordPlacement)
+    starts = placements(tmp_path / "two-nodes")
+    assert len(starts) == 2 and len({s["node"] for s in starts}) == 2  # one worker on each node
+    single = run_distillation(cfg, str(tmp_path / "single"), show_progress=False)
+    assert torch.allclose(single.images, sharded.images, atol=1e-5)
+
+    # A node lost after a checkpoint (iteration 5 or later, of 20); a replacement joins (as an autoscaler's
+    # would) and Ray Train restarts the workers from that checkpoint.
+    long_cfg = tiny(f"parquet:{parquet}", iterations=20)
+    run = tmp_path / "lost-node"
+    killed = threading.Event()
+
+    def kill_second_node_after_a_checkpoint() -> None:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            state = run / "checkpoint" / "state.safetensors"
+            rows = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
+            if state.exists() and any(json.loads(r)["iteration"] >= 5 for r in rows if r.strip()):
+                nodes[1].kill()
+                killed.set()
+                add_node()
+                return
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=kill_second_node_after_a_checkpoint, daemon=True)
+    watcher.start()
+    survived = distill_with_ray(long_cfg, str(run), workers=2, address=address, show_progress=False, max_failures=3,
+                                backend=RecordPlacement)
+    watcher.join(timeout=5)
+    assert killed.is_set(), "the second node was never killed: the run ended before a checkpoint at iteration 5"
+    starts = placements(run)
+    assert len(starts) >= 4 and len({s["node"] for s in starts[:2]}) == 2  # started on both, then restarted
+    uninterrupted = run_distillation(long_cfg, str(tmp_path / "single-long"), show_progress=False)
+    assert survived.meta["iterations"] == 20
+    assert torch.allclose(uninterrupted.images, survived.images, atol=1e-5)
