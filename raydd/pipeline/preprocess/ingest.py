@@ -381,8 +381,11 @@ class FolderSource:
     def _reject(self, rejected: list[dict[str, str]], split: str, row_id: str, file: str, problem: str) -> None:
         if self.on_bad_row == "fail":
             raise DataError(problem)
-        reason = problem.removeprefix(f"{file}: ").removeprefix(f"{row_id}: ")
-        rejected.append({"id": row_id, "split": split, "file": file, "reason": reason})
+        # Every problem message starts with the file it is about (an image, a mask, a shard member).
+        named, _, reason = problem.partition(": ")
+        if not reason:
+            named, reason = file, problem
+        rejected.append({"id": row_id, "split": split, "file": named, "reason": reason})
 
     def _plan(self, scanned: pa.Table, splits: Sequence[str]) -> SourcePlan:
         rejected: list[dict[str, str]] = []
