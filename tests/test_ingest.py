@@ -192,16 +192,20 @@ def test_a_folder_with_metadata_is_an_imagefolder_and_bad_options_are_refused(tm
                               show_progress=False)
 
 
-def test_show_data_draws_a_webdataset_folder(tmp_path: Path) -> None:
+def _show_data(dataset: Path, grid: Path) -> None:
     from typer.testing import CliRunner
 
     from raydd.cli import app
 
-    root = write_shards(tmp_path / "wds", _samples())
-    grid = tmp_path / "grid.png"
-    result = CliRunner().invoke(app, ["show-data", "--dataset", str(root), "--output", str(grid), "--per-class", "2"])
+    result = CliRunner().invoke(app, ["show-data", "--dataset", str(dataset), "--output", str(grid), "--per-class", "2"])
     assert result.exit_code == 0, result.output
     assert Image.open(grid).size[0] > 0
+
+
+def test_show_data_draws_a_webdataset_folder_and_an_imagefolder(tmp_path: Path) -> None:
+    samples = _samples()
+    _show_data(write_shards(tmp_path / "wds", samples), tmp_path / "shards.png")
+    _show_data(write_folder(tmp_path / "folder", samples), tmp_path / "folder.png")
 
 
 # ----------------------------------------------------------------------------- through Ray
@@ -254,6 +258,7 @@ def test_rows_on_ray_equal_the_in_process_loader(ray_local, tmp_path: Path) -> N
         assert torch.equal(got.images, want.images[order]) and torch.equal(got.masks, want.masks[order])
         assert got.captions == [want.captions[i] for i in order]
     assert manifest["mean"] == list(source.mean) and manifest["std"] == list(source.std)
+    _show_data(tmp_path / "out", tmp_path / "preprocessed.png")  # the third layout
 
 
 @pytest.mark.timeout(RAY_TIMEOUT)
