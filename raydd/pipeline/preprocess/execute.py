@@ -97,8 +97,10 @@ def ray_errors(shown: str | None = None) -> Iterator[None]:
     try:
         yield
     except Exception as error:  # noqa: BLE001 - Ray wraps everything; keep only what the user can act on
-        if isinstance(error, RayddError):
-            raise
+        from ray.exceptions import RayError
+
+        if isinstance(error, RayddError) and not isinstance(error, RayError):
+            raise  # raised here, in the driver: already what the user should see
         found = user_error(error)
         if found is not None:
             raise found.with_traceback(None) from None
