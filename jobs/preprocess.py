@@ -19,7 +19,8 @@ from raydd.pipeline.cluster import run_job
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--source", required=True,
-                        help="fashion-mnist, cluttered-fashion-mnist, mnist, or an imagefolder path / fsspec URI")
+                        help="fashion-mnist, cluttered-fashion-mnist, mnist, or a path / fsspec URI of an imagefolder "
+                             "or of WebDataset shards")
     parser.add_argument("--out", required=True, help="output directory (local path or s3:// / gs:// URI)")
     parser.add_argument("--root", default=None, help="where a named source's files are")
     parser.add_argument("--splits", default="train,val,test", help="comma-separated splits to write")
@@ -39,6 +40,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--cache-dir", default=None, help="embedding/mask cache for the actors")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier output in --out")
+    parser.add_argument("--on-bad-row", choices=("fail", "skip"), default="fail",
+                        help="fail at the first unusable row, or skip it and list it in out/rejected.jsonl")
     parser.add_argument("--address", default=None,
                         help="Ray address; default RAY_ADDRESS (set by `ray job submit`), else a local Ray")
     return parser.parse_args(argv)
@@ -63,6 +66,7 @@ def pipeline_kwargs(args: argparse.Namespace) -> dict:
         "batch_size": args.batch_size,
         "cache_dir": args.cache_dir,
         "overwrite": args.overwrite,
+        "on_bad_row": args.on_bad_row,
         "address": args.address,
         "show_progress": False,  # job logs are files: progress bars would only fill them
     }
@@ -76,7 +80,9 @@ def main(argv: list[str] | None = None) -> None:
     # `ray job submit` that joins RAY_ADDRESS, the job's cluster.
     manifest = preprocess_to_parquet(args.source, args.out, **pipeline_kwargs(args))
     counts = ", ".join(f"{split} {c['total']}" for split, c in manifest["counts"].items())
-    print(f"preprocessed {manifest['source']}: {counts} -> {args.out}/manifest.json")
+    rejected = (manifest.get("rejected") or {}).get("total", 0)
+    print(f"preprocessed {manifest['source']}: {counts}" + (f", {rejected} rejected" if rejected else "")
+          + f" -> {args.out}/manifest.json")
 
 
 if __name__ == "__main__":

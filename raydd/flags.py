@@ -28,8 +28,8 @@ class Flag:
 
 
 FLAGS: tuple[Flag, ...] = (
-    Flag("dataset", "data.name", str, "fashion-mnist (default), mnist, cluttered-fashion-mnist, an imagefolder "
-         "path / fsspec URI, or a directory written by raydd preprocess."),
+    Flag("dataset", "data.name", str, "fashion-mnist (default), mnist, cluttered-fashion-mnist, a path / fsspec "
+         "URI of an imagefolder or of WebDataset shards, or a directory written by raydd preprocess."),
     Flag("method", "distill.method", str, "dm | dc | dsa, or a recipe: dm+mm, dsa+mm"),
     Flag("ipc", "distill.ipc", int, "Synthetic images per class."),
     Flag("seed", "seed", int, "Run seed: every random draw derives from it."),

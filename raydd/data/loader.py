@@ -15,10 +15,11 @@ from . import imagefolder as _imagefolder  # noqa: F401  isort: skip
 from . import mnist_family as _mnist_family  # noqa: F401  isort: skip
 from . import cluttered as _cluttered  # noqa: F401  isort: skip
 from . import parquet as _parquet  # noqa: F401  isort: skip
+from . import webdataset as _webdataset  # noqa: F401  isort: skip
 
 IMAGEFOLDER = "imagefolder"
 PARQUET = "parquet"
-_IMAGEFOLDER_PREFIX = IMAGEFOLDER + ":"  # DatasetSplits.name of an imagefolder, accepted back as input
+WEBDATASET = "webdataset"
 
 
 def _looks_like_path(text: str) -> bool:
@@ -57,6 +58,23 @@ def parquet_location(name_or_path: str) -> str | None:
     return None
 
 
+def folder_source(name_or_path: str) -> tuple[str, str] | None:
+    """``(source, path)`` for a dataset given as a folder of files: ``("imagefolder", path)`` or
+    ``("webdataset", path)``; None for a registered name or a preprocessed directory.
+
+    A folder whose ``train/`` holds ``.tar`` shards (and no ``metadata.jsonl``) is WebDataset shards;
+    ``webdataset:<path>`` and ``imagefolder:<path>`` say so explicitly.
+    """
+    if get_source(name_or_path) is not None or parquet_location(name_or_path) is not None:
+        return None
+    for prefix in (WEBDATASET, IMAGEFOLDER):
+        if name_or_path.startswith(prefix + ":"):
+            return prefix, name_or_path.removeprefix(prefix + ":")
+    if not _looks_like_path(name_or_path):
+        return None
+    return (WEBDATASET if _webdataset.is_webdataset_dir(name_or_path) else IMAGEFOLDER), name_or_path
+
+
 def load_dataset(
     name_or_path: str,
     *,
@@ -67,7 +85,7 @@ def load_dataset(
     mask_threshold: int = 0,
     require_captions: bool = False,
 ) -> DatasetSplits:
-    """Load a registered source by name, or an imagefolder dataset by path or fsspec URI.
+    """Load a registered source by name, or an imagefolder / WebDataset folder by path or fsspec URI.
 
     ``"parquet:<path>"``, or a path whose directory holds a ``manifest.json``, reads a directory
     written by ``raydd preprocess``.
@@ -87,12 +105,13 @@ def load_dataset(
             raise ConfigError(f"dataset path {parquet_path!r} and root {root!r} disagree; give the location once")
         return get_source(PARQUET)(replace(request, root=parquet_path))
 
-    path = name_or_path.removeprefix(_IMAGEFOLDER_PREFIX)
-    if path == name_or_path and not _looks_like_path(path):
+    folder = folder_source(name_or_path)
+    if folder is None:
         raise ConfigError(
             f"unknown dataset {name_or_path!r}: not a registered source ({', '.join(available_sources())}) "
             "and no such directory"
         )
+    source, path = folder
     if root is not None and root.rstrip("/") != path.rstrip("/"):
-        raise ConfigError(f"dataset path {path!r} and root {root!r} disagree; give the imagefolder location once")
-    return get_source(IMAGEFOLDER)(replace(request, root=path))
+        raise ConfigError(f"dataset path {path!r} and root {root!r} disagree; give the {source} location once")
+    return get_source(source)(replace(request, root=path))

@@ -17,6 +17,7 @@ METADATA_FILE = "metadata.jsonl"
 
 @dataclass(frozen=True)
 class MetadataRow:
+    MASK_FIELD = "'mask_file_name'"  # how an error names a missing mask
     split: str  # split folder name: train, validation or test
     line: int  # 1-based line in metadata.jsonl
     file_name: str  # normalised, relative to the split folder
@@ -29,6 +30,10 @@ class MetadataRow:
     def image_path(self) -> str:
         """Path relative to the dataset root; also the image's id."""
         return f"{self.split}/{self.file_name}"
+
+    @property
+    def id(self) -> str:
+        return self.image_path
 
     @property
     def mask_path(self) -> str | None:

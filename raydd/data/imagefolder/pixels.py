@@ -7,6 +7,7 @@ types for damaged files (OSError, SyntaxError, ValueError, ...), and none of the
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -58,3 +59,31 @@ def mask_pixels(image: Image.Image, size: int | None) -> np.ndarray:
 def grey_to_rgb(pixels: np.ndarray) -> np.ndarray:
     """Give an [H, W] grey image three identical channels (what Pillow's L->RGB does)."""
     return np.repeat(pixels[..., None], 3, axis=-1)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One image (and its mask) as pixels, plus what the dataset-wide checks need to know about it."""
+
+    pixels: np.ndarray  # [H, W] or [H, W, 3]
+    size: tuple[int, int]  # (width, height) as stored, before any resize
+    grey: bool
+    mask: np.ndarray | None
+
+
+def decode_pair(image: bytes, image_name: str, mask: bytes | None, mask_name: str | None,
+                mode: str | None, size: int | None) -> Decoded:
+    """Decode an image and its optional mask (checked to be the image's size); errors name the files."""
+    picture = open_image(image, image_name)
+    mask_values = None
+    if mask is not None:
+        mask_image = open_image(mask, mask_name, what="mask")
+        if mask_image.size != picture.size:
+            raise DataError(f"{mask_name}: mask is {wh(mask_image.size)} but its image {image_name} is "
+                            f"{wh(picture.size)}")
+        mask_values = mask_pixels(mask_image, size)
+    return Decoded(image_pixels(picture, mode, size), picture.size, picture.mode in GRAYSCALE_MODES, mask_values)
+
+
+def wh(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"

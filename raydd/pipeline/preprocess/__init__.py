@@ -1,10 +1,13 @@
 """Ray Data preprocessing: a dataset source -> masks, captions, caption embeddings -> partitioned Parquet.
 
-The driver loads the source (as ``load_dataset`` does for every other command), turns each split into
-Arrow rows and cuts them into blocks; Ray Data then streams the blocks through actor pools -- one per
-stage, each actor loading its model once -- and its write tasks put the rows under
+An imagefolder or a folder of WebDataset shards is read, checked and decoded by Ray Data tasks; the
+driver holds their metadata only (``ingest.py``). Other sources are loaded by the driver (as
+``load_dataset`` does for every other command), turned into Arrow rows and cut into blocks. Ray Data
+then streams the rows through actor pools -- one per stage, each actor loading its model once -- and
+its write tasks put the rows under
 ``out/split=<s>/label=<k>/``. ``out/manifest.json`` is written last, after the row counts on disk were
-checked, so a directory without one is unfinished (``raydd.data.parquet`` describes the format).
+checked (and, with ``on_bad_row="skip"``, after ``out/rejected.jsonl``), so a directory without one is
+unfinished (``raydd.data.parquet`` describes the format).
 
 Everything that can be checked without Ray is checked before Ray starts: component names (against
 their registries, loading no model), the output directory, captions when they are required. An error

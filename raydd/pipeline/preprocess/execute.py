@@ -7,10 +7,8 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-import pyarrow as pa
-
 from raydd.data import parquet as schema
-from raydd.errors import RayddError
+from raydd.errors import DataError, RayddError
 from raydd.pipeline.cluster import ClusterError, check_resources, obtainable_resources
 
 from .output import Output
@@ -68,6 +66,50 @@ def user_error(error: BaseException) -> RayddError | None:
     return None
 
 
+def _reader_error(error: BaseException) -> str | None:
+    """What a shard reader's own failure (a damaged tar, a sample split across a shard) says, if it is one."""
+    import tarfile
+
+    pending: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, tarfile.TarError):
+            return f"a shard is not a readable tar file ({type(current).__name__}: {current})"
+        if isinstance(current, ValueError) and ("WebDataset tar entries" in str(current)
+                                                or "duplicate file name in tar file" in str(current)):
+            return str(current).splitlines()[0]
+        cause = getattr(current, "cause", None)
+        pending += [cause if isinstance(cause, BaseException) else None, current.__cause__, current.__context__]
+    return None
+
+
+@contextmanager
+def ray_errors(shown: str | None = None) -> Iterator[None]:
+    """Ray wraps every task failure; let through only what the user can act on, without a traceback.
+
+    A RayddError raised in a task comes out as itself; a shard reader's failure as a DataError about
+    ``shown`` (the dataset); anything else (a bug) as Ray raised it.
+    """
+    try:
+        yield
+    except Exception as error:  # noqa: BLE001 - Ray wraps everything; keep only what the user can act on
+        from ray.exceptions import RayError
+
+        if isinstance(error, RayddError) and not isinstance(error, RayError):
+            raise  # raised here, in the driver: already what the user should see
+        found = user_error(error)
+        if found is not None:
+            raise found.with_traceback(None) from None
+        reader = _reader_error(error) if shown is not None else None
+        if reader is not None:
+            raise DataError(f"{shown}: {reader}") from None
+        raise
+
+
 def check_capacity(stages: Sequence[StagePlan], actors: int, cpus_per_actor: float) -> None:
     """Ray waits forever for resources it will never get; say so instead, with the numbers."""
     for stage in stages:
@@ -85,15 +127,16 @@ def check_capacity(stages: Sequence[StagePlan], actors: int, cpus_per_actor: flo
         raise ClusterError(f"the actor pools need {gpus:g} GPU in all, the cluster offers {have['GPU']:g}")
 
 
-def run_pipeline(blocks: Sequence[pa.Table], stages: Sequence[StagePlan], out: Output, *, actors: int,
+def run_pipeline(blocks, stages: Sequence[StagePlan], out: Output, *, actors: int,
                  cpus_per_actor: float, batch_size: int, image_shape: Sequence[int],
-                 show_progress: bool = True) -> None:
-    """Stream ``blocks`` through the stages' actor pools into partitioned Parquet under ``out``."""
+                 show_progress: bool = True, shown: str | None = None) -> None:
+    """Stream ``blocks`` (Arrow tables, or a function returning a Ray dataset of rows) through the stages'
+    actor pools into partitioned Parquet under ``out``. ``shown`` names the source in reader errors."""
     import ray
     import ray.data
 
-    with data_context(show_progress):
-        dataset = ray.data.from_arrow(list(blocks))
+    with data_context(show_progress), ray_errors(shown):
+        dataset = blocks() if callable(blocks) else ray.data.from_arrow(list(blocks))
         for stage in stages:
             dataset = dataset.map_batches(
                 stage.actor,
@@ -109,11 +152,5 @@ def run_pipeline(blocks: Sequence[pa.Table], stages: Sequence[StagePlan], out: O
                                       batch_format="pyarrow", batch_size=None, num_cpus=WRITE_CPUS,
                                       udf_modifying_row_count=False)
         path, filesystem = out.ray_target()
-        try:
-            dataset.write_parquet(path, filesystem=filesystem, partition_cols=list(schema.PARTITION_COLUMNS),
-                                  ray_remote_args={"num_cpus": WRITE_CPUS})
-        except Exception as error:  # noqa: BLE001 - Ray wraps everything; keep only what the user can act on
-            found = user_error(error)
-            if found is None:
-                raise
-            raise found.with_traceback(None) from None
+        dataset.write_parquet(path, filesystem=filesystem, partition_cols=list(schema.PARTITION_COLUMNS),
+                              ray_remote_args={"num_cpus": WRITE_CPUS})

@@ -16,11 +16,15 @@ from raydd.data import parquet as schema
 from .checks import Component
 
 
-def build_manifest(data: DatasetSplits, split_names: list[str], image_shape: Sequence[int], counts: dict, *,
+def build_manifest(data: DatasetSplits | Any, split_names: list[str], image_shape: Sequence[int], counts: dict, *,
                    val_fraction: float, seed: int, captions: bool, segmenter: Component | None,
                    captioner: Component | None, encoder: Component | None, emb_dim: int | None,
-                   pipeline: dict[str, Any]) -> dict[str, Any]:
-    """Everything needed to use the output (and to know how it was made) without another input."""
+                   pipeline: dict[str, Any], rejected: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything needed to use the output (and to know how it was made) without another input.
+
+    ``data``: the loaded splits, or a folder source's plan (the same name, classes, mean/std, flip_ok).
+    ``rejected``: rows left out by ``on_bad_row="skip"`` (folder sources only).
+    """
 
     def component(part: Component | None) -> dict[str, str] | None:
         return None if part is None else {"spec": part.spec, "id": part.id}
@@ -50,6 +54,7 @@ def build_manifest(data: DatasetSplits, split_names: list[str], image_shape: Seq
         "versions": _versions([segmenter, captioner, encoder]),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "pipeline": pipeline,
+        **({} if rejected is None else {"rejected": rejected}),
     }
 
 

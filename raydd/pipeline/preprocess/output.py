@@ -10,6 +10,9 @@ from raydd.errors import ConfigError
 from raydd.pipeline.cluster import ClusterError
 
 
+REJECTED_FILE = "rejected.jsonl"  # rows left out under on_bad_row="skip": file and reason
+
+
 @dataclass(frozen=True)
 class Output:
     url: str
@@ -38,7 +41,8 @@ class Output:
         if entries and not overwrite:
             raise ConfigError(f"output {self.url} is not empty; choose another directory or pass "
                               "overwrite=True (--overwrite) to replace it")
-        foreign = [e for e in entries if not (e.startswith("split=") or e.startswith(schema.MANIFEST_FILE))]
+        foreign = [e for e in entries if not (e.startswith("split=") or e.startswith(schema.MANIFEST_FILE)
+                                              or e.startswith(REJECTED_FILE))]
         if foreign:
             raise ConfigError(f"refusing to overwrite {self.url}: {foreign[0]!r} was not written by raydd preprocess")
 

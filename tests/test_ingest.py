@@ -1,0 +1,304 @@
+"""Folder sources read on Ray: WebDataset shards and imagefolders, decoded by Ray Data tasks.
+
+The same images are written twice, as an imagefolder and as WebDataset shards, so that the two
+layouts (and the in-process loader) can be checked against each other row by row.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pytest
+import torch
+from PIL import Image
+
+from raydd.data import load_dataset
+from raydd.data.parquet import read_manifest, tensor_to_numpy
+from raydd.errors import ConfigError, DataError
+from raydd.pipeline.preprocess import preprocess_to_parquet
+
+RAY_TIMEOUT = 500
+SIZE = (7, 6)  # (W, H)
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _samples(per_class: int = 4, n_test: int = 4, masks: bool = True, seed: int = 0) -> dict[str, list[dict]]:
+    """split -> samples (key, label, caption, image PNG bytes, mask PNG bytes), deterministic."""
+    rng = np.random.default_rng(seed)
+    labels = ["cat", "dog", "bird"]
+    out: dict[str, list[dict]] = {"train": [], "test": []}
+    counter = 0
+    for split, n in (("train", per_class * len(labels)), ("test", n_test)):
+        for i in range(n):
+            label = labels[i % len(labels)]
+            pixels = rng.integers(0, 256, (SIZE[1], SIZE[0], 3), dtype=np.uint8)
+            sample = {"key": f"{counter:06d}", "label": label, "caption": f"a {label}, number {counter}",
+                      "image": _png(pixels), "mask": _png(rng.integers(0, 2, (SIZE[1], SIZE[0]), dtype=np.uint8) * 255)
+                      if masks else None}
+            out[split].append(sample)
+            counter += 1
+    return out
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_shards(root: Path, samples: dict[str, list[dict]], per_shard: int = 5) -> Path:
+    """img2dataset layout: <split>/<nnnnn>.tar with key.png, key.txt, key.json, key.mask.png."""
+    for split, rows in samples.items():
+        (root / split).mkdir(parents=True)
+        for start in range(0, len(rows), per_shard):
+            with tarfile.open(root / split / f"{start // per_shard:05d}.tar", "w") as tar:
+                for s in rows[start:start + per_shard]:
+                    _add(tar, f"{s['key']}.png", s["image"])
+                    if s.get("caption") is not None:
+                        _add(tar, f"{s['key']}.txt", s["caption"].encode())
+                    if s.get("json", True) is not None:
+                        _add(tar, f"{s['key']}.json", s.get("json") or json.dumps({"label": s["label"]}).encode())
+                    if s.get("mask") is not None:
+                        _add(tar, f"{s['key']}.mask.png", s["mask"])
+        (root / split / "00000_stats.json").write_text("{}")  # img2dataset's side files are ignored
+    return root
+
+
+def write_folder(root: Path, samples: dict[str, list[dict]]) -> Path:
+    """The same samples as an imagefolder: <split>/<key>.png, masks/<key>.png, metadata.jsonl."""
+    for split, rows in samples.items():
+        (root / split / "masks").mkdir(parents=True)
+        lines = []
+        for s in rows:
+            (root / split / f"{s['key']}.png").write_bytes(s["image"])
+            row = {"file_name": f"{s['key']}.png", "label": s["label"], "caption": s["caption"]}
+            if s.get("mask") is not None:
+                (root / split / "masks" / f"{s['key']}.png").write_bytes(s["mask"])
+                row["mask_file_name"] = f"masks/{s['key']}.png"
+            lines.append(json.dumps(row) + "\n")
+        (root / split / "metadata.jsonl").write_text("".join(lines))
+    return root
+
+
+def _key(row_id: str) -> str:
+    """train/00001.tar:000007 and train/000007.png name the same sample."""
+    return row_id.rsplit(":", 1)[-1] if ":" in row_id else row_id.rsplit("/", 1)[-1].removesuffix(".png")
+
+
+def _rows(out: Path) -> pa.Table:
+    files = sorted(str(p) for p in out.rglob("*.parquet"))
+    partitioning = pads.partitioning(pa.schema([("split", pa.string()), ("label", pa.int64())]), flavor="hive")
+    return pads.dataset(files, format="parquet", partitioning=partitioning, partition_base_dir=str(out)).to_table()
+
+
+def _by_key(table: pa.Table) -> dict[str, dict]:
+    images = tensor_to_numpy(table.column("image"), (SIZE[1], SIZE[0], 3))
+    masks = tensor_to_numpy(table.column("mask"), (SIZE[1], SIZE[0]))
+    out = {}
+    for i, row_id in enumerate(table.column("id").to_pylist()):
+        out[_key(row_id)] = {"split": table.column("split")[i].as_py(), "label": table.column("label")[i].as_py(),
+                             "class_name": table.column("class_name")[i].as_py(),
+                             "caption": table.column("caption")[i].as_py(), "image": images[i], "mask": masks[i]}
+    return out
+
+
+def _assert_same_rows(a: dict[str, dict], b: dict[str, dict]) -> None:
+    assert sorted(a) == sorted(b)
+    for key in a:
+        for name in ("split", "label", "class_name", "caption"):
+            assert a[key][name] == b[key][name], (key, name)
+        np.testing.assert_array_equal(a[key]["image"], b[key]["image"])
+        np.testing.assert_array_equal(a[key]["mask"], b[key]["mask"])
+
+
+# ----------------------------------------------------------------------------- in-process (no Ray)
+
+
+def test_shards_load_in_process_like_the_same_imagefolder(tmp_path: Path) -> None:
+    samples = _samples()
+    shards = load_dataset(str(write_shards(tmp_path / "wds", samples)))
+    folder = load_dataset(str(write_folder(tmp_path / "folder", samples)))
+    assert shards.name.startswith("webdataset:") and shards.class_names == folder.class_names == ["bird", "cat", "dog"]
+    assert shards.mean == folder.mean and shards.std == folder.std
+    for split in ("train", "val", "test"):
+        a, b = getattr(shards, split), getattr(folder, split)
+        assert [_key(i) for i in a.ids] == [_key(i) for i in b.ids]
+        assert a.ids[0].startswith(f"{'test' if split == 'test' else 'train'}/0000") and ".tar:" in a.ids[0]
+        assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels) and torch.equal(a.masks, b.masks)
+        assert a.captions == b.captions
+    assert load_dataset(f"webdataset:{tmp_path / 'wds'}").train.ids == shards.train.ids
+
+
+def test_integer_labels_and_classes_json_mean_what_they_mean_for_an_imagefolder(tmp_path: Path) -> None:
+    samples = _samples(masks=False)
+    names = ["cat", "dog", "bird"]
+    for rows in samples.values():
+        for s in rows:
+            s["json"] = json.dumps({"label": names.index(s["label"])}).encode()
+    root = write_shards(tmp_path / "wds", samples)
+    assert load_dataset(str(root)).class_names == ["0", "1", "2"]
+    (root / "classes.json").write_text(json.dumps(names))
+    data = load_dataset(str(root))
+    assert data.class_names == names and data.train.masks is None
+    assert [names[k] for k in data.test.labels.tolist()] == [s["label"] for s in samples["test"]]
+
+
+@pytest.mark.parametrize(("damage", "match"), [
+    ("no label", r"train/00000\.tar:000002\.json: no 'label'"),
+    ("bad json", r"train/00000\.tar:000002\.json: not valid JSON"),
+    ("corrupt image", r"train/00000\.tar:000002\.png: corrupt or unreadable image"),
+    ("small mask", r"train/00000\.tar:000002\.mask\.png: mask is 3x3 but its image train/00000\.tar:000002\.png is 7x6"),
+])
+def test_a_bad_sample_is_an_error_naming_shard_and_key(damage: str, match: str, tmp_path: Path) -> None:
+    samples = _samples()
+    bad = samples["train"][2]
+    if damage == "no label":
+        bad["json"] = json.dumps({"caption": "x"}).encode()
+    elif damage == "bad json":
+        bad["json"] = b"{label: cat"
+    elif damage == "corrupt image":
+        bad["image"] = bad["image"][:40]
+    else:
+        bad["mask"] = _png(np.zeros((3, 3), np.uint8))
+    root = write_shards(tmp_path / "wds", samples)
+    with pytest.raises(DataError, match=match) as caught:
+        load_dataset(str(root))
+    assert str(caught.value).startswith(f"webdataset {root}: ")
+
+
+def test_a_damaged_shard_is_named(tmp_path: Path) -> None:
+    root = write_shards(tmp_path / "wds", _samples())
+    (root / "test" / "00000.tar").write_bytes(b"not a tar at all" * 10)
+    with pytest.raises(DataError, match=r"test/00000\.tar: not a readable tar file"):
+        load_dataset(str(root))
+
+
+def test_a_folder_with_metadata_is_an_imagefolder_and_bad_options_are_refused(tmp_path: Path) -> None:
+    samples = _samples()
+    assert load_dataset(str(write_folder(tmp_path / "folder", samples))).name.startswith("imagefolder:")
+    with pytest.raises(ConfigError, match="on_bad_row must be one of fail, skip"):
+        preprocess_to_parquet(str(tmp_path / "folder"), str(tmp_path / "out"), on_bad_row="ignore",
+                              show_progress=False)
+
+
+def _show_data(dataset: Path, grid: Path) -> None:
+    from typer.testing import CliRunner
+
+    from raydd.cli import app
+
+    result = CliRunner().invoke(app, ["show-data", "--dataset", str(dataset), "--output", str(grid), "--per-class", "2"])
+    assert result.exit_code == 0, result.output
+    assert Image.open(grid).size[0] > 0
+
+
+def test_show_data_draws_a_webdataset_folder_and_an_imagefolder(tmp_path: Path) -> None:
+    samples = _samples()
+    _show_data(write_shards(tmp_path / "wds", samples), tmp_path / "shards.png")
+    _show_data(write_folder(tmp_path / "folder", samples), tmp_path / "folder.png")
+
+
+# ----------------------------------------------------------------------------- through Ray
+
+
+@pytest.fixture()
+def no_decoding_here(monkeypatch: pytest.MonkeyPatch):
+    """Any image decoded in this (the driver's) process fails the test; Ray's workers are other processes."""
+    from raydd.data.imagefolder import pixels
+
+    calls: list[str] = []
+
+    def refuse(*args, **kwargs):
+        calls.append(str(args[1] if len(args) > 1 else args))
+        raise AssertionError("an image was decoded in the driver")
+
+    monkeypatch.setattr(pixels, "open_image", refuse)
+    monkeypatch.setattr(Image, "open", refuse)
+    yield calls
+
+
+@pytest.mark.timeout(RAY_TIMEOUT)
+def test_shards_and_imagefolder_preprocess_on_ray_to_the_same_rows_without_decoding_in_the_driver(
+        ray_local, tmp_path: Path, no_decoding_here) -> None:
+    samples = _samples()
+    wds, folder = write_shards(tmp_path / "wds", samples), write_folder(tmp_path / "folder", samples)
+    kwargs = {"text_encoder": "none", "show_progress": False}
+    manifest_a = preprocess_to_parquet(str(wds), str(tmp_path / "a"), **kwargs)
+    manifest_b = preprocess_to_parquet(str(folder), str(tmp_path / "b"), **kwargs)
+    assert no_decoding_here == []
+    rows_a, rows_b = _by_key(_rows(tmp_path / "a")), _by_key(_rows(tmp_path / "b"))
+    assert len(rows_a) == 16
+    _assert_same_rows(rows_a, rows_b)
+    for key in ("classes", "counts", "mean", "std", "image_size", "channels", "segmenter"):
+        assert manifest_a[key] == manifest_b[key], key
+    assert manifest_a["segmenter"]["spec"] == "annotations" and manifest_a["rejected"]["total"] == 0
+    assert manifest_a["source"] == f"webdataset:{wds}"
+
+
+@pytest.mark.timeout(RAY_TIMEOUT)
+def test_rows_on_ray_equal_the_in_process_loader(ray_local, tmp_path: Path) -> None:
+    samples = _samples()
+    wds = write_shards(tmp_path / "wds", samples, per_shard=3)
+    manifest = preprocess_to_parquet(str(wds), str(tmp_path / "out"), text_encoder="none", show_progress=False)
+    read, source = load_dataset(str(tmp_path / "out")), load_dataset(str(wds))
+    for split in ("train", "val", "test"):
+        got, want = getattr(read, split), getattr(source, split)
+        assert got.ids == sorted(want.ids)
+        order = [want.ids.index(i) for i in got.ids]
+        assert torch.equal(got.images, want.images[order]) and torch.equal(got.masks, want.masks[order])
+        assert got.captions == [want.captions[i] for i in order]
+    assert manifest["mean"] == list(source.mean) and manifest["std"] == list(source.std)
+    _show_data(tmp_path / "out", tmp_path / "preprocessed.png")  # the third layout
+
+
+@pytest.mark.timeout(RAY_TIMEOUT)
+def test_bad_rows_fail_naming_the_first_or_are_skipped_and_listed(ray_local, tmp_path: Path, capsys) -> None:
+    samples = _samples()
+    samples["train"][1]["image"] = samples["train"][1]["image"][:40]  # corrupt image
+    samples["train"][3]["json"] = json.dumps({"lable": "cat"}).encode()  # label missing
+    samples["test"][2]["mask"] = _png(np.zeros((2, 2), np.uint8))  # mask of the wrong size
+    wds = write_shards(tmp_path / "wds", samples)
+    with pytest.raises(DataError) as caught:
+        preprocess_to_parquet(str(wds), str(tmp_path / "fail"), text_encoder="none", show_progress=False)
+    message = str(caught.value)
+    assert message.startswith(f"webdataset {wds}: train/00000.tar:000001.png: corrupt or unreadable image")
+    assert type(caught.value) is DataError and "Traceback" not in message and "\n" not in message
+    assert not (tmp_path / "fail" / "manifest.json").exists() and not list((tmp_path / "fail").rglob("*.parquet"))
+
+    capsys.readouterr()
+    manifest = preprocess_to_parquet(str(wds), str(tmp_path / "skip"), text_encoder="none", show_progress=False,
+                                     on_bad_row="skip")
+    assert "3 rejected" in capsys.readouterr().out
+    rejected = [json.loads(line) for line in (tmp_path / "skip" / "rejected.jsonl").read_text().splitlines()]
+    assert [(r["file"], r["reason"].split(" (")[0]) for r in rejected] == [
+        ("train/00000.tar:000001.png", "corrupt or unreadable image"),
+        ("train/00000.tar:000003.json", "no 'label'"),
+        ("test/00000.tar:000014.mask.png", "mask is 2x2 but its image test/00000.tar:000014.png is 7x6"),
+    ]
+    assert manifest["rejected"] == {"on_bad_row": "skip", "total": 3, "per_split": {"train": 2, "test": 1},
+                                    "file": "rejected.jsonl"}
+    assert sum(c["total"] for c in manifest["counts"].values()) == 13
+    assert read_manifest(str(tmp_path / "skip"))["rejected"]["total"] == 3
+    written = _by_key(_rows(tmp_path / "skip"))
+    assert "000001" not in written and "000003" not in written and "000014" not in written and len(written) == 13
+
+
+@pytest.mark.timeout(RAY_TIMEOUT)
+def test_imagefolder_errors_on_ray_name_the_users_file(ray_local, tmp_path: Path) -> None:
+    samples = _samples(masks=False)
+    folder = write_folder(tmp_path / "folder", samples)
+    (folder / "test" / f"{samples['test'][1]['key']}.png").write_bytes(b"\x89PNG broken")
+    with pytest.raises(DataError) as caught:
+        preprocess_to_parquet(str(folder), str(tmp_path / "out"), text_encoder="none", show_progress=False)
+    assert str(caught.value).startswith(f"imagefolder {folder}: test/000013.png: corrupt or unreadable image")
+    assert type(caught.value) is DataError and "Traceback" not in str(caught.value)
