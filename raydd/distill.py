@@ -21,6 +21,7 @@ from raydd.formation import check_factor
 from raydd.methods import dm_setup, method_class
 from raydd.methods.dm import check_object_masks
 from raydd.errors import ConfigError
+from raydd.models import get_model
 from raydd.modalities import CaptionEmbeddings, attach_masks, embed_captions, embed_dataset_captions
 from raydd.realpool import RealPool
 from raydd.report.grid import write_grid
@@ -106,6 +107,9 @@ def build_distiller(cfg: Config, state: DistillState, device: torch.device, clas
 def preflight(cfg: Config, splits: DatasetSplits, captions: CaptionEmbeddings | None) -> None:
     """Checks that need the data's shape, before anything is written (the bank's memory, object masks)."""
     caption_dim = captions.train.shape[1] if captions is not None else 0
+    for name in dict.fromkeys([cfg.distill.model, cfg.eval.model, *cfg.eval.cross_arch]):
+        # A network that cannot take the data's image size fails here, not in a worker after the start.
+        get_model(name, channels=splits.channels, num_classes=splits.num_classes, image_size=splits.image_size)
     if cfg.distill.method == "dm":
         check_factor(cfg.dm.formation, splits.image_size)
         if cfg.mm.mfa and cfg.mm.mfa_level == "feature":

@@ -171,3 +171,12 @@ def test_tensorboard_flag_without_the_package_fails_before_any_work(tmp_path, mo
                                  "--quiet"])
     assert r.exit_code == 2 and "pip install tensorboard" in r.output
     assert not out.exists()
+
+
+def test_images_too_small_for_the_network_fail_before_anything_is_written(tmp_path):
+    from raydd.errors import ConfigError
+
+    cfg = build_config(overrides={"device": "cpu", "distill": {"ipc": 1, "iterations": 1}})
+    with pytest.raises(ConfigError, match=r"model 'convnet'.*image_size \(6, 6\) is too small"):
+        run_distillation(cfg, str(tmp_path / "run"), splits=tiny_splits(size=6), show_progress=False)
+    assert not (tmp_path / "run").exists()

@@ -1,4 +1,4 @@
-"""Two Ray nodes on one machine: preprocessing actors on both, one distillation worker per node, and a
+"""Two Ray nodes on one machine: a WebDataset source preprocessed with actors on both, one distillation worker per node, and a
 node killed in the middle of a distillation.
 
 Each node is a ``ray start --block`` of its own (own temp dir, own ports, 2 CPUs), stopped through its
@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,7 +25,7 @@ from raydd.distill import run_distillation
 from raydd.pipeline.preprocess import preprocess_to_parquet
 from raydd.pipeline.train import distill_with_ray
 from tests.faults import PLACEMENT, RecordPlacement
-from tests.helpers import write_imagefolder
+from tests.test_ingest import _png, write_shards
 from tests.test_cluster import RAY, _ray_env, free_ports
 
 pytestmark = pytest.mark.timeout(600)
@@ -111,6 +112,18 @@ def two_nodes():
             node.stop()
 
 
+def shard_samples(per_class: int = 10, n_test: int = 6) -> dict[str, list[dict]]:
+    rng = np.random.default_rng(0)
+    out, key = {"train": [], "test": []}, 0
+    for split, n in (("train", 3 * per_class), ("test", n_test)):
+        for i in range(n):
+            label = ("cat", "dog", "bird")[i % 3]
+            pixels = (rng.integers(0, 120, (16, 16, 3)) + 60 * (i % 3)).astype(np.uint8)
+            out[split].append({"key": f"{key:06d}", "label": label, "caption": f"a {label}", "image": _png(pixels)})
+            key += 1
+    return out
+
+
 def placements(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / PLACEMENT).read_text().splitlines() if line.strip()]
 
@@ -124,9 +137,9 @@ def tiny(data, iterations: int):
 
 def test_two_nodes_preprocess_and_distill_as_one_process_and_survive_a_lost_node(two_nodes, tmp_path):
     address, nodes, add_node = two_nodes
-    data = write_imagefolder(tmp_path / "data", num_classes=4, n_train=10, size=16)
+    data = write_shards(tmp_path / "shards", shard_samples())  # WebDataset: 3 classes of 16 x 16 RGB images
 
-    # Preprocessing: two mask actors of 1.5 CPU each; a node has 2, so one actor runs on each node.
+    # Preprocessing (Ray Data reads and decodes the shards in tasks): two mask actors of 1.5 CPU each; a node has 2, so one actor runs on each node.
     parquet = tmp_path / "pq"
     manifest = preprocess_to_parquet(str(data), str(parquet), val_fraction=0.2, segmenter="threshold",
                                      text_encoder=None, actors=2, cpus_per_actor=1.5, address=address,
