@@ -403,3 +403,18 @@ def test_a_run_written_before_the_fusion_components_and_gradmatch_sections_still
     assert "real_chunk: 512" in text and "synthetic images, one row per class" in text  # the file as written
     assert SyntheticSet.load(run_dir).meta["multimodal"]["cc_dim"] == 128
     assert RunDir(run_dir).read_config().dm.real_chunk == 512
+
+
+def test_the_command_writes_the_page_names_an_unreadable_artifact_and_exits_1(tiny_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from raydd.cli import app
+
+    run = copy_run(tiny_run, tmp_path / "cut")
+    text = Path(run, "eval.json").read_text()
+    Path(run, "eval.json").write_text(text[: len(text) // 2])  # a write cut short
+    result = CliRunner().invoke(app, ["report", run])
+    assert result.exit_code == 1
+    assert "report: not shown:" in result.stderr and "eval.json" in result.stderr
+    assert Path(run, "report.html").exists()
+    assert CliRunner().invoke(app, ["report", tiny_run, "--out", str(tmp_path / "ok.html")]).exit_code == 0

@@ -22,17 +22,28 @@ def report(run_dirs: Annotated[Optional[list[str]], typer.Argument(
            out: Annotated[Optional[str], typer.Option(
                "--out", "-o", help="The page (.html) or a folder for report.html. Default: RUN_DIR/report.html; "
                                    "<common parent>/comparison/report.html for several runs; TUNE_DIR/report.html.")] = None) -> None:
-    """Write a self-contained HTML report (images embedded, opens offline) of one run, several runs, or a search."""
+    """Write a self-contained HTML report (images embedded, opens offline) of one run, several runs, or a search.
+
+    An artifact that is present but unreadable (a cut eval.json) is left out of the page with a note, named
+    on stderr, and makes the command exit with status 1 after writing the page."""
     from raydd.report import write_report, write_tune_report
 
     if not run_dirs and not tune:
         raise RayddError("report: give RUN_DIR [RUN_DIR ...], --tune DIR, or both")
     if run_dirs and tune and out:
         raise RayddError("--out names one page: report the runs and the search in two commands")
+    problems = []
     if run_dirs:
+        from raydd.report.rundata import load_run
+
         typer.echo(write_report(list(run_dirs), out=out))
+        problems = [f"{run_dir}: {problem}" for run_dir in run_dirs for problem in load_run(run_dir).problems]
     if tune:
         typer.echo(write_tune_report(tune, out=out))
+    if problems:  # the page shows them too; the exit status tells a script that something was left out
+        for problem in problems:
+            typer.echo(f"report: not shown: {problem}", err=True)
+        raise typer.Exit(1)
 
 
 @app.command("show-data")
