@@ -48,10 +48,8 @@ def data_context(show_progress: bool) -> Iterator[None]:
             setattr(context, name, value)
 
 
-def user_error(error: BaseException) -> RayddError | None:
-    """The RayddError a Ray failure carries (``RayTaskError.cause``, exception chains), if any."""
-    from ray.exceptions import RayError
-
+def error_chain(error: BaseException) -> Iterator[BaseException]:
+    """Every exception a Ray failure carries (``RayTaskError.cause``, ``__cause__``, ``__context__``), once each."""
     pending: list[BaseException | None] = [error]
     seen: set[int] = set()
     while pending:
@@ -59,31 +57,28 @@ def user_error(error: BaseException) -> RayddError | None:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, RayddError) and not isinstance(current, RayError):
-            return current
+        yield current
         cause = getattr(current, "cause", None)
         pending += [cause if isinstance(cause, BaseException) else None, current.__cause__, current.__context__]
-    return None
+
+
+def user_error(error: BaseException) -> RayddError | None:
+    """The RayddError a Ray failure carries, if any."""
+    from ray.exceptions import RayError
+
+    return next((e for e in error_chain(error) if isinstance(e, RayddError) and not isinstance(e, RayError)), None)
 
 
 def _reader_error(error: BaseException) -> str | None:
     """What a shard reader's own failure (a damaged tar, a sample split across a shard) says, if it is one."""
     import tarfile
 
-    pending: list[BaseException | None] = [error]
-    seen: set[int] = set()
-    while pending:
-        current = pending.pop()
-        if current is None or id(current) in seen:
-            continue
-        seen.add(id(current))
+    for current in error_chain(error):
         if isinstance(current, tarfile.TarError):
             return f"a shard is not a readable tar file ({type(current).__name__}: {current})"
         if isinstance(current, ValueError) and ("WebDataset tar entries" in str(current)
                                                 or "duplicate file name in tar file" in str(current)):
             return str(current).splitlines()[0]
-        cause = getattr(current, "cause", None)
-        pending += [cause if isinstance(cause, BaseException) else None, current.__cause__, current.__context__]
     return None
 
 
