@@ -79,9 +79,12 @@ def test_two_trial_search_selects_on_validation_and_resumes(tmp_path, ray_local)
     result = tune_search(tiny_config(dataset), str(out), space=SPACE, num_samples=2, max_concurrent=1,
                          scheduler="asha", grace_iterations=2, show_progress=False)
 
-    # best.yaml is a config layer the CLI accepts, holding exactly the searched values
+    # best.yaml is a config layer the CLI accepts: the searched values and what the base changed from quick
     best = yaml.safe_load((out / "best.yaml").read_text())
-    assert set(best["distill"]) == {"lr_img", "momentum"}
+    base = tiny_config(dataset)
+    assert set(best["distill"]) == {"lr_img", "momentum", "iterations", "batch_real", "log_every"}
+    assert (best["distill"]["iterations"], best["distill"]["batch_real"]) == (base.distill.iterations,
+                                                                              base.distill.batch_real)
     cfg = build_config("quick", file=out / "best.yaml")
     assert cfg.distill.lr_img == result.best_params["distill.lr_img"]
 
