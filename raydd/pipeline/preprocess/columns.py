@@ -33,17 +33,21 @@ def _first(mask: np.ndarray) -> int | None:
     return int(hits[0]) if len(hits) else None
 
 
-def check_label_columns(labels: dict[str, pa.Array | pa.ChunkedArray], has_mask: dict[str, np.ndarray],
-                        listed: list[str] | None, where: Callable[[str, int], str], mask_field: str) -> ColumnPlan:
-    folders = list(labels)  # train first
-    sizes = [len(labels[f]) for f in folders]
-    joined = pa.chunked_array([c for f in folders for c in (labels[f].chunks if isinstance(labels[f], pa.ChunkedArray)
-                                                             else [labels[f]])], pa.string())
-    encoded = pc.dictionary_encode(joined).combine_chunks()
+def encode_labels(labels: dict[str, pa.Array | pa.ChunkedArray]) -> tuple[dict[str, np.ndarray], list]:
+    """Each folder's labels (JSON text) as codes into one list of distinct label values."""
+    folders = list(labels)
+    chunks = [c for f in folders for c in (labels[f].chunks if isinstance(labels[f], pa.ChunkedArray) else [labels[f]])]
+    encoded = pc.dictionary_encode(pa.chunked_array(chunks, pa.string())).combine_chunks()
     values = [json.loads(v) for v in encoded.dictionary.to_pylist()]  # distinct labels: few
     codes_all = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    bounds = np.cumsum([0, *sizes])
-    codes = {f: codes_all[bounds[i]:bounds[i + 1]] for i, f in enumerate(folders)}
+    bounds = np.cumsum([0, *(len(labels[f]) for f in folders)])
+    return {f: codes_all[bounds[i]:bounds[i + 1]] for i, f in enumerate(folders)}, values
+
+
+def check_label_columns(codes: dict[str, np.ndarray], values: list, has_mask: dict[str, np.ndarray],
+                        listed: list[str] | None, where: Callable[[str, int], str], mask_field: str) -> ColumnPlan:
+    """``codes``: each folder's labels as indices into ``values`` (the distinct labels), train first."""
+    folders = list(codes)
     train = codes["train"]
 
     # All labels names, or all integers.
@@ -103,4 +107,4 @@ def check_label_columns(labels: dict[str, pa.Array | pa.ChunkedArray], has_mask:
     return ColumnPlan(names, out, kind_name, masks)
 
 
-__all__ = ["ColumnPlan", "check_label_columns"]
+__all__ = ["ColumnPlan", "check_label_columns", "encode_labels"]

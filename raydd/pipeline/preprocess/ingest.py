@@ -39,7 +39,7 @@ from raydd.data.stats import mean_std_from_sums, pixel_sums
 from raydd.data.webdataset import MASK_SUFFIX, SOURCE_NAME as WEBDATASET, parse_sample, shard_paths
 from raydd.errors import ConfigError, DataError
 
-from .columns import check_label_columns
+from .columns import check_label_columns, encode_labels
 
 ON_BAD_ROW = ("fail", "skip")
 OUT_SPLIT = {"train": "train", VALIDATION_SPLIT: "val", "test": "test"}  # source folder -> written split
@@ -52,7 +52,7 @@ _SAMPLE = pa.schema([
     ("image_name", pa.string()), ("mask_name", pa.string()), ("image", pa.binary()), ("mask", pa.binary()),
     ("label", pa.string()), ("has_caption", pa.bool_()), ("caption", pa.string()), ("problem", pa.string()),
 ])
-_SCANNED = ("id", "split", "order", "shard", "key", "image_name", "mask_name", "label", "has_caption",
+_SCANNED = ("id", "split", "order", "shard", "key", "image_name", "has_mask", "label", "has_caption",
             "caption_empty", "problem", "width", "height", "grey", "sums", "squares")
 
 
@@ -202,8 +202,9 @@ def _scan(batch: pa.Table, image_size: int | None) -> pa.Table:
             except DataError as error:
                 problem = str(error)
         caption = data["caption"][i]
-        for name in ("id", "split", "order", "shard", "key", "image_name", "mask_name", "label", "has_caption"):
+        for name in ("id", "split", "order", "shard", "key", "image_name", "label", "has_caption"):
             out[name].append(data[name][i])
+        out["has_mask"].append(data["mask_name"][i] is not None)
         out["caption_empty"].append(caption is None or not caption.strip())
         out["problem"].append(problem)
         out["width"].append(None if size is None else size[0])
@@ -314,7 +315,7 @@ class FolderSource:
             file_name = rows.column("file_name")[i].as_py()
             return f"{folder}/{METADATA_FILE} line {rows.column('line')[i].as_py()} ({folder}/{file_name})"
 
-        check_label_columns({f: metadata[f].column("label") for f in self.folders},
+        check_label_columns(*encode_labels({f: metadata[f].column("label") for f in self.folders}),
                             {f: _bools(pc.is_valid(metadata[f].column("mask_file_name"))) for f in self.folders},
                             self.listed, where, MetadataRow.MASK_FIELD)
 
@@ -372,19 +373,15 @@ class FolderSource:
         with self._named():
             return self._plan(scanned, splits)
 
-    def _in_order(self, scanned: pa.Table) -> pa.Table:
-        """The scanned rows in dataset order: an imagefolder's listing order; a WebDataset's folder, shard, key."""
+    def _order(self, scanned: pa.Table) -> np.ndarray:
+        """Positions of the scanned rows in dataset order: an imagefolder's listing; a WebDataset's folder, shard, key."""
         if self.kind != WEBDATASET:
-            order = np.argsort(_ints(scanned.column("order")), kind="stable")
-            return scanned.take(pa.array(order))
-        encoded = pc.dictionary_encode(scanned.column("split")).combine_chunks()
-        rank = {folder: i for i, folder in enumerate(self.folders)}
-        ranks = np.array([rank.get(v, len(rank)) for v in encoded.dictionary.to_pylist()], dtype=np.int64)
-        keys = pa.table({"rank": ranks[encoded.indices.to_numpy(zero_copy_only=False)],
+            return np.argsort(_ints(scanned.column("order")), kind="stable")
+        keys = pa.table({"rank": _codes(scanned.column("split"), self.folders, missing=len(self.folders)),
                          "shard": scanned.column("shard"), "key": scanned.column("key")})
         order = pc.sort_indices(keys, sort_keys=[("rank", "ascending"), ("shard", "ascending"),
                                                  ("key", "ascending")])
-        return scanned.take(order)
+        return order.to_numpy(zero_copy_only=False).astype(np.int64)
 
     def _reject(self, rejected: list[dict[str, str]], split: str, row_id: str, file: str, problem: str) -> None:
         if self.on_bad_row == "fail":
@@ -399,16 +396,19 @@ class FolderSource:
         rejected: list[dict[str, str]] = []
         if not scanned.num_rows:
             raise DataError("train/: no usable images")
-        table = self._in_order(scanned)
-        del scanned
+        # Columns stay in scan order; ``order`` maps a dataset position to its scanned row.
+        order = self._order(scanned)
 
         def text(name: str, i: int) -> str | None:
-            return table.column(name)[int(i)].as_py()
+            return scanned.column(name)[int(order[i])].as_py()
 
-        kept = ~_bools(pc.is_valid(table.column("problem")))
+        def column(values: np.ndarray) -> np.ndarray:
+            return values[order]
+
+        kept = ~column(_bools(pc.is_valid(scanned.column("problem"))))
         for i in np.flatnonzero(~kept):
             self._reject(rejected, text("split", i), text("id", i), text("image_name", i), text("problem", i))
-        folder_of = _codes(table.column("split"), self.folders)
+        folder_of = column(_codes(scanned.column("split"), self.folders))
         is_train = folder_of == 0
 
         # One size for all, unless resizing: the reference is the first train image, as in-process.
@@ -416,7 +416,7 @@ class FolderSource:
         first_train = np.flatnonzero(kept & is_train)
         if not len(first_train):
             raise DataError("train/: no usable images" + (f" ({len(rejected)} rejected)" if rejected else ""))
-        widths, heights = _ints(table.column("width")), _ints(table.column("height"))
+        widths, heights = column(_ints(scanned.column("width"))), column(_ints(scanned.column("height")))
         if size is None:
             first = int(first_train[0])
             reference = Reference((int(widths[first]), int(heights[first])), text("image_name", first))
@@ -432,11 +432,13 @@ class FolderSource:
         positions = {folder: np.flatnonzero(kept & (folder_of == k)) for k, folder in enumerate(self.folders)}
         if not len(positions["train"]):
             raise DataError("train/: no usable images")
-        has_mask = _bools(pc.is_valid(table.column("mask_name")))
-        plan = check_label_columns({f: table.column("label").take(pa.array(p, pa.int64())) for f, p in positions.items()},
+        has_mask = column(_bools(scanned.column("has_mask").fill_null(False)))
+        label_codes, label_values = encode_labels({"all": scanned.column("label")})
+        label_codes = column(label_codes["all"])
+        plan = check_label_columns({f: label_codes[p] for f, p in positions.items()}, label_values,
                                    {f: has_mask[p] for f, p in positions.items()}, self.listed,
                                    lambda folder, i: text("id", positions[folder][i]), "mask")
-        grey = _bools(table.column("grey").fill_null(False))
+        grey = column(_bools(scanned.column("grey").fill_null(False)))
         colour = not bool(grey[positions["train"]].all())
         channels = 3 if colour else 1
 
@@ -460,21 +462,23 @@ class FolderSource:
                       for split in parts}
 
         # mean/std of the train split, as the model will see it (grey rows of a colour dataset as RGB).
-        train_rows = pa.array(out_positions["train"], pa.int64())
+        in_train = np.zeros(scanned.num_rows, dtype=bool)  # by scanned row: sums do not depend on order
+        in_train[order[out_positions["train"]]] = True
         count = height * width * len(out_positions["train"])
-        total = _channel_totals(table.column("sums").take(train_rows), channels, colour, count)
-        total_sq = _channel_totals(table.column("squares").take(train_rows), channels, colour, count * 255)
+        total = _channel_totals(scanned.column("sums"), in_train, channels, colour, count)
+        total_sq = _channel_totals(scanned.column("squares"), in_train, channels, colour, count * 255)
         mean, std = mean_std_from_sums(total, total_sq, count)
 
-        has_caption = _bools(table.column("has_caption").fill_null(False))
-        missing = ~has_caption | _bools(table.column("caption_empty").fill_null(True))
+        has_caption = column(_bools(scanned.column("has_caption").fill_null(False)))
+        missing = ~has_caption | column(_bools(scanned.column("caption_empty").fill_null(True)))
         chosen = [out_positions[split] for split in splits]
         written = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
         first_missing = _first(missing[written])
 
         rejected_by_split = {folder: sum(r["split"] == folder for r in rejected) for folder in self.folders}
         self._colour = colour
-        self._val_ids = table.column("id").take(pa.array(positions["train"][is_val], pa.int64())).combine_chunks()
+        self._val_ids = scanned.column("id").take(pa.array(order[positions["train"][is_val]], pa.int64())
+                                                  ).combine_chunks()
         self._rejected_ids = pa.array(sorted({r["id"] for r in rejected}), pa.string())
         self._splits = tuple(splits)
         self._label_index = self._label_index_of(plan.class_names, plan.names_are_labels)
@@ -524,31 +528,38 @@ def _first(mask: np.ndarray) -> int | None:
     return int(hits[0]) if len(hits) else None
 
 
-def _codes(values, names: Sequence[str]) -> np.ndarray:
-    """Each value's index in ``names`` (-1: none), without a Python object per row."""
+def _codes(values, names: Sequence[str], missing: int = -1) -> np.ndarray:
+    """Each value's index in ``names`` (``missing``: none), without a Python object per row."""
     encoded = pc.dictionary_encode(values).combine_chunks()
+    if not len(encoded):
+        return np.zeros(0, np.int64)
     index = {name: i for i, name in enumerate(names)}
-    codes = np.array([index.get(v, -1) for v in encoded.dictionary.to_pylist()] or [-1], dtype=np.int64)
-    return codes[encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)] if len(encoded) else \
-        np.zeros(0, np.int64)
+    codes = np.array([index.get(v, missing) for v in encoded.dictionary.to_pylist()], dtype=np.int64)
+    return codes[encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
 
 
-def _channel_totals(lists, channels: int, colour: bool, bound: int) -> list[int]:
-    """Per-channel totals of per-row lists (one value per channel; a grey row of a colour set counts thrice), exact."""
-    lists = lists.combine_chunks() if isinstance(lists, pa.ChunkedArray) else lists
-    if not len(lists):
-        return [0] * channels
-    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False).astype(np.int64)
-    starts = lists.offsets.to_numpy(zero_copy_only=False)[:-1].astype(np.int64)
-    values = lists.values.to_numpy(zero_copy_only=False)
-    replicate = (lengths == 1) if colour else np.zeros(len(lengths), dtype=bool)
-    width = np.where(replicate, 3, lengths)
+def _channel_totals(lists, selected: np.ndarray, channels: int, colour: bool, bound: int) -> list[int]:
+    """Per-channel totals over the ``selected`` rows of per-row lists (one value per channel; a grey row of a
+    colour set counts thrice), exact."""
     exact = bound * 255 < 2 ** 62  # int64 cannot overflow; else Python integers
-    totals = []
-    for c in range(channels):
-        take = width > c
-        picked = values[starts[take] + np.where(replicate[take], 0, c)]
-        totals.append(int(picked.sum(dtype=np.int64)) if exact else sum(int(v) for v in picked))
+    totals = [0] * channels
+    chunks = lists.chunks if isinstance(lists, pa.ChunkedArray) else [lists]
+    start = 0
+    for chunk in chunks:
+        rows = selected[start:start + len(chunk)]
+        start += len(chunk)
+        if not rows.any():
+            continue
+        offsets = chunk.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+        lengths = np.diff(offsets)[rows]
+        starts = offsets[:-1][rows]
+        values = chunk.values.to_numpy(zero_copy_only=False)
+        replicate = (lengths == 1) if colour else np.zeros(len(lengths), dtype=bool)
+        width = np.where(replicate, 3, lengths)
+        for c in range(channels):
+            take = width > c
+            picked = values[starts[take] + np.where(replicate[take], 0, c)]
+            totals[c] += int(picked.sum(dtype=np.int64)) if exact else sum(int(v) for v in picked)
     return totals
 
 
