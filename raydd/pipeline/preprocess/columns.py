@@ -39,7 +39,7 @@ def encode_labels(labels: dict[str, pa.Array | pa.ChunkedArray]) -> tuple[dict[s
     chunks = [c for f in folders for c in (labels[f].chunks if isinstance(labels[f], pa.ChunkedArray) else [labels[f]])]
     encoded = pc.dictionary_encode(pa.chunked_array(chunks, pa.string())).combine_chunks()
     values = [json.loads(v) for v in encoded.dictionary.to_pylist()]  # distinct labels: few
-    codes_all = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    codes_all = pc.fill_null(encoded.indices, 0).to_numpy(zero_copy_only=False).astype(np.int64)  # null: unused
     bounds = np.cumsum([0, *(len(labels[f]) for f in folders)])
     return {f: codes_all[bounds[i]:bounds[i + 1]] for i, f in enumerate(folders)}, values
 
@@ -65,7 +65,7 @@ def check_label_columns(codes: dict[str, np.ndarray], values: list, has_mask: di
         if kind_name:
             bad = np.array([v not in listed for v in values], dtype=bool)
         else:
-            bad = np.array([v >= len(listed) for v in values], dtype=bool)
+            bad = np.array([isinstance(v, int) and v >= len(listed) for v in values], dtype=bool)
         at = _first(bad[train])
         if at is not None:
             label = values[train[at]]

@@ -443,10 +443,8 @@ class FolderSource:
         channels = 3 if colour else 1
 
         labels = plan.labels
-        if VALIDATION_SPLIT in positions:
-            is_val = np.zeros(len(positions["train"]), dtype=bool)
-        else:
-            is_val = np.zeros(len(positions["train"]), dtype=bool)
+        is_val = np.zeros(len(positions["train"]), dtype=bool)
+        if VALIDATION_SPLIT not in positions:
             is_val[validation_positions(labels["train"], len(plan.class_names), self.request.val_fraction,
                                         self.request.seed)] = True
         parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"train": [], "val": [], "test": []}
