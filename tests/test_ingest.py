@@ -302,3 +302,73 @@ def test_imagefolder_errors_on_ray_name_the_users_file(ray_local, tmp_path: Path
         preprocess_to_parquet(str(folder), str(tmp_path / "out"), text_encoder="none", show_progress=False)
     assert str(caught.value).startswith(f"imagefolder {folder}: test/000013.png: corrupt or unreadable image")
     assert type(caught.value) is DataError and "Traceback" not in str(caught.value)
+
+
+_METADATA_CASES = [
+    b'{"file_name": "a.png", "label": "x"}\n\n{"file_name": "b.png", "label": "y", "caption": "hi", '
+    b'"mask_file_name": "m/b.png"}\r\n{"file_name": "./a.png", "label": "x"}\n{bad\n',  # listed twice before bad JSON
+    b'{"file_name": "a.png", "label": "x"}\n{"file_name": "c.png"}\n{"file_name": "a.png", "label": "x"}\n',
+    b'{"file_name": "a.png", "label": 3}\n{"file_name": "b.png", "label": 1, "caption": null}\n',
+    b'{"file_name": "a.png", "label": "x"}\n\n  \n{"file_name": "../b.png", "label": "x"}\n',
+    b'\n\n', b'\xff\n', b'[1]\n',
+]
+
+
+@pytest.mark.parametrize("data", _METADATA_CASES)
+def test_metadata_as_columns_says_what_the_row_parser_says(data: bytes) -> None:
+    """The driver's columnar metadata.jsonl parse: the same rows, the same first error (line and file)."""
+    from raydd.data.imagefolder.metadata import parse_metadata, parse_metadata_columns
+
+    try:
+        rows = parse_metadata("train", data)
+    except DataError as error:
+        with pytest.raises(DataError) as got:
+            parse_metadata_columns("train", data)
+        assert str(got.value) == str(error)
+        return
+    table = parse_metadata_columns("train", data)
+    assert table.column("line").to_pylist() == [r.line for r in rows]
+    assert table.column("file_name").to_pylist() == [r.file_name for r in rows]
+    assert table.column("label").to_pylist() == [json.dumps(r.label) for r in rows]
+    assert table.column("caption").to_pylist() == [r.caption for r in rows]
+    assert table.column("has_caption").to_pylist() == [r.has_caption for r in rows]
+    assert table.column("mask_file_name").to_pylist() == [r.mask_file_name for r in rows]
+
+
+@pytest.mark.parametrize("train, test, listed", [
+    ('"a" "b" "a"', '"b" "c"', None),  # unknown test label
+    ('"a" 1', '"a"', None),  # mixed kinds
+    ("0 2", "0", None),  # class 1 has no train images
+    ("0 1 5", "0", ["x", "y"]),  # out of range for classes.json
+    ('"a" "z"', '"a"', ["a", "b"]),  # not listed
+    ('"b" "a"', '"a" "b"', None),  # fine
+    ("1 0", "1", ["p", "q"]),  # fine
+])
+def test_label_checks_on_columns_say_what_check_rows_says(train: str, test: str, listed) -> None:
+    from raydd.data.imagefolder.loader import check_rows
+    from raydd.data.imagefolder.metadata import parse_metadata, parse_metadata_columns
+    from raydd.pipeline.preprocess.columns import check_label_columns, encode_labels
+
+    def lines(labels: str) -> bytes:
+        return "".join(json.dumps({"file_name": f"{i}.png", "label": json.loads(v)}) + "\n"
+                       for i, v in enumerate(labels.split())).encode()
+
+    data = {"train": lines(train), "test": lines(test)}
+    rows = {split: parse_metadata(split, raw) for split, raw in data.items()}
+    columns = {split: parse_metadata_columns(split, raw) for split, raw in data.items()}
+
+    def where(split: str, i: int) -> str:
+        return rows[split][i].where
+
+    try:
+        want = check_rows(rows, listed, require_captions=False)
+    except DataError as error:
+        with pytest.raises(DataError) as got:
+            check_label_columns(*encode_labels({s: t.column("label") for s, t in columns.items()}),
+                                {s: np.zeros(t.num_rows, bool) for s, t in columns.items()}, listed, where, "mask")
+        assert str(got.value) == str(error)
+        return
+    plan = check_label_columns(*encode_labels({s: t.column("label") for s, t in columns.items()}),
+                               {s: np.zeros(t.num_rows, bool) for s, t in columns.items()}, listed, where, "mask")
+    assert plan.class_names == want.class_names
+    assert {s: v.tolist() for s, v in plan.labels.items()} == want.labels

@@ -116,3 +116,102 @@ def parse_metadata(split: str, data: bytes) -> list[MetadataRow]:
     if not rows:
         raise DataError(f"{shown}: no rows; each split needs at least one image")
     return rows
+
+
+# One split's metadata as Arrow columns (a driver that must not hold one Python object per line).
+# ``label`` is the label as JSON (``"cat"`` or ``3``): a name or an index, told apart without parsing.
+_CHUNK_ROWS = 8192
+_PIECE_CHARS = 1 << 20
+
+
+def _metadata_schema():
+    import pyarrow as pa
+
+    return pa.schema([("line", pa.int64()), ("file_name", pa.string()), ("label", pa.string()),
+                      ("has_caption", pa.bool_()), ("caption", pa.string()), ("mask_file_name", pa.string())])
+
+
+def _lines(text: str):
+    """``text.splitlines()``, one piece at a time: pieces end after a newline, which is a line end for both."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start + _PIECE_CHARS)
+        end = len(text) if end < 0 else end + 1
+        yield from text[start:end].splitlines()
+        start = end
+
+
+def _first_duplicate(split: str, table) -> DataError | None:
+    """The first line (in file order) whose file was listed before, as ``parse_metadata`` reports it."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    if table.num_rows < 2:
+        return None
+    codes = pc.dictionary_encode(table.column("file_name")).combine_chunks().indices.to_numpy()
+    _, first = np.unique(codes, return_index=True)
+    first_position = np.empty(int(codes.max()) + 1, dtype=np.int64)
+    first_position[codes[first]] = first
+    repeated = np.flatnonzero(first_position[codes] != np.arange(len(codes)))
+    if not len(repeated):
+        return None
+    at = int(repeated[0])
+    line = table.column("line")[at].as_py()
+    file_name = table.column("file_name")[at].as_py()
+    also = table.column("line")[int(first_position[codes[at]])].as_py()
+    where = f"{split}/{METADATA_FILE} line {line} ({split}/{file_name})"
+    return DataError(f"{where}: {split}/{file_name} is listed twice (also on line {also})")
+
+
+def parse_metadata_columns(split: str, data: bytes):
+    """``parse_metadata`` as a pyarrow Table (schema ``_metadata_schema()``): same checks, same messages."""
+    import pyarrow as pa
+
+    schema = _metadata_schema()
+    shown = f"{split}/{METADATA_FILE}"
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DataError(f"{shown}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    del data
+    batches = []
+    columns: dict[str, list] = {name: [] for name in schema.names}
+
+    def flush() -> None:
+        if columns["line"]:
+            batches.append(pa.record_batch([pa.array(columns[n], schema.field(n).type) for n in schema.names],
+                                           schema=schema))
+            for values in columns.values():
+                values.clear()
+
+    problem: DataError | None = None
+    try:
+        for line_number, line in enumerate(_lines(text), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{shown} line {line_number}: malformed JSON ({error.msg} at column {error.colno})"
+                                ) from None
+            row = _row(split, line_number, record)
+            columns["line"].append(line_number)
+            columns["file_name"].append(row.file_name)
+            columns["label"].append(json.dumps(row.label))
+            columns["has_caption"].append(row.has_caption)
+            columns["caption"].append(row.caption)
+            columns["mask_file_name"].append(row.mask_file_name)
+            if len(columns["line"]) >= _CHUNK_ROWS:
+                flush()
+    except DataError as error:
+        problem = error  # a file listed twice on an earlier line is reported first
+    flush()
+    table = pa.Table.from_batches(batches, schema=schema)
+    duplicate = _first_duplicate(split, table)
+    if duplicate is not None:
+        raise duplicate
+    if problem is not None:
+        raise problem
+    if not table.num_rows:
+        raise DataError(f"{shown}: no rows; each split needs at least one image")
+    return table

@@ -26,9 +26,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from raydd.data.imagefolder.loader import (VALIDATION_SPLIT, Reference, check_rows, listed_classes, open_root,
-                                           read_imagefolder_rows, size_problem, split_folders)
+from raydd.data.imagefolder.loader import (VALIDATION_SPLIT, Reference, listed_classes, open_root, size_problem,
+                                           split_folders)
+from raydd.data.imagefolder.metadata import METADATA_FILE, MetadataRow, parse_metadata_columns
 from raydd.data.imagefolder.pixels import decode_pair, grey_to_rgb
 from raydd.data.imagefolder.storage import DatasetRoot
 from raydd.data.registry import SourceRequest
@@ -36,6 +38,8 @@ from raydd.data.splits import validation_positions
 from raydd.data.stats import mean_std_from_sums, pixel_sums
 from raydd.data.webdataset import MASK_SUFFIX, SOURCE_NAME as WEBDATASET, parse_sample, shard_paths
 from raydd.errors import ConfigError, DataError
+
+from .columns import check_label_columns, encode_labels
 
 ON_BAD_ROW = ("fail", "skip")
 OUT_SPLIT = {"train": "train", VALIDATION_SPLIT: "val", "test": "test"}  # source folder -> written split
@@ -48,7 +52,7 @@ _SAMPLE = pa.schema([
     ("image_name", pa.string()), ("mask_name", pa.string()), ("image", pa.binary()), ("mask", pa.binary()),
     ("label", pa.string()), ("has_caption", pa.bool_()), ("caption", pa.string()), ("problem", pa.string()),
 ])
-_SCANNED = ("id", "split", "order", "shard", "key", "image_name", "mask_name", "label", "has_caption",
+_SCANNED = ("id", "split", "order", "shard", "key", "image_name", "has_mask", "label", "has_caption",
             "caption_empty", "problem", "width", "height", "grey", "sums", "squares")
 
 
@@ -59,28 +63,6 @@ def check_on_bad_row(value: str) -> str:
 
 
 # ----------------------------------------------------------------------------- the driver's view of a row
-
-
-@dataclass(frozen=True)
-class Row:
-    """A scanned row: metadata only. Shaped like a metadata row, so the imagefolder checks apply."""
-
-    id: str
-    split: str  # source folder: train, validation, test
-    image_path: str  # how messages name the image: train/cat/0.png, train/00000.tar:000012.png
-    mask_path: str | None
-    label: str | int
-    has_caption: bool
-    caption: str | None  # "" (empty) or "." (present): the text itself stays on the cluster
-    size: tuple[int, int]
-    grey: bool
-    sums: tuple[int, ...]
-    squares: tuple[int, ...]
-    MASK_FIELD = "mask"
-
-    @property
-    def where(self) -> str:
-        return self.id if ":" in self.id else self.image_path
 
 
 @dataclass
@@ -95,10 +77,11 @@ class SourcePlan:
     std: tuple[float, ...]
     image_shape: tuple[int, int, int]
     has_masks: bool
-    rows: dict[str, list[Row]]  # written split -> its rows, in dataset order
-    rejected: list[dict[str, str]] = field(default_factory=list)
+    labels: dict[str, np.ndarray]  # written split -> class index of each row (int64), in dataset order
+    rejected: list[dict[str, str]] = field(default_factory=list)  # only the rejected rows
     rejected_by_split: dict[str, int] = field(default_factory=dict)
-    labels: dict[str, list[int]] = field(default_factory=dict)  # written split -> class index of each row
+    any_caption: bool = False  # some row of the written splits has a caption
+    missing_caption: str | None = None  # the first row (written splits, in order) without a real caption
     flip_ok: bool = True
     num_classes: int = 0
 
@@ -109,21 +92,30 @@ class SourcePlan:
 # ----------------------------------------------------------------------------- the source's samples on Ray
 
 
-def _imagefolder_samples(root: DatasetRoot, rows: Sequence[Any], labels: Sequence[str], orders: Sequence[int],
-                         blocks: int):
+def _imagefolder_table(metadata: dict[str, pa.Table], folders: Sequence[str]) -> pa.Table:
+    """The listed files' metadata (columns of ``parse_metadata_columns``) as samples without bytes."""
+    parts = []
+    for folder in folders:
+        rows = metadata[folder]
+        path = pc.binary_join_element_wise(f"{folder}/", rows.column("file_name"), "")
+        parts.append(pa.table({
+            "id": path,
+            "split": pa.repeat(pa.scalar(folder, pa.string()), rows.num_rows),
+            "image_name": path,
+            "mask_name": pc.binary_join_element_wise(f"{folder}/", rows.column("mask_file_name"), ""),
+            "label": rows.column("label"),
+            "has_caption": rows.column("has_caption"),
+            "caption": rows.column("caption"),
+        }))
+    table = pa.concat_tables(parts)
+    order = pa.array(np.arange(table.num_rows, dtype=np.int64))
+    return table.add_column(2, "order", order).combine_chunks()
+
+
+def _imagefolder_samples(root: DatasetRoot, table: pa.Table, blocks: int):
     """A dataset of the listed files' metadata (small blocks, built by the driver) that tasks fill with bytes."""
     import ray.data
 
-    table = pa.table({
-        "id": pa.array([r.id for r in rows], pa.string()),
-        "split": pa.array([r.split for r in rows], pa.string()),
-        "order": pa.array(orders, pa.int64()),
-        "image_name": pa.array([r.image_path for r in rows], pa.string()),
-        "mask_name": pa.array([r.mask_path for r in rows], pa.string()),
-        "label": pa.array(labels, pa.string()),
-        "has_caption": pa.array([r.has_caption for r in rows], pa.bool_()),
-        "caption": pa.array([r.caption for r in rows], pa.string()),
-    })
     bounds = np.linspace(0, table.num_rows, max(1, min(blocks, table.num_rows)) + 1).round().astype(int)
     parts = [table.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
     return ray.data.from_arrow(parts).map_batches(
@@ -210,8 +202,9 @@ def _scan(batch: pa.Table, image_size: int | None) -> pa.Table:
             except DataError as error:
                 problem = str(error)
         caption = data["caption"][i]
-        for name in ("id", "split", "order", "shard", "key", "image_name", "mask_name", "label", "has_caption"):
+        for name in ("id", "split", "order", "shard", "key", "image_name", "label", "has_caption"):
             out[name].append(data[name][i])
+        out["has_mask"].append(data["mask_name"][i] is not None)
         out["caption_empty"].append(caption is None or not caption.strip())
         out["problem"].append(problem)
         out["width"].append(None if size is None else size[0])
@@ -233,17 +226,22 @@ def _collect(dataset) -> pa.Table:
 
 
 def _decode(batch: pa.Table, *, shown: str, image_size: int | None, colour: bool, masks: bool,
-            class_names: list[str], label_index: dict[str, int], val_ids: frozenset[str],
-            keep_ids: frozenset[str] | None, drop_ids: frozenset[str], splits: tuple[str, ...],
+            class_names: list[str], label_index: dict[str, int], val_ids: pa.Array,
+            keep_ids: pa.Array | None, drop_ids: pa.Array, splits: tuple[str, ...],
             image_shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
     """Task: the rows the driver kept, decoded into the preprocessed schema's columns."""
+    ids = batch.column("id")
+    is_val = pc.is_in(ids, value_set=val_ids).to_numpy(zero_copy_only=False)
+    dropped = pc.is_in(ids, value_set=drop_ids).to_numpy(zero_copy_only=False)
+    if keep_ids is not None:
+        dropped |= ~pc.is_in(ids, value_set=keep_ids).to_numpy(zero_copy_only=False)
     data = batch.to_pydict()
     rows = {"id": [], "split": [], "label": [], "class_name": [], "image": [], "caption": [], "mask": []}
     for i in range(batch.num_rows):
         row_id = data["id"][i]
-        if row_id in drop_ids or (keep_ids is not None and row_id not in keep_ids):
+        if dropped[i]:
             continue
-        split = "val" if row_id in val_ids else OUT_SPLIT[data["split"][i]]
+        split = "val" if is_val[i] else OUT_SPLIT[data["split"][i]]
         if split not in splits:
             continue
         try:
@@ -292,7 +290,7 @@ class FolderSource:
         self.name = f"{kind}:{self.root.display}"
         self.folders: list[str] = []
         self.listed: list[str] | None = None
-        self.metadata_rows: dict[str, list] = {}
+        self.metadata: dict[str, pa.Table] = {}  # imagefolder: split folder -> parse_metadata_columns
         self.shards: list[str] = []
         with self._named():
             self.listed = listed_classes(self.root)
@@ -300,9 +298,26 @@ class FolderSource:
             if kind == WEBDATASET:
                 self.shards = [s for split in self.folders for s in shard_paths(self.root, split)]
             else:
-                # The metadata is small: read and checked here, as load_dataset does, before Ray starts.
-                self.metadata_rows = read_imagefolder_rows(self.root)
-                check_rows(self.metadata_rows, self.listed, require_captions=False)
+                # The metadata is read and checked here, as load_dataset does, before Ray starts: as columns.
+                self.metadata = {folder: self._read_metadata(folder) for folder in self.folders}
+                self._check_metadata()
+
+    def _read_metadata(self, folder: str) -> pa.Table:
+        if not self.root.is_dir(folder):
+            raise DataError(f"missing {folder}/ folder (expected {folder}/{METADATA_FILE} and its images)")
+        return parse_metadata_columns(folder, self.root.read(f"{folder}/{METADATA_FILE}", what="metadata file"))
+
+    def _check_metadata(self) -> None:
+        metadata = self.metadata
+
+        def where(folder: str, i: int) -> str:
+            rows = metadata[folder]
+            file_name = rows.column("file_name")[i].as_py()
+            return f"{folder}/{METADATA_FILE} line {rows.column('line')[i].as_py()} ({folder}/{file_name})"
+
+        check_label_columns(*encode_labels({f: metadata[f].column("label") for f in self.folders}),
+                            {f: _bools(pc.is_valid(metadata[f].column("mask_file_name"))) for f in self.folders},
+                            self.listed, where, MetadataRow.MASK_FIELD)
 
     def _named(self):
         """DataErrors raised here say once which dataset they are about (as load_dataset's do)."""
@@ -321,7 +336,7 @@ class FolderSource:
 
     def has_any_caption(self) -> bool:
         """Before Ray: whether an imagefolder's metadata gives any row a caption (a WebDataset's: not known yet)."""
-        return any(row.has_caption for rows in self.metadata_rows.values() for row in rows)
+        return any(pc.any(rows.column("has_caption")).as_py() for rows in self.metadata.values())
 
     def first_missing_caption(self, splits: Sequence[str]) -> str | None:
         """Before Ray: an imagefolder row (of the folders feeding ``splits``) without a caption."""
@@ -329,18 +344,19 @@ class FolderSource:
         if "val" in splits and VALIDATION_SPLIT not in self.folders:
             wanted.add("train")
         for folder in self.folders:
-            for row in self.metadata_rows.get(folder, []) if folder in wanted else []:
-                if not row.has_caption or row.caption is None or not row.caption.strip():
-                    return row.id
+            if folder not in wanted or folder not in self.metadata:
+                continue
+            for batch in self.metadata[folder].select(["file_name", "has_caption", "caption"]).to_batches(4096):
+                for file_name, has_caption, caption in zip(*(batch.column(i).to_pylist() for i in range(3))):
+                    if not has_caption or caption is None or not caption.strip():
+                        return f"{folder}/{file_name}"
         return None
 
     def samples(self, blocks: int):
         """The source's rows as a Ray dataset of samples (bytes included)."""
         if self.kind == WEBDATASET:
             return _webdataset_samples(self.root, self.shards)
-        rows = [row for folder in self.folders for row in self.metadata_rows[folder]]
-        return _imagefolder_samples(self.root, rows, [json.dumps(r.label) for r in rows], list(range(len(rows))),
-                                    blocks)
+        return _imagefolder_samples(self.root, _imagefolder_table(self.metadata, self.folders), blocks)
 
     # -- pass 1 and the plan
 
@@ -357,26 +373,15 @@ class FolderSource:
         with self._named():
             return self._plan(scanned, splits)
 
-    def _rows_in_order(self, scanned: pa.Table) -> list[tuple[Row | None, str | None]]:
-        data = scanned.to_pydict() if scanned.num_rows else {name: [] for name in _SCANNED}
-        rank = {folder: i for i, folder in enumerate(self.folders)}
-        items = []
-        for i in range(len(data["id"])):
-            if self.kind == WEBDATASET:
-                order = (rank.get(data["split"][i], len(rank)), data["shard"][i], data["key"][i])
-            else:
-                order = (0, "", data["order"][i])
-            problem = data["problem"][i]
-            row = None
-            if problem is None:
-                label = json.loads(data["label"][i])
-                caption = ("" if data["caption_empty"][i] else ".") if data["has_caption"][i] else None
-                row = Row(data["id"][i], data["split"][i], data["image_name"][i], data["mask_name"][i], label,
-                          bool(data["has_caption"][i]), caption, (data["width"][i], data["height"][i]),
-                          bool(data["grey"][i]), tuple(data["sums"][i]), tuple(data["squares"][i]))
-            items.append((order, data["id"][i], data["split"][i], data["image_name"][i], row, problem))
-        items.sort(key=lambda item: item[0])
-        return items
+    def _order(self, scanned: pa.Table) -> np.ndarray:
+        """Positions of the scanned rows in dataset order: an imagefolder's listing; a WebDataset's folder, shard, key."""
+        if self.kind != WEBDATASET:
+            return np.argsort(_ints(scanned.column("order")), kind="stable")
+        keys = pa.table({"rank": _codes(scanned.column("split"), self.folders, missing=len(self.folders)),
+                         "shard": scanned.column("shard"), "key": scanned.column("key")})
+        order = pc.sort_indices(keys, sort_keys=[("rank", "ascending"), ("shard", "ascending"),
+                                                 ("key", "ascending")])
+        return order.to_numpy(zero_copy_only=False).astype(np.int64)
 
     def _reject(self, rejected: list[dict[str, str]], split: str, row_id: str, file: str, problem: str) -> None:
         if self.on_bad_row == "fail":
@@ -389,83 +394,106 @@ class FolderSource:
 
     def _plan(self, scanned: pa.Table, splits: Sequence[str]) -> SourcePlan:
         rejected: list[dict[str, str]] = []
-        kept: list[Row] = []
-        for _, row_id, split, file, row, problem in self._rows_in_order(scanned):
-            if row is None:
-                self._reject(rejected, split, row_id, file, problem)
-            else:
-                kept.append(row)
+        if not scanned.num_rows:
+            raise DataError("train/: no usable images")
+        # Columns stay in scan order; ``order`` maps a dataset position to its scanned row.
+        order = self._order(scanned)
+
+        def text(name: str, i: int) -> str | None:
+            return scanned.column(name)[int(order[i])].as_py()
+
+        def column(values: np.ndarray) -> np.ndarray:
+            return values[order]
+
+        kept = ~column(_bools(pc.is_valid(scanned.column("problem"))))
+        for i in np.flatnonzero(~kept):
+            self._reject(rejected, text("split", i), text("id", i), text("image_name", i), text("problem", i))
+        folder_of = column(_codes(scanned.column("split"), self.folders))
+        is_train = folder_of == 0
 
         # One size for all, unless resizing: the reference is the first train image, as in-process.
         size = self.request.image_size
-        train_rows = [r for r in kept if r.split == "train"]
-        if not train_rows:
+        first_train = np.flatnonzero(kept & is_train)
+        if not len(first_train):
             raise DataError("train/: no usable images" + (f" ({len(rejected)} rejected)" if rejected else ""))
+        widths, heights = column(_ints(scanned.column("width"))), column(_ints(scanned.column("height")))
         if size is None:
-            reference = Reference(train_rows[0].size, train_rows[0].image_path)
-            sized = []
-            for row in kept:
-                problem = size_problem(row.image_path, row.size, reference)
-                if problem is None:
-                    sized.append(row)
-                else:
-                    self._reject(rejected, row.split, row.id, row.image_path, problem)
-            kept = sized
+            first = int(first_train[0])
+            reference = Reference((int(widths[first]), int(heights[first])), text("image_name", first))
+            odd = kept & ((widths != reference.size[0]) | (heights != reference.size[1]))
+            for i in np.flatnonzero(odd):
+                problem = size_problem(text("image_name", i), (int(widths[i]), int(heights[i])), reference)
+                self._reject(rejected, text("split", i), text("id", i), text("image_name", i), problem)
+            kept &= ~odd
             height, width = reference.size[1], reference.size[0]
         else:
             height = width = size
 
-        by_folder = {folder: [r for r in kept if r.split == folder] for folder in self.folders}
-        if not by_folder["train"]:
+        positions = {folder: np.flatnonzero(kept & (folder_of == k)) for k, folder in enumerate(self.folders)}
+        if not len(positions["train"]):
             raise DataError("train/: no usable images")
-        plan = check_rows(by_folder, self.listed, require_captions=False)
-        colour = not all(r.grey for r in by_folder["train"])
+        has_mask = column(_bools(scanned.column("has_mask").fill_null(False)))
+        label_codes, label_values = encode_labels({"all": scanned.column("label")})
+        label_codes = column(label_codes["all"])
+        plan = check_label_columns({f: label_codes[p] for f, p in positions.items()}, label_values,
+                                   {f: has_mask[p] for f, p in positions.items()}, self.listed,
+                                   lambda folder, i: text("id", positions[folder][i]), "mask")
+        grey = column(_bools(scanned.column("grey").fill_null(False)))
+        colour = not bool(grey[positions["train"]].all())
         channels = 3 if colour else 1
 
-        labels = {folder: np.asarray(plan.labels[folder], dtype=np.int64) for folder in self.folders}
-        out_rows: dict[str, list[tuple[Row, int]]] = {"train": [], "val": [], "test": []}
-        if VALIDATION_SPLIT in by_folder:
-            val_positions: set[int] = set()
-        else:
-            val_positions = set(validation_positions(labels["train"], len(plan.class_names),
-                                                     self.request.val_fraction, self.request.seed).tolist())
+        labels = plan.labels
+        is_val = np.zeros(len(positions["train"]), dtype=bool)
+        if VALIDATION_SPLIT not in positions:
+            is_val[validation_positions(labels["train"], len(plan.class_names), self.request.val_fraction,
+                                        self.request.seed)] = True
+        parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {"train": [], "val": [], "test": []}
         for folder in self.folders:
-            for position, (row, label) in enumerate(zip(by_folder[folder], labels[folder].tolist())):
-                split = "val" if folder == "train" and position in val_positions else OUT_SPLIT[folder]
-                out_rows[split].append((row, label))
+            if folder == "train":
+                parts["train"].append((positions[folder][~is_val], labels[folder][~is_val]))
+                parts["val"].append((positions[folder][is_val], labels[folder][is_val]))
+            else:
+                parts[OUT_SPLIT[folder]].append((positions[folder], labels[folder]))
+        out_positions = {split: np.concatenate([p for p, _ in parts[split]] or [np.zeros(0, np.int64)])
+                         for split in parts}
+        out_labels = {split: np.concatenate([k for _, k in parts[split]] or [np.zeros(0, np.int64)]).astype(np.int64)
+                      for split in parts}
 
         # mean/std of the train split, as the model will see it (grey rows of a colour dataset as RGB).
-        total, total_sq, count = [0] * channels, [0] * channels, 0
-        for row, _ in out_rows["train"]:
-            sums, squares = row.sums, row.squares
-            if colour and len(sums) == 1:
-                sums, squares = sums * 3, squares * 3
-            total = [a + b for a, b in zip(total, sums)]
-            total_sq = [a + b for a, b in zip(total_sq, squares)]
-            count += height * width
+        in_train = np.zeros(scanned.num_rows, dtype=bool)  # by scanned row: sums do not depend on order
+        in_train[order[out_positions["train"]]] = True
+        count = height * width * len(out_positions["train"])
+        total = _channel_totals(scanned.column("sums"), in_train, channels, colour, count)
+        total_sq = _channel_totals(scanned.column("squares"), in_train, channels, colour, count * 255)
         mean, std = mean_std_from_sums(total, total_sq, count)
 
+        has_caption = column(_bools(scanned.column("has_caption").fill_null(False)))
+        missing = ~has_caption | column(_bools(scanned.column("caption_empty").fill_null(True)))
+        chosen = [out_positions[split] for split in splits]
+        written = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+        first_missing = _first(missing[written])
+
         rejected_by_split = {folder: sum(r["split"] == folder for r in rejected) for folder in self.folders}
-        self._labels = plan.class_names
         self._colour = colour
-        self._val_ids = frozenset(row.id for row, _ in out_rows["val"] if row.split == "train")
-        self._rejected_ids = frozenset(r["id"] for r in rejected)
+        self._val_ids = scanned.column("id").take(pa.array(order[positions["train"][is_val]], pa.int64())
+                                                  ).combine_chunks()
+        self._rejected_ids = pa.array(sorted({r["id"] for r in rejected}), pa.string())
         self._splits = tuple(splits)
-        self._label_index = self._label_index_of(plan.class_names, by_folder["train"])
+        self._label_index = self._label_index_of(plan.class_names, plan.names_are_labels)
         result = SourcePlan(
             kind=self.kind, name=self.name, shown=self.shown, class_names=list(plan.class_names), mean=mean, std=std,
             image_shape=(height, width, channels), has_masks=plan.masks,
-            rows={split: [row for row, _ in out_rows[split]] for split in splits},
+            labels={split: out_labels[split] for split in splits},
             rejected=rejected, rejected_by_split=rejected_by_split,
-            labels={split: [label for _, label in out_rows[split]] for split in splits},
+            any_caption=bool(has_caption[written].any()),
+            missing_caption=None if first_missing is None else text("id", written[first_missing]),
         )
         self._image_shape = result.image_shape
         return result
 
     @staticmethod
-    def _label_index_of(class_names: list[str], train_rows: Sequence[Row]) -> dict[str, int]:
-        kind = type(train_rows[0].label)
-        if kind is str:
+    def _label_index_of(class_names: list[str], names_are_labels: bool) -> dict[str, int]:
+        if names_are_labels:
             return {json.dumps(name): i for i, name in enumerate(class_names)}
         return {json.dumps(i): i for i in range(len(class_names))}
 
@@ -483,6 +511,54 @@ class FolderSource:
         # into the first actor pool: decoding then scales with the cluster's CPUs, not with the model actors.
         return self.samples(blocks).map_batches(_decode, fn_kwargs=kwargs, batch_format="pyarrow", batch_size=None,
                                                 num_cpus=TASK_CPUS, memory=DECODE_MEMORY)
+
+
+def _bools(values) -> np.ndarray:
+    return np.asarray(values.to_numpy(zero_copy_only=False) if hasattr(values, "to_numpy") else values, dtype=bool)
+
+
+def _ints(values) -> np.ndarray:
+    return np.asarray(pc.fill_null(values, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _first(mask: np.ndarray) -> int | None:
+    hits = np.flatnonzero(mask)
+    return int(hits[0]) if len(hits) else None
+
+
+def _codes(values, names: Sequence[str], missing: int = -1) -> np.ndarray:
+    """Each value's index in ``names`` (``missing``: none), without a Python object per row."""
+    encoded = pc.dictionary_encode(values).combine_chunks()
+    if not len(encoded):
+        return np.zeros(0, np.int64)
+    index = {name: i for i, name in enumerate(names)}
+    codes = np.array([index.get(v, missing) for v in encoded.dictionary.to_pylist()], dtype=np.int64)
+    return codes[encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+
+
+def _channel_totals(lists, selected: np.ndarray, channels: int, colour: bool, bound: int) -> list[int]:
+    """Per-channel totals over the ``selected`` rows of per-row lists (one value per channel; a grey row of a
+    colour set counts thrice), exact."""
+    exact = bound * 255 < 2 ** 62  # int64 cannot overflow; else Python integers
+    totals = [0] * channels
+    chunks = lists.chunks if isinstance(lists, pa.ChunkedArray) else [lists]
+    start = 0
+    for chunk in chunks:
+        rows = selected[start:start + len(chunk)]
+        start += len(chunk)
+        if not rows.any():
+            continue
+        offsets = chunk.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+        lengths = np.diff(offsets)[rows]
+        starts = offsets[:-1][rows]
+        values = chunk.values.to_numpy(zero_copy_only=False)
+        replicate = (lengths == 1) if colour else np.zeros(len(lengths), dtype=bool)
+        width = np.where(replicate, 3, lengths)
+        for c in range(channels):
+            take = width > c
+            picked = values[starts[take] + np.where(replicate[take], 0, c)]
+            totals[c] += int(picked.sum(dtype=np.int64)) if exact else sum(int(v) for v in picked)
+    return totals
 
 
 def rejected_lines(rejected: Sequence[dict[str, str]]) -> str:

@@ -178,7 +178,7 @@ class _Parts:
 
 
 class _Planned(_Parts):
-    """A folder source's plan (rows of metadata), seen the same way."""
+    """A folder source's plan (columns of metadata), seen the same way."""
 
     def __init__(self, plan: SourcePlan) -> None:
         self.plan, self.name = plan, plan.name
@@ -187,17 +187,13 @@ class _Planned(_Parts):
         return self.plan.has_masks
 
     def has_any_caption(self) -> bool:
-        return any(r.has_caption for rows in self.plan.rows.values() for r in rows)
+        return self.plan.any_caption
 
     def first_missing_caption(self) -> str | None:
-        for rows in self.plan.rows.values():
-            for row in rows:
-                if row.caption is None or not row.caption.strip():
-                    return row.id
-        return None
+        return self.plan.missing_caption
 
     def is_empty(self) -> bool:
-        return not any(self.plan.rows.values())
+        return not any(len(labels) for labels in self.plan.labels.values())
 
 
 def _missing_caption(row_id: str) -> str:
