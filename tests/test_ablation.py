@@ -231,3 +231,29 @@ def test_the_row_flag_help_names_one_spelling(capsys):
     job_help = capsys.readouterr().out
     assert "--row " in job_help and "--rows" not in job_help
     assert "--row" in CliRunner().invoke(app, ["ablate", "--help"]).output
+
+
+def test_the_rows_of_one_seed_share_the_trained_model_pool(tmp_path, monkeypatch):
+    """Loss weights and switches do not change the trained pool, so a seed trains it once for all its
+    rows; another seed trains its own."""
+    from raydd.methods import dm_setup
+    from raydd.methods.model_pool import POOL_FILE
+    from tests.helpers import write_imagefolder
+
+    folder = write_imagefolder(tmp_path / "pets")
+    trainings = []
+    train_pool = dm_setup.train_pool
+    monkeypatch.setattr(dm_setup, "train_pool", lambda *a, **k: trainings.append(a[3]) or train_pool(*a, **k))
+    sets = ["dm.bank=true", "dm.pool=trained", "dm.networks=2", "dm.draws=1", "dm.bank_real=4",
+            "dm.pool_trainings=1", "dm.pool_steps=2", "distill.iterations=2", "eval.models=1", "eval.epochs=1",
+            "device=cpu"]
+    runs = tmp_path / "runs"
+    spec = AblationSpec([str(folder)], ["dm"], 1, [0, 1], sets=sets, rows=["base", "+cc"])
+    records = run_ablation(spec, str(runs), log=lambda line: None)
+    assert sorted((r.row, r.seed) for r in records) == [("+cc", 0), ("+cc", 1), ("base", 0), ("base", 1)]
+    assert trainings == [0, 1]  # one training per seed (train_pool's 4th argument is the seed)
+    shared = sorted((runs / "model-pools").iterdir())
+    assert len(shared) == 2
+    for seed in (0, 1):
+        pools = {(runs / f"pets-dm-{row}-ipc1-seed{seed}" / POOL_FILE).read_bytes() for row in ("base", "cc")}
+        assert len(pools) == 1 and pools & {path.read_bytes() for path in shared}

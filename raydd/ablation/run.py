@@ -2,7 +2,8 @@
 
 Finished work is never redone: a run directory with an eval.json, or a record of the same protocol in
 the records file, stands for its row and seed. A killed ablation continues where it stopped (the run
-in progress resumes from its checkpoint).
+in progress resumes from its checkpoint). Under a trained model pool, the rows of one seed share the
+pool the first of them trained (``model-pools/`` in the work directory): no row changes what it holds.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from raydd.ablation.records import AblationRecord, add_record, load_records, pro
 from raydd.ablation.rows import caption_row_names, images_without_captions, rows_for, run_name, sets_for
 from raydd.config import DEFAULT_PRESET, build_config, merge
 from raydd.distill import run_distillation
+from raydd.methods.dm_setup import borrow_shared_pool, lend_run_pool
 from raydd.errors import ConfigError, DataError
 from raydd.artifacts import CONFIG, EVAL
 from raydd.results import EvalResult
 from raydd.rundir import RunDir
 from raydd.workflows import evaluate_run
+
+SHARED_POOLS = "model-pools"  # trained model pools shared by the rows of one seed (dm.pool=trained)
 
 
 @dataclass
@@ -50,6 +54,7 @@ def run_ablation(spec: AblationSpec, work_dir: str, *, runner: Callable | None =
     if not table_only:
         _check_row_configs(spec, per_method, captioned)
     stored = load_records(records) if records else {}
+    shared_pools = f"{work_dir}/{SHARED_POOLS}"
     results = []
     for dataset in spec.datasets:
         for method in spec.methods:
@@ -70,7 +75,11 @@ def run_ablation(spec: AblationSpec, work_dir: str, *, runner: Callable | None =
                         overrides = merge({"seed": seed, "data": {"name": dataset},
                                            "distill": {"method": method, "ipc": spec.ipc}}, layer)
                         cfg = build_config(spec.preset, overrides=overrides, sets=per_method[method])
-                        run_distillation(cfg, run.path, resume=run.has(CONFIG), show_progress=False)
+                        resume = run.has(CONFIG)
+                        if not resume:
+                            borrow_shared_pool(cfg, run.path, shared_pools)
+                        run_distillation(cfg, run.path, resume=resume, show_progress=False)
+                        lend_run_pool(cfg, run.path, shared_pools)
                         evaluate_run(run.path, cfg, runner=runner, show_progress=False)
                     ev = EvalResult.from_json(run.read_json(EVAL), run.file(EVAL))
                     record = record_from_eval(ev, dataset=dataset, method=method, row=row, ipc=spec.ipc, seed=seed,

@@ -6,11 +6,15 @@ the process that sees every class, then stored in the run directory for the clas
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import torch
 
 from raydd.config import Config
 from raydd.methods.base import NetworkSpec
 from raydd.methods.model_pool import POOL_FILE, TrainedPool, pool_fingerprint, train_pool
+from raydd.storage import exists, makedirs, read_bytes, write_bytes_atomic
 
 
 def uses_bank(cfg: Config) -> bool:
@@ -58,3 +62,39 @@ def load_model_pool(cfg: Config, run, spec: NetworkSpec, dataset: str) -> Traine
     if not uses_trained_pool(cfg):
         return None
     return TrainedPool.load(run.file(POOL_FILE), pool_fingerprint(cfg.dm, spec, cfg.seed, dataset))
+
+
+def shared_pool_name(cfg: Config) -> str | None:
+    """The file name under which runs that would train the same pool can share it (None: no trained pool).
+
+    The trained weights depend on the data, the seed, the network, the trainings' length, their
+    augmentation and the device's arithmetic, and on nothing the rows of an ablation or the trials of
+    a search change (loss weights, multi-modal switches, the distillation's own length). The stored
+    pool still carries its full fingerprint, which a run checks when it reads it.
+    """
+    if not uses_trained_pool(cfg):
+        return None
+    from raydd.run_inputs import resolve_device
+
+    key = json.dumps([cfg.to_dict()["data"], cfg.seed, cfg.distill.model, cfg.distill.dsa_strategy,
+                      cfg.dm.pool_trainings, cfg.dm.pool_steps, resolve_device(cfg.device).type], sort_keys=True)
+    return f"model-pool-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
+
+
+def borrow_shared_pool(cfg: Config, run_path: str, shared_dir: str) -> bool:
+    """Before a new run: copy a pool another run of ``shared_dir`` trained into it; True when one was there."""
+    name = shared_pool_name(cfg)
+    if name is None or not exists(f"{shared_dir}/{name}") or exists(f"{run_path}/{POOL_FILE}"):
+        return False
+    makedirs(run_path)
+    write_bytes_atomic(f"{run_path}/{POOL_FILE}", read_bytes(f"{shared_dir}/{name}"))
+    return True
+
+
+def lend_run_pool(cfg: Config, run_path: str, shared_dir: str) -> None:
+    """After a run: keep the pool it trained in ``shared_dir`` for the runs that follow."""
+    name = shared_pool_name(cfg)
+    if name is None or exists(f"{shared_dir}/{name}") or not exists(f"{run_path}/{POOL_FILE}"):
+        return
+    makedirs(shared_dir)
+    write_bytes_atomic(f"{shared_dir}/{name}", read_bytes(f"{run_path}/{POOL_FILE}"))
