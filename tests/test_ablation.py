@@ -1,6 +1,7 @@
 """The ablation: its rows, its scoped flags, its records file, and how the table reads a difference."""
 
 import json
+import math
 
 import pytest
 
@@ -31,7 +32,7 @@ def test_ablation_rows():
 def test_one_seed_spreads_over_the_evaluation_models_and_is_not_read():
     table = ablation_table([_record("base", 0, [0.5, 0.7]), _record("+mfa", 0, [0.7, 0.9])])
     # Population std of the two models; the difference's s.e. from both rows' models; no verdict.
-    assert "| d | dm | +mfa | 1 | 80.00 ± 10.00 | +20.00 ± 10.00 | one seed | — | 2 |" in table
+    assert "| d | dm | +mfa | 1 | 80.00 ± 10.00 | +20.00 ± 10.00 | — | one seed | — | 2 |" in table
 
 
 def test_the_difference_to_base_is_paired_by_seed():
@@ -43,24 +44,51 @@ def test_the_difference_to_base_is_paired_by_seed():
     records += [_record("+mfa", s, [a, a]) for s, a in noisy.items()]
     table = ablation_table(records)
     # Seed-to-seed spread of base is 5 points, yet the paired difference of +mask_init is exactly one.
-    assert "| d | dm | base | 3 | 25.00 ± 5.00 | — | — | — | 6 |" in table
-    assert "| d | dm | +mask_init | 3 | 26.00 ± 5.00 | +1.00 ± 0.00 | gain | — | 6 |" in table
+    assert "| d | dm | base | 3 | 25.00 ± 5.00 | — | — | — | — | 6 |" in table
+    assert "| d | dm | +mask_init | 3 | 26.00 ± 5.00 | +1.00 ± 0.00 | 0.000 | gain | — | 6 |" in table
     delta, se, paired = paired_difference({s: Figure(a) for s, a in noisy.items()},
                                           {s: Figure(a) for s, a in base.items()})
     assert paired == 3 and delta == pytest.approx(1 / 3) and se == pytest.approx(2.0817 / 3**0.5, rel=1e-4)
-    assert "| d | dm | +mfa | 3 | 25.33 ± 3.06 | +0.33 ± 1.20 | within noise |" in table
+    assert "| d | dm | +mfa | 3 | 25.33 ± 3.06 | +0.33 ± 1.20 | 0.808 | within noise |" in table
+    assert "Holm's correction over the rows tested against base in each dataset and method (up to 2 here)" in table
 
 
 def test_a_difference_is_read_against_the_t_interval_of_its_seeds():
-    from raydd.ablation.table import reading, t95
+    from raydd.ablation.table import holm, p_value, reading
 
-    assert t95(2) == pytest.approx(4.303) and t95(11) == pytest.approx(2.201, abs=0.001)
-    assert t95(40) == pytest.approx(2.021, abs=0.001)
-    # Three seeds, 2.5 standard errors: beyond 2 but inside the t-interval (4.3), so not a gain.
-    assert reading(2.5, 1.0, 3) == "within noise"
-    assert reading(4.5, 1.0, 3) == "gain" and reading(-4.5, 1.0, 3) == "loss"
-    assert reading(2.5, 1.0, 11) == "gain"  # the same ratio over eleven seeds
-    assert reading(9.0, 0.1, 1) == "one seed" and reading(1.0, 0.1, 0) == "no base seed"
+    # Three seeds: the 95 % t-interval is ±4.30 standard errors; eleven seeds: ±2.23.
+    assert p_value(4.303, 1.0, 3) == pytest.approx(0.05, abs=1e-4)
+    assert p_value(2.228, 1.0, 11) == pytest.approx(0.05, abs=1e-3)
+    assert p_value(2.5, 1.0, 3) > 0.05 and p_value(2.5, 1.0, 11) < 0.05
+    assert p_value(1.0, 0.0, 3) == 0.0 and p_value(0.0, 0.0, 3) == 1.0
+    assert math.isnan(p_value(9.0, 0.1, 1))
+    assert reading(-4.5, 3, True) == "loss" and reading(4.5, 3, False) == "within noise"
+    assert reading(9.0, 1, True) == "one seed" and reading(1.0, 0, True) == "no base seed"
+
+
+def test_holm_corrects_for_the_number_of_rows_tested():
+    from raydd.ablation.table import holm
+
+    # Alone, p = 0.03 stands at 5 %; beside five other rows it needs p <= 0.05 / 6.
+    assert holm({"+mfa": 0.03}) == {"+mfa"}
+    six = {"+mfa": 0.03, "+cc": 0.5, "+cm": 0.6, "+mask_init": 0.7, "+all": 0.8, "dm+mm": 0.9}
+    assert holm(six) == set()
+    # Step-down: the smallest p against 0.05/3, the next against 0.05/2, stopping at the first that fails.
+    assert holm({"a": 0.01, "b": 0.02, "c": 0.04}) == {"a", "b", "c"}
+    assert holm({"a": 0.01, "b": 0.03, "c": 0.04}) == {"a"}
+    assert holm({"a": 0.02, "b": 0.001, "c": math.nan}) == {"a", "b"}  # a row without seeds is not tested
+    # In the table: a one-point gain over three seeds (p 0.013) stands alone, not beside five other rows.
+    base_by_seed = {0: 0.20, 1: 0.30, 2: 0.25}
+    base = [_record("base", s, [a, a]) for s, a in base_by_seed.items()]
+    row = lambda name, gains: [_record(name, s, [a + g, a + g])  # noqa: E731
+                               for (s, a), g in zip(base_by_seed.items(), gains)]
+    gain = row("+mfa", [0.012, 0.008, 0.010])
+    others = [row(name, gains) for name, gains in (("+cc", [0.02, -0.02, 0.0]), ("+cm", [0.01, -0.01, 0.0]),
+              ("+all", [0.03, -0.03, 0.0]), ("+mask_init", [0.02, -0.01, 0.0]), ("dm+mm", [0.01, -0.02, 0.0]))]
+    line = "| +mfa | 3 | 26.00 ± 4.80 | +1.00 ± 0.12 | 0.013 |"
+    assert f"{line} gain |" in ablation_table(base + gain)
+    crowd = ablation_table(base + gain + [r for rows in others for r in rows])
+    assert f"{line} within noise |" in crowd and "(up to 6 here)" in crowd
 
 
 def test_rows_pair_only_the_seeds_they_share_with_base():
@@ -68,7 +96,7 @@ def test_rows_pair_only_the_seeds_they_share_with_base():
                _record("+cm", 1, [0.25, 0.25], fused=[0.6, 0.5]), _record("+cm", 2, [0.9, 0.9], fused=[0.6, 0.7])]
     line = next(line for line in ablation_table(records).splitlines() if "+cm" in line)
     # Seed 2 has no base: the difference is seed 1's alone; the accuracy column still has both seeds.
-    assert "| 2 | 57.50 ± 45.96 | -5.00 ± 0.00 | one seed | 60.00 ± 7.07 | 4 |" in line
+    assert "| 2 | 57.50 ± 45.96 | -5.00 ± 0.00 | — | one seed | 60.00 ± 7.07 | 4 |" in line
 
 
 def test_ablation_sets_can_be_scoped_to_one_method():
