@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -224,11 +225,14 @@ def score(path: Path, dataset: str, seed: int, split: str, protocol: str, args) 
         overrides["eval"] = {"models": args.val_models, "epochs": args.val_epochs}
     cfg = build_config(preset, overrides=overrides)
     syn = SyntheticSet.load(str(path))
-    result = evaluate_set(syn, splits_of(cfg, dataset, seed), cfg, split=split, show_progress=False)
+    models = path / f"score-{split}-{protocol}-models"  # a killed evaluation continues from its finished models
+    result = evaluate_set(syn, splits_of(cfg, dataset, seed), cfg, split=split, show_progress=False,
+                          record_dir=str(models))
     out = {"accuracy": result.accuracy.mean, "std": result.accuracy.std,
            "iterations": syn.meta.get("iterations"), "distill_seconds": syn.meta.get("distill_seconds"),
            "protocol": protocol, "split": split}
     write_json(cache, out)
+    shutil.rmtree(models, ignore_errors=True)
     return out
 
 

@@ -19,6 +19,7 @@ SYNTHETIC = "synthetic.safetensors"
 METADATA = "metadata.json"  # beside SYNTHETIC: enough to evaluate the set with no other input
 EVAL = "eval.json"
 EVAL_VAL = "eval_val.json"  # the same figures on the validation split (tuning)
+EVAL_MODELS = "eval_models_{split}"  # while an evaluation runs: its finished models, one JSON each
 AUDIT = "audit.json"
 AUDIT_SCORES = "audit/scores.json"  # per-image attack scores, for re-analysis
 AUDIT_SHADOWS = "audit"  # shadow distillations: audit/shadow-<k>

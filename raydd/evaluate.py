@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from raydd.augment import DSA
 from raydd.config import EvalConfig, FusionConfig
+from raydd.eval_records import finished_and_pending, keep
 from raydd.models.fusion import build_fused_seeded, drop_captions
 from raydd.models.init import build_seeded
 from raydd.progress import progress_bar
@@ -45,6 +46,8 @@ class EvalJob:
     train_captions: torch.Tensor | None = None  # caption embeddings: train a caption-fused network
     test_captions: torch.Tensor | None = None
     fusion: FusionConfig = field(default_factory=FusionConfig)  # shapes the fused network (captions given)
+    record_to: str | None = None  # where the finished model's result is kept (raydd.eval_records)
+    fingerprint: str = ""  # what that kept result is valid for
 
     @property
     def fused(self) -> bool:
@@ -121,8 +124,10 @@ def run_job(job: EvalJob, device: torch.device | str = "cpu", show_progress: boo
     net = train_network(job, device, show_progress)
     acc = accuracy(net, job.test_images, job.test_labels, job.cfg.batch_test, device,
                    captions=job.test_captions if job.fused else None)
-    return {"model": job.model, "index": job.index, "accuracy": acc, "seconds": time.perf_counter() - start,
-            "device": describe_device(device)}
+    result = {"model": job.model, "index": job.index, "accuracy": acc, "seconds": time.perf_counter() - start,
+              "device": describe_device(device)}
+    keep(job, result)
+    return result
 
 
 def describe_device(device: torch.device) -> str:
@@ -165,11 +170,14 @@ def evaluate_images(
     show_progress: bool = True,
     captions: tuple[torch.Tensor, torch.Tensor] | None = None,
     fusion: FusionConfig | None = None,
+    record_dir: str | None = None,
 ) -> EvalResult:
     """Train ``cfg.models`` networks per architecture on the given images; test each once.
 
     ``runner`` maps a list of jobs to their results; the default runs them one after another in this
-    process, the Ray layer passes one that fans them out as tasks.
+    process, the Ray layer passes one that fans them out as tasks. With ``record_dir`` each finished
+    model is kept there as it finishes, and models kept by an earlier, interrupted call are not trained
+    again (``raydd.eval_records``).
     """
     archs = models or [cfg.model, *cfg.cross_arch]
     caption_kwargs = {}
@@ -187,7 +195,8 @@ def evaluate_images(
             return [run_job(job, device, show_progress) for job in items]
 
     start = time.perf_counter()
-    results = runner(jobs)
+    finished, jobs = finished_and_pending(jobs, record_dir) if record_dir else ([], jobs)
+    results = finished + (runner(jobs) if jobs else [])
     per_arch = {arch: summarise([r for r in results if r["model"] == arch]) for arch in archs}
     out = EvalResult(
         accuracy=per_arch[archs[0]], model=archs[0],

@@ -7,7 +7,7 @@ from typing import Any, Callable
 
 import torch
 
-from raydd.artifacts import EVAL, EVAL_VAL
+from raydd.artifacts import EVAL, EVAL_MODELS, EVAL_VAL
 from raydd.config import Config
 from raydd.data import DatasetSplits
 from raydd.distill import finish
@@ -18,7 +18,7 @@ from raydd.modalities import CaptionEmbeddings, embed_captions, embed_dataset_ca
 from raydd.realpool import RealPool
 from raydd.results import EvalResult
 from raydd.rundir import RunDir
-from raydd.storage import check_writable
+from raydd.storage import check_writable, remove
 from raydd.synthetic import SyntheticSet
 
 Runner = Callable[[list[EvalJob]], list[dict[str, Any]]]
@@ -40,18 +40,20 @@ def check_compatible(syn: SyntheticSet, splits: DatasetSplits, where: str) -> No
 
 
 def evaluate_set(syn: SyntheticSet, splits: DatasetSplits, cfg: Config, *, split: str = "test",
-                 runner: Runner | None = None, show_progress: bool = True) -> EvalResult:
+                 runner: Runner | None = None, show_progress: bool = True,
+                 record_dir: str | None = None) -> EvalResult:
+    """``record_dir``: keep each finished model there, and take the ones an interrupted call kept."""
     test_x, test_y = _test_tensors(splits, split)
     images, labels, captions = syn.training_set()  # decoded when the set is multi-formation
     result = evaluate_images(
         images, labels, test_x, test_y, num_classes=syn.num_classes, cfg=cfg.eval,
         seed=cfg.seed, device=resolve_device(cfg.device), flip_ok=splits.flip_ok, runner=runner,
-        show_progress=show_progress,
+        show_progress=show_progress, record_dir=record_dir,
     )
     if syn.caption_emb is not None:
         train = (images, labels, captions)
         _caption_figures(result, train, embed_captions(cfg, splits), splits, cfg, split, (test_x, test_y),
-                         runner=runner, show_progress=show_progress)
+                         runner=runner, show_progress=show_progress, record_dir=record_dir)
     result.protocol = protocol(cfg.eval, split)
     result.preset = cfg.preset
     result.dataset = splits.name
@@ -66,7 +68,8 @@ TrainingSet = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # images, labels,
 
 def _caption_figures(result: EvalResult, train: TrainingSet, captions: CaptionEmbeddings | None,
                      splits: DatasetSplits, cfg: Config, split: str, test: tuple[torch.Tensor, torch.Tensor], *,
-                     runner: Runner | None, show_progress: bool, epochs: int | None = None) -> None:
+                     runner: Runner | None, show_progress: bool, epochs: int | None = None,
+                     record_dir: str | None = None) -> None:
     """Add the image+caption accuracy of a caption-fused network, and the caption-only baseline beside it."""
     if captions is None:
         return
@@ -77,7 +80,7 @@ def _caption_figures(result: EvalResult, train: TrainingSet, captions: CaptionEm
         result.caption_note = "captions are class-name templates: refused as a test-time input"
         return
     fused = fused_accuracy(train, splits, cfg, (*test, test_t), runner=runner, show_progress=show_progress,
-                           epochs=epochs)
+                           epochs=epochs, record_dir=record_dir)
     only = caption_only_accuracy(captions.train, splits.train.labels, test_t, test[1], splits.num_classes,
                                  seed=cfg.seed)
     result.accuracy_image_caption = fused.accuracy
@@ -88,13 +91,15 @@ def _caption_figures(result: EvalResult, train: TrainingSet, captions: CaptionEm
 
 def fused_accuracy(train: TrainingSet, splits: DatasetSplits, cfg: Config,
                    test: tuple[torch.Tensor, torch.Tensor, torch.Tensor], *, runner: Runner | None = None,
-                   show_progress: bool = True, epochs: int | None = None) -> EvalResult:
+                   show_progress: bool = True, epochs: int | None = None,
+                   record_dir: str | None = None) -> EvalResult:
     """Caption-fused networks (shaped by cfg.fusion) trained on (x, y, t), tested on images + captions."""
     (train_x, train_y, train_t), (test_x, test_y, test_t) = train, test
     return evaluate_images(
         train_x, train_y, test_x, test_y, num_classes=splits.num_classes, cfg=cfg.eval, seed=cfg.seed,
         device=resolve_device(cfg.device), flip_ok=splits.flip_ok, runner=runner, show_progress=show_progress,
         models=[cfg.eval.model], captions=(train_t, test_t), fusion=cfg.fusion, epochs=epochs,
+        record_dir=record_dir,
     )
 
 
@@ -108,8 +113,11 @@ def evaluate_run(run_dir: str, cfg: Config | None = None, *, split: str = "test"
     check_writable(run.path)  # before the training whose result it must hold
     splits = load_splits(cfg)
     check_compatible(syn, splits, run.path)
-    result = evaluate_set(syn, splits, cfg, split=split, runner=runner, show_progress=show_progress)
+    models = run.file(EVAL_MODELS.format(split=split))  # a killed evaluation continues from the models it finished
+    result = evaluate_set(syn, splits, cfg, split=split, runner=runner, show_progress=show_progress,
+                          record_dir=models)
     run.write_json(EVAL if split == "test" else EVAL_VAL, result.to_json())
+    remove(models)
     return result
 
 

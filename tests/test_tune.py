@@ -22,6 +22,8 @@ from tests.helpers import write_imagefolder
 
 TINY = ["device=cpu", "distill.ipc=1", "distill.iterations=4", "distill.batch_real=4", "distill.log_every=1",
         "eval.models=1", "eval.epochs=2", "eval.batch=16", "data.val_fraction=0.25"]
+TRAINED_POOL = ["dm.bank=true", "dm.pool=trained", "dm.networks=2", "dm.draws=1", "dm.bank_real=4",
+                "dm.pool_trainings=1", "dm.pool_steps=2"]
 SPACE = {"distill.lr_img": [0.1, 10.0], "distill.momentum": ("uniform", 0.3, 0.7)}
 
 
@@ -74,9 +76,13 @@ def test_chunks_and_best_pick():
 
 @pytest.mark.timeout(240)
 def test_two_trial_search_selects_on_validation_and_resumes(tmp_path, ray_local):
+    from raydd.methods.model_pool import POOL_FILE
+
     dataset = write_imagefolder(tmp_path / "data")
     out = tmp_path / "search"
-    result = tune_search(tiny_config(dataset), str(out), space=SPACE, num_samples=2, max_concurrent=1,
+    pooled = lambda: build_config("quick", overrides={"data": {"name": str(dataset)}},  # noqa: E731
+                                  sets=TINY + TRAINED_POOL)
+    result = tune_search(pooled(), str(out), space=SPACE, num_samples=2, max_concurrent=1,
                          scheduler="asha", grace_iterations=2, show_progress=False)
 
     # best.yaml is a config layer the CLI accepts: the searched values and what the base changed from quick
@@ -85,6 +91,7 @@ def test_two_trial_search_selects_on_validation_and_resumes(tmp_path, ray_local)
     assert set(best["distill"]) == {"lr_img", "momentum", "iterations", "batch_real", "log_every"}
     assert (best["distill"]["iterations"], best["distill"]["batch_real"]) == (base.distill.iterations,
                                                                               base.distill.batch_real)
+    assert best["dm"]["pool"] == "trained"
     cfg = build_config("quick", file=out / "best.yaml")
     assert cfg.distill.lr_img == result.best_params["distill.lr_img"]
 
@@ -104,13 +111,20 @@ def test_two_trial_search_selects_on_validation_and_resumes(tmp_path, ray_local)
     assert any(t["iterations"] == 4 for t in summary["trials"])
     assert (out / "tune").is_dir()
 
+    # The searched weights do not change the trained model pool: the first trial trained it, the second
+    # read it (a pool trained again carries its own training time in its metadata: the bytes would differ).
+    shared = list((out / "model-pools").iterdir())
+    assert len(shared) == 1
+    pools = {(out / "trials" / t["trial_id"] / POOL_FILE).read_bytes() for t in summary["trials"]}
+    assert pools == {shared[0].read_bytes()}
+
     # max_concurrent=1 on a 2-CPU Ray with 1 CPU per trial: the second trial starts after the first
     # has written its last file (each trial's run directory spans [first write, last write])
     spans = sorted(_written_span(out / "trials" / t["trial_id"]) for t in summary["trials"])
     assert spans[1][0] > spans[0][1], f"trials overlapped: {spans}"
 
     # restoring the finished experiment works and reproduces the same table
-    again = tune_search(tiny_config(dataset), str(out), space=SPACE, num_samples=2, max_concurrent=1,
+    again = tune_search(pooled(), str(out), space=SPACE, num_samples=2, max_concurrent=1,
                         scheduler="asha", grace_iterations=2, resume=True, show_progress=False)
     assert again.best_trial_id == result.best_trial_id
     assert len(again.trials) == 2
@@ -161,7 +175,9 @@ def test_a_space_or_a_saved_base_with_old_spellings_means_the_same_trial():
 
 
 # -- the optuna searcher ----------------------------------------------------------------------------
-OPTUNA_SPACE = {"distill.lr_img": ("loguniform", 0.1, 10.0), "distill.momentum": ("uniform", 0.3, 0.7),
+OPTUNA_TRAINED_POOL = ["dm.bank=true", "dm.pool=trained", "dm.networks=2", "dm.draws=1", "dm.bank_real=4",
+                "dm.pool_trainings=1", "dm.pool_steps=2"]
+SPACE = {"distill.lr_img": ("loguniform", 0.1, 10.0), "distill.momentum": ("uniform", 0.3, 0.7),
                 "distill.init": ["real", "noise"]}
 
 

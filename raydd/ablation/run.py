@@ -16,15 +16,12 @@ from raydd.ablation.records import AblationRecord, add_record, load_records, pro
 from raydd.ablation.rows import caption_row_names, images_without_captions, rows_for, run_name, sets_for
 from raydd.config import DEFAULT_PRESET, build_config, merge
 from raydd.distill import run_distillation
-from raydd.methods.dm_setup import borrow_shared_pool, lend_run_pool
+from raydd.methods.dm_setup import SHARED_POOLS, sharing_model_pool
 from raydd.errors import ConfigError, DataError
 from raydd.artifacts import CONFIG, EVAL
 from raydd.results import EvalResult
 from raydd.rundir import RunDir
 from raydd.workflows import evaluate_run
-
-SHARED_POOLS = "model-pools"  # trained model pools shared by the rows of one seed (dm.pool=trained)
-
 
 @dataclass
 class AblationSpec:
@@ -76,10 +73,8 @@ def run_ablation(spec: AblationSpec, work_dir: str, *, runner: Callable | None =
                                            "distill": {"method": method, "ipc": spec.ipc}}, layer)
                         cfg = build_config(spec.preset, overrides=overrides, sets=per_method[method])
                         resume = run.has(CONFIG)
-                        if not resume:
-                            borrow_shared_pool(cfg, run.path, shared_pools)
-                        run_distillation(cfg, run.path, resume=resume, show_progress=False)
-                        lend_run_pool(cfg, run.path, shared_pools)
+                        with sharing_model_pool(cfg, run.path, shared_pools, new_run=not resume):
+                            run_distillation(cfg, run.path, resume=resume, show_progress=False)
                         evaluate_run(run.path, cfg, runner=runner, show_progress=False)
                     ev = EvalResult.from_json(run.read_json(EVAL), run.file(EVAL))
                     record = record_from_eval(ev, dataset=dataset, method=method, row=row, ipc=spec.ipc, seed=seed,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
@@ -64,6 +66,9 @@ def load_model_pool(cfg: Config, run, spec: NetworkSpec, dataset: str) -> Traine
     return TrainedPool.load(run.file(POOL_FILE), pool_fingerprint(cfg.dm, spec, cfg.seed, dataset))
 
 
+SHARED_POOLS = "model-pools"  # beside the runs of an ablation or a search: the trained pools they share
+
+
 def shared_pool_name(cfg: Config) -> str | None:
     """The file name under which runs that would train the same pool can share it (None: no trained pool).
 
@@ -79,6 +84,16 @@ def shared_pool_name(cfg: Config) -> str | None:
     key = json.dumps([cfg.to_dict()["data"], cfg.seed, cfg.distill.model, cfg.distill.dsa_strategy,
                       cfg.dm.pool_trainings, cfg.dm.pool_steps, resolve_device(cfg.device).type], sort_keys=True)
     return f"model-pool-{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
+
+
+@contextmanager
+def sharing_model_pool(cfg: Config, run_path: str, shared_dir: str, *, new_run: bool) -> Iterator[None]:
+    """Around one distillation: a new run starts from the shared pool when there is one; a finished
+    block leaves the run's pool there for the runs after it (ablation rows, search trials)."""
+    if new_run:
+        borrow_shared_pool(cfg, run_path, shared_dir)
+    yield
+    lend_run_pool(cfg, run_path, shared_dir)
 
 
 def borrow_shared_pool(cfg: Config, run_path: str, shared_dir: str) -> bool:

@@ -78,12 +78,15 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], out: str, report_
     """Tune function trainable: distill a chunk, validate, report; repeat until ASHA or the end stops it.
 
     A restarted trial (``FailureConfig`` or ``Tuner.restore``) continues from its run directory's
-    checkpoint: the directory is named by the trial id, which Tune keeps across restores.
+    checkpoint: the directory is named by the trial id, which Tune keeps across restores. Under a
+    trained model pool the trials share the pool the first of them trained (``OUT/model-pools``):
+    the searched weights do not change it.
     """
     import torch
     from ray import tune
 
     from raydd.distill import run_distillation
+    from raydd.methods.dm_setup import SHARED_POOLS, sharing_model_pool
     from raydd.run_inputs import load_splits
     from raydd.rundir import RunDir
     from raydd.workflows import evaluate_run
@@ -99,7 +102,9 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], out: str, report_
     for target in chunk_targets(total, report_every, done):
         step = copy.deepcopy(cfg)
         step.distill.iterations = target
-        run_distillation(step, run.path, resume=run.has(CONFIG), splits=splits, show_progress=False)
+        resume = run.has(CONFIG)
+        with sharing_model_pool(step, run.path, f"{out}/{SHARED_POOLS}", new_run=not resume):
+            run_distillation(step, run.path, resume=resume, splits=splits, show_progress=False)
         result = evaluate_run(run.path, step, split="val", show_progress=False)
         tune.report({METRIC: result.accuracy.mean, "val_accuracy_std": float(result.accuracy.std),
                      "iterations": target, "seconds": round(time.perf_counter() - t0, 3),
