@@ -206,6 +206,24 @@ def test_full_disk_mid_run_keeps_the_last_checkpoint_and_resume_finishes_the_run
     assert_same_set(run, reference)
 
 
+@needs_tmpfs
+@pytest.mark.slow
+def test_full_disk_on_a_ray_train_worker_is_the_same_one_line(finished, tmp_path):
+    """The write fails inside a Ray Train worker: Ray's worker-group error and the worker's logged
+    traceback give way to the raydd error the worker raised."""
+    data, reference = finished
+    before_loop = sum(pages(reference / name)
+                      for name in ("config.yaml", "members.json", "synthetic_init.png", "metrics.jsonl"))
+    checkpoint = pages(reference / CHECKPOINT)
+    size_k = (before_loop + checkpoint + checkpoint // 2) * PAGE // 1024
+    out = tmp_path / "disk" / "run"
+    on_ray = [arg for arg in DISTILL if arg != "--no-ray"]
+    failed = raydd_on_tmpfs(tmp_path / "disk", size_k, ["distill", "--dataset", str(data), "--out", str(out), *on_ray])
+    one_error_line(failed.stdout + failed.stderr, failed.returncode, str(out), "disk is full",
+                   f"raydd distill --resume --out {out}")
+    assert "WorkerGroupError" not in failed.stdout + failed.stderr
+
+
 # -- a read-only or vanished run directory ---------------------------------------------------------
 
 @needs_tmpfs

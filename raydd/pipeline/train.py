@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import tempfile
 import time
 from typing import Any, Callable
@@ -34,7 +35,7 @@ from raydd.pipeline.sharding import assemble, shard_classes, sum_across_workers
 from raydd.progress import NoProgress, Progress, follow_metrics
 from raydd.run_inputs import dataset_class_count, load_splits
 from raydd.rundir import RunDir
-from raydd.storage import absolute
+from raydd.storage import absolute, write_failure
 from raydd.synthetic import SyntheticSet
 
 
@@ -75,7 +76,10 @@ class RayTrainBackend(LoopBackend):
         run.save_checkpoint(tensors, done, seconds=row["seconds"])
         with tempfile.TemporaryDirectory() as folder:
             RunDir(folder).save_checkpoint(tensors, done, seconds=row["seconds"])
-            ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(folder))
+            try:  # Ray Train copies the checkpoint into the run directory's ray/ storage
+                ray.train.report(row, checkpoint=ray.train.Checkpoint.from_directory(folder))
+            except OSError as exc:
+                raise write_failure(f"{run.path}/ray", exc) from None
 
     def progress(self, desc: str, start: int, total: int, show: bool) -> Progress:
         # The driver shows the run's progress from metrics.jsonl (``follow_metrics``): a worker's output
@@ -93,6 +97,25 @@ def quiet_train_reports() -> None:
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
+class _RayddErrorsStayOneLine(logging.Filter):
+    """Ray Train logs the traceback of whatever a training function raised, on the worker, before the
+    driver sees it. A raydd error (a full disk, a cut artifact) reaches the driver, which reports it in
+    one line, so its traceback is left out here; any other error keeps it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not isinstance(sys.exc_info()[1], RayddError)
+
+
+def quiet_raydd_error_tracebacks() -> None:
+    try:
+        from ray.train.v2._internal import util
+    except ImportError:  # another Ray Train layout: its lines stay
+        return
+    logger = logging.getLogger(util.__name__)
+    if not any(isinstance(f, _RayddErrorsStayOneLine) for f in logger.filters):
+        logger.addFilter(_RayddErrorsStayOneLine())
+
+
 def train_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker: read this shard's classes, then the one distillation loop."""
     import ray.train
@@ -100,6 +123,7 @@ def train_loop(config: dict[str, Any]) -> None:
 
     torch.set_num_threads(config["threads"])
     quiet_train_reports()
+    quiet_raydd_error_tracebacks()
     cfg = config_from_dict(config["cfg"])
     run = RunDir(config["out"])
     context = ray.train.get_context()
@@ -128,6 +152,21 @@ def train_loop(config: dict[str, Any]) -> None:
     backend = config["backend"](rank=rank, world=world)
     distill_loop(distiller, run, cfg.distill, syn, backend, run_clock(config["started"], config["seconds_before"]),
                  show_progress=config["show_progress"])
+
+
+def raydd_error_from_workers(exc: BaseException) -> RayddError | None:
+    """The raydd error (a full disk, a cut artifact) a Ray Train worker raised, unwrapped from Ray's
+    worker-group error, so the command ends in its one line; None for anything else (then Ray's own
+    error, with its traceback, is the right report)."""
+    failures = getattr(exc, "worker_failures", None) or {}
+    for rank in sorted(failures):
+        cause, seen = failures[rank], set()
+        while cause is not None and id(cause) not in seen:
+            if isinstance(cause, RayddError):
+                return cause
+            seen.add(id(cause))
+            cause = getattr(cause, "cause", None) or cause.__cause__
+    return None
 
 
 def distill_with_ray(
@@ -193,7 +232,10 @@ def distill_with_ray(
     total = cfg.distill.iterations or method_class(cfg.distill.method).default_iterations
     with follow_metrics(run, f"{cfg.distill.method} ipc{cfg.distill.ipc}", run.checkpoint_iteration(), total,
                         show_progress):
-        result = trainer.fit()
+        try:
+            result = trainer.fit()
+        except Exception as exc:  # Ray Train wraps what a worker raised; a raydd error is shown as itself
+            raise raydd_error_from_workers(exc) or exc
     if result.error is not None:
         raise RayddError(f"distillation failed on a Ray worker: {result.error}")
     loaded = run.load_checkpoint()
