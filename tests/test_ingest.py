@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet  # noqa: F401  (pa.parquet)
 import pyarrow.dataset as pads
 import pytest
 import torch
@@ -91,6 +92,35 @@ def write_folder(root: Path, samples: dict[str, list[dict]]) -> Path:
     return root
 
 
+def write_image_parquet(root: Path, samples: dict[str, list[dict]], per_file: int = 5, hub: bool = True,
+                        class_label: list[str] | None = ("cat", "dog", "bird")) -> Path:
+    """The same samples as Hugging Face writes them: data/<split>-0000k-of-0000n.parquet (``hub``) or
+    <split>/part-k.parquet, the image as the ``Image`` feature's struct, the label a ``ClassLabel``
+    index with its names in the schema metadata (``class_label``; None: the class name as text), the
+    caption as ``text``, the mask as PNG bytes."""
+    names = list(class_label) if class_label else None
+    image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    metadata = None
+    if names:
+        features = {"image": {"_type": "Image"}, "label": {"names": names, "_type": "ClassLabel"}}
+        metadata = {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
+    for split, rows in samples.items():
+        parts = [rows[i:i + per_file] for i in range(0, len(rows), per_file)]
+        for k, part in enumerate(parts):
+            table = pa.table({
+                "image": pa.array([{"bytes": s["image"], "path": f"{s['key']}.png"} for s in part], image_type),
+                "label": pa.array([names.index(s["label"]) if names else s["label"] for s in part]),
+                "text": pa.array([s["caption"] for s in part], pa.string()),
+                "mask": pa.array([s.get("mask") for s in part], pa.binary()),
+            })
+            table = table.replace_schema_metadata(metadata)
+            path = (root / "data" / f"{split}-{k:05d}-of-{len(parts):05d}.parquet" if hub
+                    else root / split / f"part-{k}.parquet")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pa.parquet.write_table(table, path)
+    return root
+
+
 def _key(row_id: str) -> str:
     """train/00001.tar:000007 and train/000007.png name the same sample."""
     return row_id.rsplit(":", 1)[-1] if ":" in row_id else row_id.rsplit("/", 1)[-1].removesuffix(".png")
@@ -138,6 +168,58 @@ def test_shards_load_in_process_like_the_same_imagefolder(tmp_path: Path) -> Non
         assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels) and torch.equal(a.masks, b.masks)
         assert a.captions == b.captions
     assert load_dataset(f"webdataset:{tmp_path / 'wds'}").train.ids == shards.train.ids
+
+
+def test_image_parquet_loads_in_process_like_the_same_imagefolder(tmp_path: Path) -> None:
+    samples = _samples()
+    folder = load_dataset(str(write_folder(tmp_path / "folder", samples)))
+    for hub in (True, False):
+        # Labels as class names: classes sorted as an imagefolder's, and every split the same rows.
+        source = write_image_parquet(tmp_path / f"names-{hub}", samples, hub=hub, class_label=None)
+        loaded = load_dataset(str(source))
+        assert loaded.name.startswith("image-parquet:") and loaded.class_names == folder.class_names
+        assert loaded.mean == folder.mean and loaded.std == folder.std
+        for split in ("train", "val", "test"):
+            a, b = getattr(loaded, split), getattr(folder, split)
+            assert ".parquet:" in a.ids[0] and a.ids[0].startswith(("data/" if hub else "") + ("test" if split == "test"
+                                                                                              else "train"))
+            assert torch.equal(a.images, b.images) and torch.equal(a.masks, b.masks) and a.captions == b.captions
+            assert torch.equal(a.labels, b.labels)
+        assert load_dataset(f"image-parquet:{source}").train.ids == loaded.train.ids
+    # A ClassLabel column: its names name the classes, in its order (not sorted).
+    labelled = load_dataset(str(write_image_parquet(tmp_path / "hf", samples)))
+    assert labelled.class_names == ["cat", "dog", "bird"]
+    assert torch.equal(labelled.test.images, folder.test.images)
+    assert [labelled.class_names[i] for i in labelled.test.labels] == [folder.class_names[i] for i in folder.test.labels]
+
+
+@pytest.mark.parametrize("damage, match", [
+    ("no_image", r"data/train-00000-of-00003.parquet:1: no image \(the 'image' cell is empty\)"),
+    ("bad_label", r"data/train-00000-of-00003.parquet:1: label 7 is not a class of the file's ClassLabel"),
+    ("bad_png", r"data/train-00000-of-00003.parquet:1"),
+    ("no_label_column", r"data/train-00000-of-00003.parquet: no 'label' column"),
+])
+def test_a_bad_image_parquet_row_is_an_error_naming_file_and_row(damage: str, match: str, tmp_path: Path) -> None:
+    source = write_image_parquet(tmp_path / "hf", _samples())
+    path = source / "data" / "train-00000-of-00003.parquet"
+    table = pa.parquet.read_table(path)
+    if damage == "no_image":
+        images = table.column("image").to_pylist()
+        images[1] = None
+        table = table.set_column(0, "image", pa.array(images, table.schema.field("image").type))
+    elif damage == "bad_label":
+        labels = table.column("label").to_pylist()
+        labels[1] = 7
+        table = table.set_column(1, "label", pa.array(labels))
+    elif damage == "bad_png":
+        images = table.column("image").to_pylist()
+        images[1] = {"bytes": b"not a png", "path": "x.png"}
+        table = table.set_column(0, "image", pa.array(images, table.schema.field("image").type))
+    else:
+        table = table.drop_columns(["label"])
+    pa.parquet.write_table(table, path)
+    with pytest.raises(DataError, match=f"image-parquet {source}: {match}"):
+        load_dataset(str(source))
 
 
 def test_integer_labels_and_classes_json_mean_what_they_mean_for_an_imagefolder(tmp_path: Path) -> None:
@@ -259,6 +341,39 @@ def test_rows_on_ray_equal_the_in_process_loader(ray_local, tmp_path: Path) -> N
         assert got.captions == [want.captions[i] for i in order]
     assert manifest["mean"] == list(source.mean) and manifest["std"] == list(source.std)
     _show_data(tmp_path / "out", tmp_path / "preprocessed.png")  # the third layout
+
+
+@pytest.mark.timeout(RAY_TIMEOUT)
+def test_image_parquet_on_ray_equals_the_in_process_loader_and_skips_bad_rows(ray_local, tmp_path: Path,
+                                                                             no_decoding_here, monkeypatch) -> None:
+    samples = _samples()
+    source = write_image_parquet(tmp_path / "hf", samples, per_file=3)
+    manifest = preprocess_to_parquet(str(source), str(tmp_path / "out"), text_encoder="none", show_progress=False)
+    assert no_decoding_here == []
+    monkeypatch.undo()  # the in-process loader below decodes here, as it should
+    read, want_all = load_dataset(str(tmp_path / "out")), load_dataset(str(source))
+    assert read.class_names == want_all.class_names == ["cat", "dog", "bird"]
+    for split in ("train", "val", "test"):
+        got, want = getattr(read, split), getattr(want_all, split)
+        assert got.ids == sorted(want.ids)
+        order = [want.ids.index(i) for i in got.ids]
+        assert torch.equal(got.images, want.images[order]) and torch.equal(got.masks, want.masks[order])
+        assert torch.equal(got.labels, want.labels[order]) and got.captions == [want.captions[i] for i in order]
+    assert manifest["mean"] == list(want_all.mean) and manifest["source"] == f"image-parquet:{source}"
+
+    # A row without its image: named (file and row) by fail, listed by skip.
+    path = source / "data" / "train-00001-of-00004.parquet"
+    table = pa.parquet.read_table(path)
+    images = table.column("image").to_pylist()
+    images[2] = None
+    pa.parquet.write_table(table.set_column(0, "image", pa.array(images, table.schema.field("image").type)), path)
+    with pytest.raises(DataError, match=r"data/train-00001-of-00004.parquet:2: no image"):
+        preprocess_to_parquet(str(source), str(tmp_path / "fail"), text_encoder="none", show_progress=False)
+    skipped = preprocess_to_parquet(str(source), str(tmp_path / "skip"), text_encoder="none", show_progress=False,
+                                    on_bad_row="skip")
+    assert skipped["rejected"]["total"] == 1
+    rejected = [json.loads(line) for line in (tmp_path / "skip" / "rejected.jsonl").read_text().splitlines()]
+    assert rejected[0]["id"] == "data/train-00001-of-00004.parquet:2"
 
 
 @pytest.mark.timeout(RAY_TIMEOUT)

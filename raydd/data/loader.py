@@ -16,10 +16,12 @@ from . import mnist_family as _mnist_family  # noqa: F401  isort: skip
 from . import cluttered as _cluttered  # noqa: F401  isort: skip
 from . import parquet as _parquet  # noqa: F401  isort: skip
 from . import webdataset as _webdataset  # noqa: F401  isort: skip
+from . import image_parquet as _image_parquet  # noqa: F401  isort: skip
 
 IMAGEFOLDER = "imagefolder"
 PARQUET = "parquet"
 WEBDATASET = "webdataset"
+IMAGE_PARQUET = "image-parquet"
 
 
 def _looks_like_path(text: str) -> bool:
@@ -59,20 +61,27 @@ def parquet_location(name_or_path: str) -> str | None:
 
 
 def folder_source(name_or_path: str) -> tuple[str, str] | None:
-    """``(source, path)`` for a dataset given as a folder of files: ``("imagefolder", path)`` or
-    ``("webdataset", path)``; None for a registered name or a preprocessed directory.
+    """``(source, path)`` for a dataset given as a folder of files: ``("imagefolder", path)``,
+    ``("webdataset", path)`` or ``("image-parquet", path)``; None for a registered name or a preprocessed
+    directory.
 
-    A folder whose ``train/`` holds ``.tar`` shards (and no ``metadata.jsonl``) is WebDataset shards;
-    ``webdataset:<path>`` and ``imagefolder:<path>`` say so explicitly.
+    A folder whose ``train/`` holds ``.tar`` shards (and no ``metadata.jsonl``) is WebDataset shards; one
+    whose ``train/`` (or Hugging Face ``data/``) holds ``.parquet`` files and no ``manifest.json`` is
+    image Parquet; ``webdataset:<path>``, ``image-parquet:<path>`` and ``imagefolder:<path>`` say so
+    explicitly.
     """
     if get_source(name_or_path) is not None or parquet_location(name_or_path) is not None:
         return None
-    for prefix in (WEBDATASET, IMAGEFOLDER):
+    for prefix in (WEBDATASET, IMAGE_PARQUET, IMAGEFOLDER):
         if name_or_path.startswith(prefix + ":"):
             return prefix, name_or_path.removeprefix(prefix + ":")
     if not _looks_like_path(name_or_path):
         return None
-    return (WEBDATASET if _webdataset.is_webdataset_dir(name_or_path) else IMAGEFOLDER), name_or_path
+    if _webdataset.is_webdataset_dir(name_or_path):
+        return WEBDATASET, name_or_path
+    if _image_parquet.is_image_parquet_dir(name_or_path):
+        return IMAGE_PARQUET, name_or_path
+    return IMAGEFOLDER, name_or_path
 
 
 def load_dataset(

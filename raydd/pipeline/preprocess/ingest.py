@@ -1,9 +1,10 @@
-"""Folder sources (imagefolder, WebDataset shards) read, checked and decoded by Ray Data tasks.
+"""Folder sources (imagefolder, WebDataset shards, image Parquet) read, checked and decoded by Ray Data tasks.
 
 The driver never decodes an image and never holds pixels: it holds the rows' metadata only.
 
 1. **Scan.** Tasks read every sample (an imagefolder's files listed in its ``metadata.jsonl``, which
-   the driver reads and checks first; a WebDataset's shards through ``ray.data.read_webdataset``),
+   the driver reads and checks first; a WebDataset's shards through ``ray.data.read_webdataset``; image
+   Parquet files one per task, the driver reading one file's footer for the class names),
    decode and check it, and send back one small record per row: its label and caption state, its
    size and colour kind, its pixel sums, or the problem that makes it unusable.
 2. **Plan.** The driver, from those records alone: the first problem (``fail``) or the rejected rows
@@ -36,12 +37,15 @@ from raydd.data.imagefolder.storage import DatasetRoot
 from raydd.data.registry import SourceRequest
 from raydd.data.splits import validation_positions
 from raydd.data.stats import mean_std_from_sums, pixel_sums
+from raydd.data.image_parquet import SOURCE_NAME as IMAGE_PARQUET, file_columns, parse_row, read_schema_names, \
+    read_table, split_files
 from raydd.data.webdataset import MASK_SUFFIX, SOURCE_NAME as WEBDATASET, parse_sample, shard_paths
 from raydd.errors import ConfigError, DataError
 
 from .columns import check_label_columns, encode_labels
 
 ON_BAD_ROW = ("fail", "skip")
+IMAGEFOLDER = "imagefolder"
 OUT_SPLIT = {"train": "train", VALIDATION_SPLIT: "val", "test": "test"}  # source folder -> written split
 TASK_CPUS = 0.5  # read/scan/decode tasks: fractional, so they fit beside the actor pools
 DECODE_MEMORY = 512 * 1024 * 1024  # per decode task: a worker with its libraries (~400 MB) and a block of pixels
@@ -69,7 +73,7 @@ def check_on_bad_row(value: str) -> str:
 class SourcePlan:
     """Everything the driver decided, from metadata alone; the decode tasks get ``task_args``."""
 
-    kind: str  # imagefolder | webdataset
+    kind: str  # imagefolder | webdataset | image-parquet
     name: str  # DatasetSplits.name of the same data loaded in-process
     shown: str  # how messages name the dataset: "webdataset /data/shards"
     class_names: list[str]
@@ -184,6 +188,40 @@ def _shard_samples(batch) -> pa.Table:
                     schema=_SAMPLE)
 
 
+def _image_parquet_samples(root: DatasetRoot, files: dict[str, str], names: list[str] | None):
+    """A dataset of the files (split by file, built by the driver) that tasks read into samples."""
+    import ray.data
+
+    table = pa.table({"file": list(files), "split": list(files.values())})
+    parts = [table.slice(i, 1) for i in range(table.num_rows)]
+    return ray.data.from_arrow(parts).map_batches(
+        _parquet_samples, fn_kwargs={"root_url": root.url, "names": names}, batch_format="pyarrow",
+        batch_size=None, num_cpus=TASK_CPUS)
+
+
+def _parquet_samples(batch: pa.Table, root_url: str, names: list[str] | None) -> pa.Table:
+    """Task: every row of each file as a sample; a bad row carries its problem, a bad file fails the ingest."""
+    root = DatasetRoot(root_url)
+    columns: dict[str, list] = {name: [] for name in _SAMPLE.names}
+    for file, split in zip(batch.column("file").to_pylist(), batch.column("split").to_pylist()):
+        table = read_table(root, file)
+        cells = file_columns(table, file)
+        for i in range(table.num_rows):
+            values = dict(id=f"{file}:{i}", split=split, order=None, shard=file, key=f"{i:012d}", label=None,
+                          has_caption=False, caption=None, image=None, mask=None, problem=None,
+                          image_name=f"{file}:{i}", mask_name=None)
+            try:
+                row, image, mask = parse_row(split, file, i, cells, names)
+                values.update(label=json.dumps(row.label), has_caption=row.has_caption, caption=row.caption,
+                              image=image, mask=mask, mask_name=row.mask_path)
+            except DataError as error:
+                values["problem"] = str(error)
+            for name in _SAMPLE.names:
+                columns[name].append(values[name])
+    return pa.table({name: pa.array(columns[name], _SAMPLE.field(name).type) for name in _SAMPLE.names},
+                    schema=_SAMPLE)
+
+
 # ----------------------------------------------------------------------------- pass 1: scan
 
 
@@ -292,12 +330,23 @@ class FolderSource:
         self.listed: list[str] | None = None
         self.metadata: dict[str, pa.Table] = {}  # imagefolder: split folder -> parse_metadata_columns
         self.shards: list[str] = []
+        self.files: dict[str, str] = {}  # image Parquet: file -> split
+        self.class_label: list[str] | None = None  # image Parquet: the ClassLabel's names
         with self._named():
             self.listed = listed_classes(self.root)
-            self.folders = split_folders(self.root)
-            if kind == WEBDATASET:
+            if kind == IMAGE_PARQUET:
+                by_split = split_files(self.root)
+                self.folders = list(by_split)
+                self.files = {file: split for split, files in by_split.items() for file in files}
+                self.shards = list(self.files)
+                # A Hugging Face ClassLabel names the classes (unless classes.json does): from one footer.
+                self.class_label = read_schema_names(self.root, self.shards[0])
+                self.listed = self.listed or self.class_label
+            elif kind == WEBDATASET:
+                self.folders = split_folders(self.root)
                 self.shards = [s for split in self.folders for s in shard_paths(self.root, split)]
             else:
+                self.folders = split_folders(self.root)
                 # The metadata is read and checked here, as load_dataset does, before Ray starts: as columns.
                 self.metadata = {folder: self._read_metadata(folder) for folder in self.folders}
                 self._check_metadata()
@@ -356,6 +405,8 @@ class FolderSource:
         """The source's rows as a Ray dataset of samples (bytes included)."""
         if self.kind == WEBDATASET:
             return _webdataset_samples(self.root, self.shards)
+        if self.kind == IMAGE_PARQUET:
+            return _image_parquet_samples(self.root, self.files, self.class_label)
         return _imagefolder_samples(self.root, _imagefolder_table(self.metadata, self.folders), blocks)
 
     # -- pass 1 and the plan
@@ -374,8 +425,9 @@ class FolderSource:
             return self._plan(scanned, splits)
 
     def _order(self, scanned: pa.Table) -> np.ndarray:
-        """Positions of the scanned rows in dataset order: an imagefolder's listing; a WebDataset's folder, shard, key."""
-        if self.kind != WEBDATASET:
+        """Positions of the scanned rows in dataset order: an imagefolder's listing; a WebDataset's folder, shard,
+        key; image Parquet's split, file, row."""
+        if self.kind == IMAGEFOLDER:
             return np.argsort(_ints(scanned.column("order")), kind="stable")
         keys = pa.table({"rank": _codes(scanned.column("split"), self.folders, missing=len(self.folders)),
                          "shard": scanned.column("shard"), "key": scanned.column("key")})
