@@ -191,6 +191,7 @@ def test_image_parquet_loads_in_process_like_the_same_imagefolder(tmp_path: Path
     assert labelled.class_names == ["cat", "dog", "bird"]
     assert torch.equal(labelled.test.images, folder.test.images)
     assert [labelled.class_names[i] for i in labelled.test.labels] == [folder.class_names[i] for i in folder.test.labels]
+    _show_data(tmp_path / "hf", tmp_path / "parquet.png")
 
 
 @pytest.mark.parametrize("damage, match", [

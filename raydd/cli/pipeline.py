@@ -62,7 +62,7 @@ def tune(out: Annotated[str, typer.Option("--out", help="Search directory (local
 @app.command()
 @user_errors
 def preprocess(
-    source: Annotated[str, typer.Option("--source", help="fashion-mnist, cluttered-fashion-mnist, mnist, or a path / fsspec URI of an imagefolder or of WebDataset shards.")],
+    source: Annotated[str, typer.Option("--source", help="fashion-mnist, cluttered-fashion-mnist, mnist, or a path / fsspec URI of an imagefolder, of WebDataset shards or of image Parquet files.")],
     out: Annotated[str, typer.Option("--out", help="Output directory (local path or fsspec URI); manifest.json is written last.")],
     root: Annotated[Optional[str], typer.Option("--root", help="Where a named source's files are.")] = None,
     splits: Annotated[str, typer.Option("--splits", help="Comma-separated splits to write.")] = "train,val,test",
@@ -79,7 +79,7 @@ def preprocess(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Rows per batch handed to an actor.")] = 256,
     cache_dir: Annotated[Optional[str], typer.Option("--cache-dir", help="Embedding/mask cache of the actors (default: $XDG_CACHE_HOME/raydd on each node).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier preprocessing output in --out.")] = False,
-    on_bad_row: Annotated[str, typer.Option("--on-bad-row", help="fail: stop at the first unreadable or inconsistent row (imagefolder, WebDataset), naming its file; skip: leave such rows out and list them in OUT/rejected.jsonl.")] = "fail",
+    on_bad_row: Annotated[str, typer.Option("--on-bad-row", help="fail: stop at the first unreadable or inconsistent row (imagefolder, WebDataset, image Parquet), naming its file; skip: leave such rows out and list them in OUT/rejected.jsonl.")] = "fail",
     address: Address = None,
     quiet: Quiet = False,
 ) -> None:
