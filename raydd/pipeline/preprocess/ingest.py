@@ -165,16 +165,14 @@ def _present(value: Any) -> bytes | None:
 
 def _shard_samples(batch) -> pa.Table:
     """Task: Ray's WebDataset rows (``__key__``, ``__url__``, one column per member extension) -> samples."""
-    columns: dict[str, list] = {name: [] for name in _SAMPLE.names}
+    samples = []
     suffix_columns = [c for c in batch.columns if not str(c).startswith("__")]
     for record in batch.to_dict("records"):
         url = str(record["__url__"]).replace("\\", "/")
         shard = "/".join(url.rsplit("/", 2)[-2:])  # split folder / shard name, as listed by shard_paths
         split, key = shard.split("/", 1)[0], str(record["__key__"])
         suffixes = {c: _present(record.get(c)) for c in suffix_columns}
-        values = dict(id=f"{shard}:{key}", split=split, order=None, shard=shard, key=key, label=None,
-                      has_caption=False, caption=None, image=None, mask=None, problem=None,
-                      image_name=f"{shard}:{key}", mask_name=None)
+        values = _blank_sample(f"{shard}:{key}", split, shard, key)
         try:
             row = parse_sample(split, shard, key, suffixes)
             values.update(image_name=row.image_path, mask_name=row.mask_path, label=json.dumps(row.label),
@@ -182,9 +180,18 @@ def _shard_samples(batch) -> pa.Table:
                           mask=suffixes.get(MASK_SUFFIX))
         except DataError as error:
             values["problem"] = str(error)
-        for name in _SAMPLE.names:
-            columns[name].append(values[name])
-    return pa.table({name: pa.array(columns[name], _SAMPLE.field(name).type) for name in _SAMPLE.names},
+        samples.append(values)
+    return _samples_table(samples)
+
+
+def _blank_sample(row_id: str, split: str, shard: str, key: str) -> dict[str, Any]:
+    """A sample before its members are parsed: what a row with a problem still carries."""
+    return dict(id=row_id, split=split, order=None, shard=shard, key=key, label=None, has_caption=False, caption=None,
+                image=None, mask=None, problem=None, image_name=row_id, mask_name=None)
+
+
+def _samples_table(samples: list[dict[str, Any]]) -> pa.Table:
+    return pa.table({name: pa.array([v[name] for v in samples], _SAMPLE.field(name).type) for name in _SAMPLE.names},
                     schema=_SAMPLE)
 
 
@@ -202,24 +209,20 @@ def _image_parquet_samples(root: DatasetRoot, files: dict[str, str], names: list
 def _parquet_samples(batch: pa.Table, root_url: str, names: list[str] | None) -> pa.Table:
     """Task: every row of each file as a sample; a bad row carries its problem, a bad file fails the ingest."""
     root = DatasetRoot(root_url)
-    columns: dict[str, list] = {name: [] for name in _SAMPLE.names}
+    samples = []
     for file, split in zip(batch.column("file").to_pylist(), batch.column("split").to_pylist()):
         table = read_table(root, file)
         cells = file_columns(table, file)
         for i in range(table.num_rows):
-            values = dict(id=f"{file}:{i}", split=split, order=None, shard=file, key=f"{i:012d}", label=None,
-                          has_caption=False, caption=None, image=None, mask=None, problem=None,
-                          image_name=f"{file}:{i}", mask_name=None)
+            values = _blank_sample(f"{file}:{i}", split, file, f"{i:012d}")  # the key sorts rows numerically
             try:
                 row, image, mask = parse_row(split, file, i, cells, names)
                 values.update(label=json.dumps(row.label), has_caption=row.has_caption, caption=row.caption,
                               image=image, mask=mask, mask_name=row.mask_path)
             except DataError as error:
                 values["problem"] = str(error)
-            for name in _SAMPLE.names:
-                columns[name].append(values[name])
-    return pa.table({name: pa.array(columns[name], _SAMPLE.field(name).type) for name in _SAMPLE.names},
-                    schema=_SAMPLE)
+            samples.append(values)
+    return _samples_table(samples)
 
 
 # ----------------------------------------------------------------------------- pass 1: scan
