@@ -175,9 +175,7 @@ def test_a_space_or_a_saved_base_with_old_spellings_means_the_same_trial():
 
 
 # -- the optuna searcher ----------------------------------------------------------------------------
-OPTUNA_TRAINED_POOL = ["dm.bank=true", "dm.pool=trained", "dm.networks=2", "dm.draws=1", "dm.bank_real=4",
-                "dm.pool_trainings=1", "dm.pool_steps=2"]
-SPACE = {"distill.lr_img": ("loguniform", 0.1, 10.0), "distill.momentum": ("uniform", 0.3, 0.7),
+OPTUNA_SPACE = {"distill.lr_img": ("loguniform", 0.1, 10.0), "distill.momentum": ("uniform", 0.3, 0.7),
                 "distill.init": ["real", "noise"]}
 
 
