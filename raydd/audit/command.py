@@ -23,8 +23,9 @@ def audit_command(run_dir: str, *, preset: str | None = None, shadows: int | Non
     cfg = audit_config(run_dir, preset=preset, shadows=shadows, members=members, sets=sets)
     runner = None
     if not no_ray:
-        from raydd.pipeline.cluster import init_ray
+        from raydd.pipeline.cluster import init_ray, ray_log_in
 
         init_ray(address)
+        ray_log_in(run_dir)
         runner = cluster_audit_runner(cfg.device, show_progress=not quiet)
     return audit_run(run_dir, cfg, runner=runner, show_progress=not quiet)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from raydd.cli.common import Address, Dataset, NoRay, Preset, Quiet, Sets, app, setup_torch, user_errors
+from raydd.cli.common import Address, Dataset, NoRay, Preset, Quiet, Sets, Verbose, app, setup_torch, user_errors
 from raydd.config import DEFAULT_PRESET
 from raydd.errors import RayddError
 from raydd.flags import config_from_flags
@@ -95,7 +95,7 @@ def audit(run_dir: Annotated[str, typer.Argument(help="A run directory holding s
           preset: Annotated[Optional[str], typer.Option("--preset", help="Audit sizes: quick (2-core CPU) or paper (GPU). Default: the run's own.")] = None,
           shadows: Annotated[Optional[int], typer.Option("--shadows", help="LiRA shadow pipelines per target kind.")] = None,
           members: Annotated[Optional[int], typer.Option("--members", help="Audited members (as many non-members from the test split).")] = None,
-          set_: Sets = None, address: Address = None, no_ray: NoRay = False, quiet: Quiet = False) -> None:
+          set_: Sets = None, address: Address = None, verbose: Verbose = False, no_ray: NoRay = False, quiet: Quiet = False) -> None:
     """Privacy audit: membership inference (loss, LiRA) and nearest real images (writes audit.json, nn_pairs.png)."""
     from raydd.artifacts import AUDIT, NN_PAIRS_PNG
     from raydd.audit import audit_command, format_audit_table

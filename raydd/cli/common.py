@@ -13,6 +13,7 @@ import typer
 
 from raydd.errors import RayddError, StorageError
 from raydd.flags import BY_NAME, CONFIG_HELP, PRESET_HELP, SET_HELP
+from raydd.pipeline import native_log
 from raydd.results import EvalResult
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -40,22 +41,37 @@ Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 Workers = Annotated[int, typer.Option("--workers", help="Ray Train workers; each owns a shard of the classes.")]
 Address = Annotated[Optional[str], typer.Option("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray started for this command).")]
 NoRay = Annotated[bool, typer.Option("--no-ray", help="Run in this process without Ray (debugging).")]
+Verbose = Annotated[bool, typer.Option(
+    "--verbose", help="Show Ray's own log lines on the console (otherwise they go to the run directory's ray.log).")]
 TensorBoard = Annotated[bool, typer.Option("--tensorboard", help="Also write metrics.jsonl as TensorBoard event files (RUN_DIR/tensorboard; needs the tensorboard package).")]
 
 
 def user_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        if kwargs.get("verbose"):
+            os.environ[native_log.VERBOSE_ENV] = "1"
         try:
             return fn(*args, **kwargs)
         except RayddError as exc:
+            _end_native_log()
             typer.echo(f"raydd: error: {exc}", err=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
+            _end_native_log()
             typer.echo("raydd: interrupted (a distillation continues with --resume --out RUN_DIR)", err=True)
             raise typer.Exit(130) from None
+        finally:
+            _end_native_log()
 
     return wrapper
+
+
+def _end_native_log() -> None:
+    """Give the console back its own stderr, and say where Ray's native lines went (if anywhere)."""
+    where = native_log.finish()
+    if where:
+        typer.echo(where, err=True)
 
 
 @contextmanager

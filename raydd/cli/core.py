@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from raydd.cli.common import (Address, ConfigFile, Dataset, Device, EvalEpochs, EvalModels, Ipc, Iterations, Method,
-                              NoRay, Out, Preset, Quiet, Seed, Sets, TensorBoard, Workers, app, default_out,
+                              NoRay, Out, Preset, Quiet, Seed, Sets, TensorBoard, Verbose, Workers, app, default_out,
                               print_accuracy, resumable, resume_target, setup_torch, user_errors)
 from raydd.artifacts import EVAL, EVAL_VAL, GRID, SYNTHETIC
 from raydd.config import DEFAULT_PRESET
@@ -23,7 +23,7 @@ def distill(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, pre
             eval_models: EvalModels = None, eval_epochs: EvalEpochs = None, set_: Sets = None,
             config: ConfigFile = None,
             resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")] = False,
-            workers: Workers = 1, address: Address = None, no_ray: NoRay = False, tensorboard: TensorBoard = False,
+            workers: Workers = 1, address: Address = None, verbose: Verbose = False, no_ray: NoRay = False, tensorboard: TensorBoard = False,
             quiet: Quiet = False) -> None:
     """Distill a synthetic set into a run directory (Ray Train; --no-ray for a plain process)."""
     setup_torch()
@@ -65,7 +65,7 @@ def evaluate(run_dir: Annotated[str, typer.Argument(help="A run directory holdin
              eval_models: EvalModels = None, eval_epochs: EvalEpochs = None, device: Device = None,
              set_: Sets = None,
              split: Annotated[str, typer.Option("--split", help="test (final figures) or val (for selection).")] = "test",
-             address: Address = None, no_ray: NoRay = False, quiet: Quiet = False) -> None:
+             address: Address = None, verbose: Verbose = False, no_ray: NoRay = False, quiet: Quiet = False) -> None:
     """Train fresh networks on a run's synthetic set and test them (writes eval.json; --split val: eval_val.json)."""
     from raydd.config import parse_set
     from raydd.workflows import evaluate_run
@@ -76,9 +76,10 @@ def evaluate(run_dir: Annotated[str, typer.Argument(help="A run directory holdin
     cfg = RunDir(run_dir).read_config(flag_layer(device=device, eval_models=eval_models, eval_epochs=eval_epochs),
                                       parse_set(set_ or []))
     if not no_ray:
-        from raydd.pipeline.cluster import init_ray
+        from raydd.pipeline.cluster import init_ray, ray_log_in
 
         init_ray(address)
+        ray_log_in(run_dir)
     result = evaluate_run(run_dir, cfg, split=split, runner=_eval_runner(cfg, no_ray, quiet), show_progress=not quiet)
     print_accuracy(f"{result.method} ipc={result.ipc} on {result.dataset} ({split})", result)
     typer.echo(f"eval: {run_dir}/{EVAL if split == 'test' else EVAL_VAL}")
@@ -92,7 +93,7 @@ def run(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, preset:
         config: ConfigFile = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run in --out.")] = False,
         preprocess: Annotated[bool, typer.Option("--preprocess/--no-preprocess", help="Preprocess the source into Parquet with Ray Data first (reused by later runs; see prepare.root).")] = True,
-        workers: Workers = 1, address: Address = None, no_ray: NoRay = False, tensorboard: TensorBoard = False,
+        workers: Workers = 1, address: Address = None, verbose: Verbose = False, no_ray: NoRay = False, tensorboard: TensorBoard = False,
         quiet: Quiet = False) -> None:
     """The whole job: preprocess (Ray Data) -> distill (Ray Train) -> evaluate (Ray tasks) -> report.
 
@@ -151,7 +152,7 @@ def _eval_runner(cfg, no_ray: bool, quiet: bool):
 def baseline(kind: Annotated[str, typer.Option("--kind", help="random (real subset of the same IPC) or full (whole training set).")] = "random",
              dataset: Dataset = None, ipc: Ipc = None, preset: Preset = DEFAULT_PRESET, out: Out = None, seed: Seed = None,
              device: Device = None, eval_models: EvalModels = None, eval_epochs: EvalEpochs = None,
-             set_: Sets = None, config: ConfigFile = None, address: Address = None, no_ray: NoRay = False,
+             set_: Sets = None, config: ConfigFile = None, address: Address = None, verbose: Verbose = False, no_ray: NoRay = False,
              quiet: Quiet = False) -> None:
     """Evaluate a reference training set under the same protocol as a synthetic set."""
     from raydd.workflows import run_baseline
@@ -161,9 +162,10 @@ def baseline(kind: Annotated[str, typer.Option("--kind", help="random (real subs
                             eval_models=eval_models, eval_epochs=eval_epochs)
     out = out or default_out(cfg, kind=f"baseline-{kind}")
     if not no_ray:
-        from raydd.pipeline.cluster import init_ray
+        from raydd.pipeline.cluster import init_ray, ray_log_in
 
         init_ray(address)
+        ray_log_in(out)
     result = run_baseline(kind, cfg, out, runner=_eval_runner(cfg, no_ray, quiet), show_progress=not quiet)
     print_accuracy(f"baseline {kind} on {result.dataset}" + (f" ipc={cfg.distill.ipc}" if kind == "random" else ""), result)
     typer.echo(f"eval: {out}/{EVAL}")

@@ -9,7 +9,7 @@ import typer
 
 from raydd.cli.common import (
     Address, ConfigFile, Dataset, Device, EvalEpochs, EvalModels, Ipc, Iterations, Method,
-    Preset, Quiet, Seed, Sets, app, setup_torch, user_errors
+    Preset, Quiet, Seed, Sets, Verbose, app, setup_torch, user_errors
 )
 from raydd.config import DEFAULT_PRESET
 from raydd.errors import RayddError
@@ -32,7 +32,7 @@ def tune(out: Annotated[str, typer.Option("--out", help="Search directory (local
          report_every: Annotated[Optional[int], typer.Option("--report-every", help="Iterations between validation reports (default: the grace).")] = None,
          cpus_per_trial: Annotated[float, typer.Option("--cpus-per-trial", help="CPUs (and torch threads) per trial.")] = 1,
          gpus_per_trial: Annotated[float, typer.Option("--gpus-per-trial", help="GPUs per trial.")] = 0,
-         address: Address = None,
+         address: Address = None, verbose: Verbose = False,
          resume: Annotated[bool, typer.Option("--resume", help="Continue the search in --out as it was started.")] = False,
          quiet: Quiet = False) -> None:
     """Search distillation settings with Ray Tune, selecting on validation accuracy (writes best.yaml)."""
@@ -80,7 +80,7 @@ def preprocess(
     cache_dir: Annotated[Optional[str], typer.Option("--cache-dir", help="Embedding/mask cache of the actors (default: $XDG_CACHE_HOME/raydd on each node).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an earlier preprocessing output in --out.")] = False,
     on_bad_row: Annotated[str, typer.Option("--on-bad-row", help="fail: stop at the first unreadable or inconsistent row (imagefolder, WebDataset, image Parquet), naming its file; skip: leave such rows out and list them in OUT/rejected.jsonl.")] = "fail",
-    address: Address = None,
+    address: Address = None, verbose: Verbose = False,
     quiet: Quiet = False,
 ) -> None:
     """Preprocess a dataset into partitioned Parquet with Ray Data: masks, captions, caption embeddings."""

@@ -16,12 +16,15 @@ import json
 import os
 import socket
 import sys
+import tempfile
 import uuid
 from contextlib import contextmanager
 from typing import Iterator
 from urllib.parse import urlsplit
 
+from raydd import storage
 from raydd.errors import RayddError
+from raydd.pipeline import native_log
 
 # Environment every raydd process (driver, Ray workers) should run with; set before ray is imported.
 QUIET_ENV = {
@@ -142,7 +145,27 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, object_
         where = address or "a local cluster"
         hint = f"; {HOW_TO_START}" if address else ""
         raise ClusterError(f"could not connect to Ray at {where}: {exc}{hint}") from None
+    native_log.start(_native_log_destination())
     return ray
+
+
+def _native_log_destination() -> str:
+    """Where Ray's native lines go until a run directory is known: Ray's session logs, else a temp file."""
+    try:
+        from ray._private import worker
+
+        logs = worker._global_node.get_logs_dir_path()  # private: any failure falls back below
+        if logs and os.path.isdir(logs):
+            return os.path.join(logs, "raydd-driver-native.log")
+    except Exception:  # noqa: BLE001 - an internal API; the temp file is as good a place
+        pass
+    return os.path.join(tempfile.gettempdir(), f"raydd-ray-{os.getpid()}.log")
+
+
+def ray_log_in(run_dir: str) -> None:
+    """Ray's native lines of this command go to the run directory's ray.log (a local run directory)."""
+    if not storage.is_remote(run_dir):
+        native_log.divert_to(os.path.join(os.path.abspath(run_dir), native_log.RAY_LOG_FILE))
 
 
 def free_port() -> int:

@@ -29,7 +29,7 @@ def with_prepared(cfg: Config, location: str) -> Config:
 
 def run_pipeline_job(cfg: Config, out: str, *, workers: int = 1, resume: bool = False, address: str | None = None,
                      show_progress: bool = True, log: Callable[[str], None] = print) -> JobResult:
-    from raydd.pipeline.cluster import init_ray
+    from raydd.pipeline.cluster import init_ray, ray_log_in
     from raydd.pipeline.fanout import eval_runner
     from raydd.pipeline.prepare import prepare_data
     from raydd.pipeline.train import distill_with_ray
@@ -37,6 +37,7 @@ def run_pipeline_job(cfg: Config, out: str, *, workers: int = 1, resume: bool = 
     from raydd.workflows import evaluate_unless_done
 
     init_ray(address)  # one session for every stage (a stage's own session would stop Ray after it)
+    ray_log_in(out)
     if cfg.prepare.enabled:
         log("stage 1/4: preprocess (Ray Data)")
         cfg = with_prepared(cfg, prepare_data(cfg, address=address, show_progress=show_progress, log=log))

@@ -198,6 +198,7 @@ def distill_with_ray(
     run, inputs = driver_inputs(cfg, out, resume=resume, checks=(check_workers,))
     want_gpu = cfg.device.startswith("cuda") or cfg.device == "auto"
     init_ray(address)
+    cluster.ray_log_in(out)
     # An autoscaling cluster may have no GPU node yet: count what it can scale to.
     gpus = cluster.obtainable_resources().get("GPU", 0.0)
     use_gpu = want_gpu and gpus >= workers

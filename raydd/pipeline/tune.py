@@ -35,7 +35,7 @@ from typing import Any
 from raydd.artifacts import BEST, CONFIG, SEARCH, TRIALS
 from raydd.config import Config, dump_yaml, merge, stored_layer
 from raydd.errors import ConfigError, RayddError, RunDirError
-from raydd.pipeline.cluster import check_resources, check_storage, ray_session
+from raydd.pipeline.cluster import check_resources, check_storage, ray_log_in, ray_session
 from raydd.pipeline.tune_space import (  # noqa: F401  (the space's names are part of this module's interface)
     _plain, available_spaces, check_optuna_space, check_space, load_space,
     nest, normalize_space, require_optuna, trial_config, tune_domains,
@@ -281,6 +281,7 @@ def tune_search(
     # Trials must see the job's working directory (relative dataset paths), not their trial folder.
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     with ray_session(address):
+        ray_log_in(out)
         check_resources(1, settings["cpus_per_trial"], settings["gpus_per_trial"])
         if not resume:
             write_text_atomic(settings_file, json.dumps(settings, indent=2))

@@ -1,0 +1,151 @@
+"""Ray's native log lines leave the console for a file; everything else reaches the console unchanged."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from raydd.pipeline.native_log import is_native_line, summary
+
+ROOT = Path(__file__).resolve().parents[1]
+# What Ray 2.5x printed on this machine for a Ray Data actor pool (driver) and the same line forwarded
+# from an actor, with and without the colour codes Ray puts around the prefix on a terminal.
+DRIVER_LINE = ("[2026-12-05 07:32:20,783 E 15150 15150] core_worker.cc:2465: Actor with class name: "
+               "'MapWorker(MapBatches(A))' and ID: 'd7fe3c51' has constructor arguments in the object store "
+               "and max_restarts > 0.")
+FORWARDED = "(TrainController pid=4242) [2026-12-05 07:32:20,783 E 4242 4250] core_worker.cc:2465: Actor with class"
+COLOURED = "\x1b[36m(TrainController pid=4242)\x1b[0m [2026-12-05 07:32:20,783 W 4242 4250] gcs_client.cc:12: slow"
+
+
+@pytest.mark.parametrize("line", [DRIVER_LINE, FORWARDED, COLOURED])
+def test_rays_native_lines_are_recognised(line):
+    assert is_native_line(line)
+
+
+@pytest.mark.parametrize("line", [
+    "2026-12-05 07:32:20,731\tINFO streaming_executor.py:216 -- Execution plan of Dataset",  # Python logging
+    "raydd: error: /data/train/0001.png: corrupt image",
+    "\rdistill:  10%|#         | 20/200 [00:05<00:45, loss=1.2]",
+    "[rank0]: RuntimeError: boom",
+    "[2026-12-05 07:32:20,783 C 15150 15150] core_worker.cc:10: Check failed",  # fatal: stays visible
+    "(TrainWorker pid=7) Traceback (most recent call last):",
+])
+def test_other_lines_are_not(line):
+    assert not is_native_line(line)
+
+
+def test_summary_names_where_the_lines_went():
+    assert summary({}) is None
+    assert summary({"/r/ray.log": 1}) == "raydd: 1 line of Ray's own log went to /r/ray.log (--verbose shows them)"
+    assert "3 lines" in summary({"/s/a.log": 1, "/r/ray.log": 2})
+
+
+SCRIPT = textwrap.dedent("""
+    import os, sys
+    from raydd.pipeline import native_log
+    started = native_log.start(sys.argv[1] + "/early.log")
+    os.write(2, (sys.argv[2] + "\\n").encode())          # the early line: before a run directory is known
+    native_log.divert_to(sys.argv[1] + "/missing/ray.log")  # a directory not made: the early file takes it
+    os.write(2, (sys.argv[2] + "\\n").encode())
+    os.makedirs(sys.argv[1] + "/run")
+    native_log.divert_to(sys.argv[1] + "/run/ray.log")
+    os.write(2, b"plain text from C\\n" + (sys.argv[2] + "\\n").encode() + b"more text\\n")
+    print("python stderr, a terminal:", sys.stderr.isatty(), file=sys.stderr)
+    os.write(2, b"\\rbar 10%")                           # a progress bar's update: no newline
+    print("started", started, "summary", native_log.finish())
+    print("after finish", file=sys.stderr)
+""")
+
+
+def run_script(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    """The script's output as written (bytes decoded without newline translation: the \\r stays)."""
+    result = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path), DRIVER_LINE], capture_output=True,
+                            timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT), **env})
+    return subprocess.CompletedProcess(result.args, result.returncode, result.stdout.decode(), result.stderr.decode())
+
+
+def test_native_lines_go_to_the_file_and_the_rest_to_the_console_in_order(tmp_path):
+    result = run_script(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "core_worker" not in result.stderr
+    # everything else arrives, in order, the partial bar included; isatty is the console's (a pipe here)
+    assert result.stderr == ("plain text from C\nmore text\npython stderr, a terminal: False\n\rbar 10%"
+                             "after finish\n")
+    assert (tmp_path / "early.log").read_text() == DRIVER_LINE + "\n" + DRIVER_LINE + "\n"
+    assert (tmp_path / "run" / "ray.log").read_text() == DRIVER_LINE + "\n"
+    assert result.stdout.startswith("started True summary raydd: 3 lines of Ray's own log went to ")
+    assert f"{tmp_path}/early.log (2), {tmp_path}/run/ray.log (1)" in result.stdout
+
+
+def test_verbose_keeps_everything_on_the_console(tmp_path):
+    result = run_script(tmp_path, RAYDD_VERBOSE="1")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count(DRIVER_LINE) == 3
+    assert "started False summary None" in result.stdout
+    assert not (tmp_path / "early.log").exists()
+
+
+RAY_SCRIPT = textwrap.dedent("""
+    import sys
+    from raydd.pipeline.cluster import init_ray, ray_log_in
+    ray = init_ray(num_cpus=2)
+    ray_log_in(sys.argv[1])
+    import ray.data
+
+    class Identity:
+        def __call__(self, batch):
+            return batch
+
+    print("rows", ray.data.range(8).map_batches(Identity, compute=ray.data.ActorPoolStrategy(size=1),
+                                                batch_size=4).count())
+    from raydd.pipeline import native_log
+    print(native_log.finish())
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_a_ray_data_actor_pool_leaves_the_console_quiet(tmp_path):
+    """Ray's `core_worker.cc … constructor arguments in the object store` line, printed for every actor
+    pool, lands in the run directory's ray.log instead of the console."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    result = subprocess.run([sys.executable, "-c", RAY_SCRIPT, str(run_dir)], capture_output=True, text=True,
+                            timeout=200, env={**os.environ, "PYTHONPATH": str(ROOT), "RAYDD_VERBOSE": ""})
+    assert result.returncode == 0, result.stderr
+    assert "rows 8" in result.stdout
+    assert "core_worker.cc" not in result.stdout + result.stderr
+    log = (run_dir / "ray.log").read_text()
+    assert "constructor arguments in the object store" in log
+    assert all(is_native_line(line) for line in log.splitlines())
+    assert f"went to {run_dir}/ray.log" in result.stdout
+
+
+def test_a_script_that_never_finishes_still_gets_its_traceback_out(tmp_path):
+    """An uncaught exception after start: its traceback reaches the console, then where the lines went."""
+    script = ("import os, sys\nfrom raydd.pipeline import native_log\nnative_log.start(sys.argv[1])\n"
+              "os.write(2, (sys.argv[2] + '\\n').encode())\nraise SystemExit('the last words')\n")
+    log = tmp_path / "ray.log"
+    result = subprocess.run([sys.executable, "-c", script, str(log), DRIVER_LINE], capture_output=True, text=True,
+                            timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 1
+    assert result.stderr == f"the last words\nraydd: 1 line of Ray's own log went to {log} (--verbose shows them)\n"
+    assert log.read_text() == DRIVER_LINE + "\n"
+
+
+def test_verbose_flag_keeps_rays_lines_on_the_console(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from raydd.cli import app
+    from raydd.pipeline.native_log import VERBOSE_ENV, verbose
+
+    monkeypatch.setenv(VERBOSE_ENV, "")  # restored after the test
+    assert not verbose()
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "no-such-run"), "--verbose", "--no-ray"])
+    assert result.exit_code == 2 and "raydd: error:" in result.output
+    assert verbose()
