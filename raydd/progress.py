@@ -18,10 +18,34 @@ def _forced_off() -> bool:
     return os.environ.get("RAYDD_PROGRESS", "") in ("0", "false", "off")
 
 
+# Where no one watches a bar (a log file, CI, `ray job logs`), a status line at most this often.
+LINE_INTERVAL_S = 30.0
+
+
+class _StatusLines:
+    """A file for tqdm that turns its carriage-return redraws into whole lines (a log keeps them all)."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        status = text.replace("\r", "").strip()
+        if status:
+            self.stream.write(status + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def progress_bar(iterable: Iterable[T] | None, *, desc: str, total: int | None = None, disable: bool = False,
                  initial: int = 0):
-    return tqdm(iterable, desc=desc, total=total, disable=disable or _forced_off(), initial=initial,
-                file=sys.stderr, dynamic_ncols=True, mininterval=1.0, leave=False)
+    """A bar on a terminal; elsewhere one line at the start, one every 30 s and one at the end."""
+    disable = disable or _forced_off()
+    if sys.stderr.isatty():
+        return tqdm(iterable, desc=desc, total=total, disable=disable, initial=initial, file=sys.stderr,
+                    dynamic_ncols=True, mininterval=1.0, leave=False)
+    return tqdm(iterable, desc=desc, total=total, disable=disable, initial=initial, file=_StatusLines(sys.stderr),
+                ncols=100, mininterval=LINE_INTERVAL_S, maxinterval=LINE_INTERVAL_S, leave=True, ascii=True)
 
 
 class Progress(Protocol):

@@ -42,3 +42,16 @@ def test_progress_off_shows_nothing(capsys, monkeypatch):
         run.log({"iteration": 2, "loss": 1.0})
         time.sleep(0.05)
     assert "raydd:" not in capsys.readouterr().out
+
+
+def test_a_bar_where_no_terminal_watches_is_whole_lines(capsys, monkeypatch):
+    """Into a log (stderr not a terminal): no carriage-return redraws, a first and a last status line."""
+    from raydd.progress import progress_bar
+
+    monkeypatch.setenv("RAYDD_PROGRESS", "1")
+    assert list(progress_bar(range(3), desc="evaluation models")) == [0, 1, 2]
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert len(lines) == 2 and all(line.startswith("evaluation models:") for line in lines), lines
+    assert "0/3" in lines[0] and "3/3" in lines[-1]
