@@ -102,27 +102,33 @@ def _imagefolder_table(metadata: dict[str, pa.Table], folders: Sequence[str]) ->
     for folder in folders:
         rows = metadata[folder]
         path = pc.binary_join_element_wise(f"{folder}/", rows.column("file_name"), "")
+        # The image's path is its id (the tasks name the image by it): one column, not two.
         parts.append(pa.table({
             "id": path,
             "split": pa.repeat(pa.scalar(folder, pa.string()), rows.num_rows),
-            "image_name": path,
             "mask_name": pc.binary_join_element_wise(f"{folder}/", rows.column("mask_file_name"), ""),
             "label": rows.column("label"),
             "has_caption": rows.column("has_caption"),
             "caption": rows.column("caption"),
         }))
-    table = pa.concat_tables(parts)
+    table = pa.concat_tables(parts)  # chunks as parsed: no copy into one
     order = pa.array(np.arange(table.num_rows, dtype=np.int64))
-    return table.add_column(2, "order", order).combine_chunks()
+    return table.add_column(2, "order", order)
 
 
-def _imagefolder_samples(root: DatasetRoot, table: pa.Table, blocks: int):
-    """A dataset of the listed files' metadata (small blocks, built by the driver) that tasks fill with bytes."""
-    import ray.data
+def _put_blocks(table: pa.Table, blocks: int) -> list:
+    """The table in about ``blocks`` slices, each put into Ray's object store once."""
+    import ray
 
     bounds = np.linspace(0, table.num_rows, max(1, min(blocks, table.num_rows)) + 1).round().astype(int)
-    parts = [table.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    return ray.data.from_arrow(parts).map_batches(
+    return [ray.put(table.slice(a, b - a)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+
+
+def _imagefolder_samples(root: DatasetRoot, blocks: list):
+    """A dataset of the listed files' metadata (blocks the driver put once) that tasks fill with bytes."""
+    import ray.data
+
+    return ray.data.from_arrow_refs(blocks).map_batches(
         _read_files, fn_kwargs={"root_url": root.url}, batch_format="pyarrow", batch_size=None,
         num_cpus=TASK_CPUS, udf_modifying_row_count=False)
 
@@ -131,7 +137,7 @@ def _read_files(batch: pa.Table, root_url: str) -> pa.Table:
     """Task: the bytes of each row's image and mask; a missing file becomes the row's problem."""
     root = DatasetRoot(root_url)
     images, masks, problems = [], [], []
-    for image_name, mask_name in zip(batch.column("image_name").to_pylist(), batch.column("mask_name").to_pylist()):
+    for image_name, mask_name in zip(batch.column("id").to_pylist(), batch.column("mask_name").to_pylist()):
         try:
             images.append(root.read(image_name, what="image file"))
             masks.append(None if mask_name is None else root.read(mask_name, what="mask file"))
@@ -142,7 +148,7 @@ def _read_files(batch: pa.Table, root_url: str) -> pa.Table:
             problems.append(str(error))
     columns = {name: batch.column(name) for name in batch.column_names}
     columns.update(shard=pa.nulls(batch.num_rows, pa.string()), key=pa.nulls(batch.num_rows, pa.string()),
-                   image=pa.array(images, pa.binary()), mask=pa.array(masks, pa.binary()),
+                   image_name=batch.column("id"), image=pa.array(images, pa.binary()), mask=pa.array(masks, pa.binary()),
                    problem=pa.array(problems, pa.string()))
     return pa.table({name: columns[name] for name in _SAMPLE.names}, schema=_SAMPLE)
 
@@ -243,8 +249,10 @@ def _scan(batch: pa.Table, image_size: int | None) -> pa.Table:
             except DataError as error:
                 problem = str(error)
         caption = data["caption"][i]
-        for name in ("id", "split", "order", "shard", "key", "image_name", "label", "has_caption"):
+        for name in ("id", "split", "order", "shard", "key", "label", "has_caption"):
             out[name].append(data[name][i])
+        # the image's own name only where it is not its id (a WebDataset member: shard:key.png)
+        out["image_name"].append(None if data["image_name"][i] == data["id"][i] else data["image_name"][i])
         out["has_mask"].append(data["mask_name"][i] is not None)
         out["caption_empty"].append(caption is None or not caption.strip())
         out["problem"].append(problem)
@@ -335,6 +343,7 @@ class FolderSource:
         self.shards: list[str] = []
         self.files: dict[str, str] = {}  # image Parquet: file -> split
         self.class_label: list[str] | None = None  # image Parquet: the ClassLabel's names
+        self._sample_blocks: list | None = None  # imagefolder: the samples table's blocks in Ray's object store
         with self._named():
             self.listed = listed_classes(self.root)
             if kind == IMAGE_PARQUET:
@@ -386,12 +395,18 @@ class FolderSource:
 
         return _Prefix()
 
+    def _before_the_scan(self) -> None:
+        if self._sample_blocks is not None:  # the metadata went into Ray's object store with the samples
+            raise RuntimeError("an imagefolder's metadata answers only before its samples are put into Ray")
+
     def has_any_caption(self) -> bool:
         """Before Ray: whether an imagefolder's metadata gives any row a caption (a WebDataset's: not known yet)."""
+        self._before_the_scan()
         return any(pc.any(rows.column("has_caption")).as_py() for rows in self.metadata.values())
 
     def first_missing_caption(self, splits: Sequence[str]) -> str | None:
         """Before Ray: an imagefolder row (of the folders feeding ``splits``) without a caption."""
+        self._before_the_scan()
         wanted = {folder for folder, out in OUT_SPLIT.items() if out in splits}
         if "val" in splits and VALIDATION_SPLIT not in self.folders:
             wanted.add("train")
@@ -410,7 +425,11 @@ class FolderSource:
             return _webdataset_samples(self.root, self.shards)
         if self.kind == IMAGE_PARQUET:
             return _image_parquet_samples(self.root, self.files, self.class_label)
-        return _imagefolder_samples(self.root, _imagefolder_table(self.metadata, self.folders), blocks)
+        # Both passes read the same blocks: put once (a second put would count again in the driver's memory).
+        if self._sample_blocks is None:
+            self._sample_blocks = _put_blocks(_imagefolder_table(self.metadata, self.folders), blocks)
+            self.metadata = {}  # its checks ran before Ray started; the blocks now hold what the passes need
+        return _imagefolder_samples(self.root, self._sample_blocks)
 
     # -- pass 1 and the plan
 
@@ -457,12 +476,15 @@ class FolderSource:
         def text(name: str, i: int) -> str | None:
             return scanned.column(name)[int(order[i])].as_py()
 
+        def image_name(i: int) -> str:
+            return text("image_name", i) or text("id", i)
+
         def column(values: np.ndarray) -> np.ndarray:
             return values[order]
 
         kept = ~column(_bools(pc.is_valid(scanned.column("problem"))))
         for i in np.flatnonzero(~kept):
-            self._reject(rejected, text("split", i), text("id", i), text("image_name", i), text("problem", i))
+            self._reject(rejected, text("split", i), text("id", i), image_name(i), text("problem", i))
         folder_of = column(_codes(scanned.column("split"), self.folders))
         is_train = folder_of == 0
 
@@ -474,11 +496,11 @@ class FolderSource:
         widths, heights = column(_ints(scanned.column("width"))), column(_ints(scanned.column("height")))
         if size is None:
             first = int(first_train[0])
-            reference = Reference((int(widths[first]), int(heights[first])), text("image_name", first))
+            reference = Reference((int(widths[first]), int(heights[first])), image_name(first))
             odd = kept & ((widths != reference.size[0]) | (heights != reference.size[1]))
             for i in np.flatnonzero(odd):
-                problem = size_problem(text("image_name", i), (int(widths[i]), int(heights[i])), reference)
-                self._reject(rejected, text("split", i), text("id", i), text("image_name", i), problem)
+                problem = size_problem(image_name(i), (int(widths[i]), int(heights[i])), reference)
+                self._reject(rejected, text("split", i), text("id", i), image_name(i), problem)
             kept &= ~odd
             height, width = reference.size[1], reference.size[0]
         else:
