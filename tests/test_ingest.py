@@ -427,6 +427,10 @@ _METADATA_CASES = [
     b'{"file_name": "a.png", "label": 3}\n{"file_name": "b.png", "label": 1, "caption": null}\n',
     b'{"file_name": "a.png", "label": "x"}\n\n  \n{"file_name": "../b.png", "label": "x"}\n',
     b'\n\n', b'\xff\n', b'[1]\n',
+    # two names listed again: the first repeat in file order (line 4, b) is reported, with its first line
+    b'{"file_name": "c.png", "label": "x"}\n{"file_name": "b.png", "label": "x"}\n{"file_name": "a.png", '
+    b'"label": "x"}\n{"file_name": "b.png", "label": "x"}\n{"file_name": "c.png", "label": "x"}\n'
+    b'{"file_name": "c.png", "label": "x"}\n',
 ]
 
 
