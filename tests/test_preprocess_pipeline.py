@@ -255,6 +255,29 @@ def test_missing_or_corrupt_manifest_is_a_data_error_naming_it(tmp_path: Path) -
         load_dataset(str(tmp_path))
 
 
+def test_rows_on_disk_are_counted_from_the_footers_and_a_lost_file_is_caught(tmp_path: Path) -> None:
+    """check_written: rows per label from each file's partition folder and footer; a file that did not
+    arrive (a node writing to its own disk) makes the counts differ and stops the command."""
+    from raydd.data.parquet import class_counts
+    from raydd.pipeline.cluster import ClusterError
+    from raydd.pipeline.preprocess.output import check_written
+
+    def write(label: int, name: str, rows: int) -> None:
+        folder = tmp_path / "split=train" / f"label={label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table({"id": [f"{name}{i}" for i in range(rows)]}, schema=pa.schema([("id", pa.string())])),
+                       folder / f"{name}.parquet")
+
+    write(0, "a", 3), write(0, "b", 2), write(2, "c", 4), write(5, "empty", 0)
+    assert class_counts(str(tmp_path), "train") == {0: 5, 2: 4}
+    assert class_counts(str(tmp_path), "test") == {}
+    written = {"train": {"total": 9, "per_class": [5, 0, 4, 0, 0, 0]}}
+    check_written(Output.parse(str(tmp_path)), written)
+    (tmp_path / "split=train" / "label=2" / "c.parquet").unlink()
+    with pytest.raises(ClusterError, match="split train has 5 rows on disk where 9 were written"):
+        check_written(Output.parse(str(tmp_path)), written)
+
+
 # ----------------------------------------------------------------------------- refusals, before Ray starts
 
 

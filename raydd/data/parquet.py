@@ -17,6 +17,7 @@ split the work into files.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import math
 import posixpath
@@ -45,6 +46,7 @@ FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 PARTITION_COLUMNS = ("split", "label")
 COLUMNS = ("id", "split", "label", "class_name", "image", "caption", "caption_emb", "mask")
+FOOTER_THREADS = 8  # footers read at once (a request each on object storage)
 _FILE_PATTERN = re.compile(r"/split=([^/]+)/label=(-?\d+)/[^/]+\.parquet$")
 _MANIFEST_KEYS = ("format", "format_version", "classes", "image_size", "channels", "mean", "std", "flip_ok",
                   "splits", "counts", "captions", "segmenter", "text_encoder")
@@ -359,16 +361,32 @@ def read_caption_embeddings(
 
 
 def class_counts(url: str, split: str) -> dict[int, int]:
-    """Rows per label actually on disk for one split (no tensor column is read)."""
-    dataset, shown = _open_split(url, split, None)
-    if dataset is None:
-        return {}
+    """Rows per label actually on disk for one split, from the files' footers alone.
+
+    The label is the file's partition folder (``label=K``) and the rows are in its footer, so no column is
+    read. A pyarrow dataset over the same files peaked at about 66 MB more driver memory for 1 800 small
+    files (a 45 000-row WebDataset ingest), growing with the files; the footers one by one take about 2 MB.
+    Footers are read by a few threads: on object storage each is a request.
+    """
+    location = Location.parse(url)
+    files = _data_files(location, split, None)
+    shown = location.shown(f"split={split}")
+
+    def rows(path: str) -> int:
+        with location.fs.open(path, "rb") as handle:
+            return pq.read_metadata(handle).num_rows
+
     try:
-        labels = dataset.to_table(columns=["label"]).column("label").to_numpy()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=FOOTER_THREADS) as pool:
+            found = list(pool.map(rows, files))
     except (OSError, pa.ArrowException) as error:
         raise DataError(f"{shown}: unreadable Parquet ({error})") from None
-    values, counts = np.unique(labels, return_counts=True)
-    return {int(k): int(v) for k, v in zip(values, counts)}
+    counts: dict[int, int] = {}
+    for path, n in zip(files, found):
+        label = int(_FILE_PATTERN.search("/" + path.lstrip("/")).group(2))
+        if n:
+            counts[label] = counts.get(label, 0) + n
+    return counts
 
 
 @register_source(SOURCE_NAME)

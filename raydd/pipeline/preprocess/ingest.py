@@ -56,8 +56,13 @@ _SAMPLE = pa.schema([
     ("image_name", pa.string()), ("mask_name", pa.string()), ("image", pa.binary()), ("mask", pa.binary()),
     ("label", pa.string()), ("has_caption", pa.bool_()), ("caption", pa.string()), ("problem", pa.string()),
 ])
-_SCANNED = ("id", "split", "order", "shard", "key", "image_name", "has_mask", "label", "has_caption",
-            "caption_empty", "problem", "width", "height", "grey", "sums", "squares")
+# What the check pass keeps of each row (typed: a block whose rows all leave a column out still has its type).
+_SCANNED = pa.schema([
+    ("id", pa.string()), ("split", pa.string()), ("order", pa.int64()), ("shard", pa.string()), ("key", pa.string()),
+    ("image_name", pa.string()), ("image_suffix", pa.string()), ("has_mask", pa.bool_()), ("label", pa.string()),
+    ("has_caption", pa.bool_()), ("caption_empty", pa.bool_()), ("problem", pa.string()), ("width", pa.int64()),
+    ("height", pa.int64()), ("grey", pa.bool_()), ("sums", pa.list_(pa.int64())), ("squares", pa.list_(pa.int64())),
+])
 
 
 def check_on_bad_row(value: str) -> str:
@@ -236,7 +241,7 @@ def _parquet_samples(batch: pa.Table, root_url: str, names: list[str] | None) ->
 
 def _scan(batch: pa.Table, image_size: int | None) -> pa.Table:
     """Task: decode and check each sample; keep only what the driver needs to decide."""
-    out: dict[str, list] = {name: [] for name in _SCANNED}
+    out: dict[str, list] = {name: [] for name in _SCANNED.names}
     data = batch.to_pydict()
     for i in range(batch.num_rows):
         problem, size, grey, sums, squares = data["problem"][i], None, None, None, None
@@ -249,10 +254,14 @@ def _scan(batch: pa.Table, image_size: int | None) -> pa.Table:
             except DataError as error:
                 problem = str(error)
         caption = data["caption"][i]
-        for name in ("id", "split", "order", "shard", "key", "label", "has_caption"):
+        for name in ("split", "order", "shard", "key", "label", "has_caption"):
             out[name].append(data[name][i])
-        # the image's own name only where it is not its id (a WebDataset member: shard:key.png)
-        out["image_name"].append(None if data["image_name"][i] == data["id"][i] else data["image_name"][i])
+        # The driver keeps this table for every row: what follows from other columns is left out (null).
+        row_id, image_name = data["id"][i], data["image_name"][i]
+        out["id"].append(None if row_id == _shard_member_id(data["shard"][i], data["key"][i]) else row_id)
+        suffix = image_name[len(row_id):] if image_name is not None and image_name.startswith(row_id) else None
+        out["image_name"].append(None if suffix is not None else image_name)
+        out["image_suffix"].append(suffix or None)
         out["has_mask"].append(data["mask_name"][i] is not None)
         out["caption_empty"].append(caption is None or not caption.strip())
         out["problem"].append(problem)
@@ -261,7 +270,19 @@ def _scan(batch: pa.Table, image_size: int | None) -> pa.Table:
         out["grey"].append(grey)
         out["sums"].append(sums)
         out["squares"].append(squares)
-    return pa.table(out)
+    return pa.table(out, schema=_SCANNED)
+
+
+def _shard_member_id(shard: str | None, key: str | None) -> str | None:
+    """A WebDataset member's id, shard:key (None for a row without a shard)."""
+    return None if shard is None or key is None else f"{shard}:{key}"
+
+
+def _scanned_ids(scanned: pa.Table, rows: pa.Array) -> pa.Array:
+    """The ids of some scanned rows, the left-out shard:key ones rebuilt."""
+    picked = scanned.select(["id", "shard", "key"]).take(rows)
+    members = pc.binary_join_element_wise(picked.column("shard"), picked.column("key"), ":")
+    return pc.coalesce(picked.column("id"), members).combine_chunks()
 
 
 def _collect(dataset) -> pa.Table:
@@ -476,15 +497,18 @@ class FolderSource:
         def text(name: str, i: int) -> str | None:
             return scanned.column(name)[int(order[i])].as_py()
 
+        def row_id(i: int) -> str:
+            return text("id", i) or _shard_member_id(text("shard", i), text("key", i))
+
         def image_name(i: int) -> str:
-            return text("image_name", i) or text("id", i)
+            return text("image_name", i) or row_id(i) + (text("image_suffix", i) or "")
 
         def column(values: np.ndarray) -> np.ndarray:
             return values[order]
 
         kept = ~column(_bools(pc.is_valid(scanned.column("problem"))))
         for i in np.flatnonzero(~kept):
-            self._reject(rejected, text("split", i), text("id", i), image_name(i), text("problem", i))
+            self._reject(rejected, text("split", i), row_id(i), image_name(i), text("problem", i))
         folder_of = column(_codes(scanned.column("split"), self.folders))
         is_train = folder_of == 0
 
@@ -500,7 +524,7 @@ class FolderSource:
             odd = kept & ((widths != reference.size[0]) | (heights != reference.size[1]))
             for i in np.flatnonzero(odd):
                 problem = size_problem(image_name(i), (int(widths[i]), int(heights[i])), reference)
-                self._reject(rejected, text("split", i), text("id", i), image_name(i), problem)
+                self._reject(rejected, text("split", i), row_id(i), image_name(i), problem)
             kept &= ~odd
             height, width = reference.size[1], reference.size[0]
         else:
@@ -514,7 +538,7 @@ class FolderSource:
         label_codes = column(label_codes["all"])
         plan = check_label_columns({f: label_codes[p] for f, p in positions.items()}, label_values,
                                    {f: has_mask[p] for f, p in positions.items()}, self.listed,
-                                   lambda folder, i: text("id", positions[folder][i]), "mask")
+                                   lambda folder, i: row_id(positions[folder][i]), "mask")
         grey = column(_bools(scanned.column("grey").fill_null(False)))
         colour = not bool(grey[positions["train"]].all())
         channels = 3 if colour else 1
@@ -552,8 +576,7 @@ class FolderSource:
 
         rejected_by_split = {folder: sum(r["split"] == folder for r in rejected) for folder in self.folders}
         self._colour = colour
-        self._val_ids = scanned.column("id").take(pa.array(order[positions["train"][is_val]], pa.int64())
-                                                  ).combine_chunks()
+        self._val_ids = _scanned_ids(scanned, pa.array(order[positions["train"][is_val]], pa.int64()))
         self._rejected_ids = pa.array(sorted({r["id"] for r in rejected}), pa.string())
         self._splits = tuple(splits)
         self._label_index = self._label_index_of(plan.class_names, plan.names_are_labels)
@@ -563,7 +586,7 @@ class FolderSource:
             labels={split: out_labels[split] for split in splits},
             rejected=rejected, rejected_by_split=rejected_by_split,
             any_caption=bool(has_caption[written].any()),
-            missing_caption=None if first_missing is None else text("id", written[first_missing]),
+            missing_caption=None if first_missing is None else row_id(written[first_missing]),
         )
         self._image_shape = result.image_shape
         return result
