@@ -38,6 +38,12 @@ PARTIAL_WAIT_S = 0.2
 _MARK = b"\x00raydd-native-log-mark\x00"
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "") not in ("", "0", "false", "off")
 
@@ -76,7 +82,7 @@ class _Diverter:
                     continue
                 self.written[path] = self.written.get(path, 0) + 1
                 return
-        os.write(self.console_fd, line.encode("utf-8", "replace"))  # no file takes it: the line is not lost
+        _write_all(self.console_fd, line.encode("utf-8", "replace"))  # no file takes it: the line is not lost
 
     def pump(self) -> None:
         """Copy the pipe to the console, diverting native lines, until every writer has closed it."""
@@ -86,7 +92,7 @@ class _Diverter:
         while True:
             ready, _, _ = select.select([self.read_fd], [], [], PARTIAL_WAIT_S if pending else None)
             if not ready:  # a partial line waited long enough: not a log line in progress
-                os.write(self.console_fd, pending)
+                _write_all(self.console_fd, pending)
                 pending = b""
                 continue
             chunk = os.read(self.read_fd, 65536)
@@ -100,13 +106,13 @@ class _Diverter:
                 if raw.endswith(_MARK):  # after the rest of an unfinished line (a progress bar's), if any
                     out += raw[:-len(_MARK)]
                     if out:
-                        os.write(self.console_fd, bytes(out))
+                        _write_all(self.console_fd, bytes(out))
                         out.clear()
                     with self.lock:
                         self.caught_up.pop(0).set()
                 elif is_native_line(text):
                     if out:
-                        os.write(self.console_fd, bytes(out))
+                        _write_all(self.console_fd, bytes(out))
                         out.clear()
                     self.write_native(text)
                 else:
@@ -116,9 +122,9 @@ class _Diverter:
                 out += pending
                 pending = b""
             if out:
-                os.write(self.console_fd, bytes(out))
+                _write_all(self.console_fd, bytes(out))
         if pending:
-            os.write(self.console_fd, pending)
+            _write_all(self.console_fd, pending)
 
 
 class _TerminalTruth(io.TextIOWrapper):
