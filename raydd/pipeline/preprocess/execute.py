@@ -18,6 +18,20 @@ from .stages import StagePlan
 WRITE_CPUS = 0.5  # what each write task reserves: fractional, so it fits beside the actor pools
 
 
+class RayDataAdviceFilter(logging.Filter):
+    """Ray Data's warnings that do not apply to this pipeline stay in Ray's session log (ray-data.log),
+    off the console: "no available CPUs … will hang" (the actor pools hold the CPUs by design; the
+    capacity check refuses a request that would starve the tasks), the per-operator memory hints of its
+    issue detector, and the note that progress bars are off (asked for)."""
+
+    NOT_FOR_US = ("does not have any available CPUs", "configured logical memory was", "To disable issue detection",
+                  "Progress bars disabled")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(text in message for text in self.NOT_FOR_US)
+
+
 @contextmanager
 def data_context(show_progress: bool) -> Iterator[None]:
     """Ray Data settings for this pipeline, restored afterwards (the context is per process)."""
@@ -40,9 +54,16 @@ def data_context(show_progress: bool) -> Iterator[None]:
     data_logger = logging.getLogger("ray.data")
     level = data_logger.level
     data_logger.setLevel(max(level, logging.WARNING))
+    consoles = [h for h in data_logger.handlers
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+    advice = RayDataAdviceFilter()
+    for handler in consoles:
+        handler.addFilter(advice)
     try:
         yield
     finally:
+        for handler in consoles:
+            handler.removeFilter(advice)
         data_logger.setLevel(level)
         for name, value in saved.items():
             setattr(context, name, value)

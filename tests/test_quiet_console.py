@@ -1,4 +1,5 @@
-"""Ray's native log lines leave the console for a file; everything else reaches the console unchanged."""
+"""A quiet console: Ray's native log lines leave it for a file, Ray Data's advice that does not apply stays in
+Ray's log, and everything else reaches the console unchanged."""
 
 from __future__ import annotations
 
@@ -149,3 +150,32 @@ def test_verbose_flag_keeps_rays_lines_on_the_console(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "no-such-run"), "--verbose", "--no-ray"])
     assert result.exit_code == 2 and "raydd: error:" in result.output
     assert verbose()
+
+
+def test_ray_datas_advice_that_does_not_apply_stays_off_the_console():
+    """Inside the pipeline's Ray Data context its console handler drops the hints that do not apply
+    (they stay in ray-data.log); a real warning still reaches the console; outside, nothing changes."""
+    import logging
+
+    import ray.data  # noqa: F401 - sets up Ray Data's handlers
+
+    from raydd.pipeline.preprocess.execute import RayDataAdviceFilter, data_context
+
+    logger = logging.getLogger("ray.data")
+    console = [h for h in logger.handlers if isinstance(h, logging.StreamHandler)
+               and not isinstance(h, logging.FileHandler)]
+    assert console
+
+    def shown(message: str) -> bool:
+        record = logger.makeRecord("ray.data", logging.WARNING, __file__, 1, message, (), None)
+        return all(h.filter(record) for h in console)
+
+    hang = ("Warning: The Ray cluster currently does not have any available CPUs. The Dataset job will hang "
+            "unless more CPUs are freed up.")
+    with data_context(show_progress=False):
+        assert not shown(hang)
+        assert not shown("Operator 'MapBatches(_decode)' used up to 570.9MiB of memory per worker. The "
+                         "configured logical memory was 512.0MiB.")
+        assert shown("Failed to write block 3: disk full")
+    assert shown(hang)
+    assert not any(isinstance(f, RayDataAdviceFilter) for h in console for f in h.filters)
