@@ -179,3 +179,18 @@ def test_ray_datas_advice_that_does_not_apply_stays_off_the_console():
         assert shown("Failed to write block 3: disk full")
     assert shown(hang)
     assert not any(isinstance(f, RayDataAdviceFilter) for h in console for f in h.filters)
+
+
+def test_a_failing_sorter_falls_back_to_copying_so_stderr_never_blocks(tmp_path):
+    """Were the line sorting to fail, the reader keeps copying: more than a pipe's worth of output
+    (64 KiB) still arrives and the process does not hang on a full pipe."""
+    script = ("import os, sys\nfrom raydd.pipeline import native_log\n"
+              "native_log.is_native_line = lambda line: 1 / 0\n"
+              "native_log.start(sys.argv[1])\n"
+              "for i in range(2000): print('x' * 99, file=sys.stderr)\n"
+              "print(native_log.finish())\n")
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "ray.log")], capture_output=True,
+                            text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.count("x" * 99) == 2000
+    assert result.stdout == "None\n"

@@ -22,6 +22,7 @@ import atexit
 import io
 import os
 import re
+import select
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -72,6 +73,59 @@ class _Diverter:
         os.write(2, _MARK + b"\n")
         event.wait(timeout)
 
+    def pump(self) -> None:
+        """Copy the pipe to the console until every writer has closed it, native lines to their file.
+
+        Whatever goes wrong here, the pipe keeps being read (a reader that stopped would block every later
+        write to stderr): a line that cannot be sorted goes to the console, and a console that cannot be
+        written is skipped."""
+        pending = b""
+        while True:
+            ready, _, _ = select.select([self.read_fd], [], [], PARTIAL_WAIT_S if pending else None)
+            if not ready:  # a partial line waited long enough: not a log line in progress
+                self._to_console(pending)
+                pending = b""
+                continue
+            chunk = os.read(self.read_fd, 65536)
+            if not chunk:
+                break
+            pending += chunk
+            *complete, pending = pending.split(b"\n")
+            out = bytearray()
+            for raw in complete:
+                if raw.endswith(_MARK):  # after the rest of an unfinished line (a progress bar's), if any
+                    out += raw[:-len(_MARK)]
+                    self._to_console(bytes(out))
+                    out.clear()
+                    with self.lock:
+                        self.caught_up.pop(0).set()
+                elif self._is_native(raw):
+                    self._to_console(bytes(out))
+                    out.clear()
+                    self.write_native(raw.decode("utf-8", "replace") + "\n")
+                else:
+                    out += raw + b"\n"
+            # a partial line that cannot be a native log line (a progress bar's \r update) goes at once
+            if pending and not pending.lstrip(b"\x1b[0123456789;m").startswith((b"[", b"(")):
+                out += pending
+                pending = b""
+            self._to_console(bytes(out))
+        self._to_console(pending)
+
+    @staticmethod
+    def _is_native(raw: bytes) -> bool:
+        try:
+            return is_native_line(raw.decode("utf-8", "replace"))
+        except Exception:  # noqa: BLE001 - unsorted, the line goes to the console
+            return False
+
+    def _to_console(self, data: bytes) -> None:
+        if data:
+            try:
+                _write_all(self.console_fd, data)
+            except OSError:  # the console went away: keep reading, so that writers never block
+                pass
+
     def write_native(self, line: str) -> None:
         with self.lock:
             for path in dict.fromkeys((self.destination, self.fallback)):
@@ -82,49 +136,7 @@ class _Diverter:
                     continue
                 self.written[path] = self.written.get(path, 0) + 1
                 return
-        _write_all(self.console_fd, line.encode("utf-8", "replace"))  # no file takes it: the line is not lost
-
-    def pump(self) -> None:
-        """Copy the pipe to the console, diverting native lines, until every writer has closed it."""
-        pending = b""
-        import select
-
-        while True:
-            ready, _, _ = select.select([self.read_fd], [], [], PARTIAL_WAIT_S if pending else None)
-            if not ready:  # a partial line waited long enough: not a log line in progress
-                _write_all(self.console_fd, pending)
-                pending = b""
-                continue
-            chunk = os.read(self.read_fd, 65536)
-            if not chunk:
-                break
-            pending += chunk
-            *complete, pending = pending.split(b"\n")
-            out = bytearray()
-            for raw in complete:
-                text = raw.decode("utf-8", "replace") + "\n"
-                if raw.endswith(_MARK):  # after the rest of an unfinished line (a progress bar's), if any
-                    out += raw[:-len(_MARK)]
-                    if out:
-                        _write_all(self.console_fd, bytes(out))
-                        out.clear()
-                    with self.lock:
-                        self.caught_up.pop(0).set()
-                elif is_native_line(text):
-                    if out:
-                        _write_all(self.console_fd, bytes(out))
-                        out.clear()
-                    self.write_native(text)
-                else:
-                    out += raw + b"\n"
-            # a partial line that cannot be a native log line (a progress bar's \r update) goes at once
-            if pending and not pending.lstrip(b"\x1b[0123456789;m").startswith((b"[", b"(")):
-                out += pending
-                pending = b""
-            if out:
-                _write_all(self.console_fd, bytes(out))
-        if pending:
-            _write_all(self.console_fd, pending)
+        self._to_console(line.encode("utf-8", "replace"))  # no file takes it: the line is not lost
 
 
 class _TerminalTruth(io.TextIOWrapper):
