@@ -102,6 +102,7 @@ def test_dc_uses_no_augmentation_and_reference_loops(splits):
     before = dist.images.detach().clone()
     metrics = dist.step(0)
     assert torch.isfinite(metrics["loss"]) and not torch.equal(before, dist.images.detach())
+    assert set(metrics) == {"loss"}  # one term: the loss is the gradient distance itself
 
 
 def test_gradmatch_inner_loop_trains_the_network(splits):

@@ -204,8 +204,8 @@ def test_every_switch_on_runs_end_to_end(tmp_path, method, switches):
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["enhancements"] == {k: v for k, v in switches.items() if k != "learn_caption_emb"}
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    if method == "dm":
-        assert {"loss_dm", "loss_mfa", "loss_cc", "loss_cm"} <= set(rows[-1])
+    terms = {"dm": {"loss_dm", "loss_mfa", "loss_cc", "loss_cm"}, "dsa": {"loss_gm", "loss_mgm", "loss_cm"}}
+    assert terms[method] <= set(rows[-1])
     result = evaluate_run(str(out), cfg, show_progress=False)
     assert 0.0 <= result.accuracy_image_caption.mean <= 1.0
     assert 0.0 <= result.caption_only["accuracy"] <= 1.0
@@ -230,6 +230,21 @@ def test_the_whole_training_set_baseline_reports_an_image_caption_ceiling(tmp_pa
     assert len(fused.per_model) == cfg.eval.models and 0.0 <= fused.mean <= 1.0
     assert 0.0 <= result.caption_only["accuracy"] <= 1.0
     assert json.loads((tmp_path / "full" / "eval.json").read_text())["accuracy_image_caption"] == fused.to_json()
+
+
+def test_a_dsa_step_reports_the_terms_its_loss_is_made_of(tmp_path):
+    """Masked gradient and caption matching on: each term is logged, and the loss is their weighted sum."""
+    from raydd.distill import build_distiller, initial_state, load_inputs
+    from raydd.methods.losses import blend
+
+    cfg = _cfg(_captioned_data(tmp_path), "dsa", mgm=True, cm=True, lambda_mgm=0.3, lambda_cm=0.5)
+    splits, captions = load_inputs(cfg)
+    state = initial_state(cfg, splits, torch.device("cpu"), captions)
+    out = build_distiller(cfg, state, torch.device("cpu")).step(0)
+    assert set(out) == {"loss", "loss_gm", "loss_mgm", "loss_cm"}
+    expected = blend(out["loss_gm"], out["loss_mgm"], 0.3) + 0.5 * out["loss_cm"]
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert all(value.item() > 0 and not value.requires_grad for value in out.values())
 
 
 def test_masked_dm_with_all_ones_masks_equals_plain_dm(tmp_path):

@@ -124,8 +124,18 @@ class GradientMatching(Distiller):
             return x
         return self.dsa.apply(x, draw, groups=torch.full((x.shape[0],), c, dtype=torch.int64, device=self.device))
 
-    def matching_loss(self, net: torch.nn.Module, iteration: int, outer: int) -> torch.Tensor:
-        """Sum over owned classes of the gradient distance (one class at a time, as the reference)."""
+    def matching_loss(self, net: torch.nn.Module, iteration: int, outer: int,
+                      terms: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Sum over owned classes of the gradient distance (one class at a time, as the reference).
+
+        ``terms``, when given, gathers each summed term unweighted and detached (``loss_gm``, ``loss_mgm``,
+        ``loss_cm``), so that the log shows which one drives the loss, as DM's does.
+        """
+        terms = {} if terms is None else terms
+
+        def add(name: str, value: torch.Tensor) -> None:
+            terms[name] = terms.get(name, 0.0) + value.detach()
+
         mm = self.mm
         params = [p for p in net.parameters() if p.requires_grad]
         draw = None
@@ -150,10 +160,13 @@ class GradientMatching(Distiller):
             g_syn = list(torch.autograd.grad(F.cross_entropy(self._logits(net, syn, u), target_syn), params,
                                              create_graph=True))
             distance = gradient_distance(real_gradients(real), g_syn)
+            add("loss_gm", distance)
             if mm.mgm:
                 fill_gen = generator(self.seed, "fill", iteration, outer, c, device=self.device)
                 isolated = self._augment(isolate(real_raw, self.pool.masks[index], mm.fill, fill_gen), c, draw)
-                distance = blend(distance, gradient_distance(real_gradients(isolated), g_syn), mm.lambda_mgm)
+                masked = gradient_distance(real_gradients(isolated), g_syn)
+                add("loss_mgm", masked)
+                distance = blend(distance, masked, mm.lambda_mgm)
             loss = loss + distance
             if mm.cm:
                 with torch.no_grad():
@@ -161,8 +174,10 @@ class GradientMatching(Distiller):
                 groups_real = torch.zeros(real.shape[0], dtype=torch.int64, device=self.device)
                 groups_syn = torch.zeros(syn.shape[0], dtype=torch.int64, device=self.device)
                 # One class per call: the per-class mean of the reduction is this class's term, as in DM.
-                loss = loss + mm.lambda_cm * caption_matching_loss(net.embed(syn), u, groups_syn, real_features, t,
-                                                                   groups_real, mm.tau, mm.cm_reduction)
+                caption = caption_matching_loss(net.embed(syn), u, groups_syn, real_features, t, groups_real, mm.tau,
+                                                mm.cm_reduction)
+                add("loss_cm", caption)
+                loss = loss + mm.lambda_cm * caption
         return loss
 
     def train_network(self, net: torch.nn.Module, optimizer: torch.optim.Optimizer, iteration: int, outer: int) -> None:
@@ -209,17 +224,22 @@ class GradientMatching(Distiller):
         net.train()
         net_optimizer = torch.optim.SGD(net.parameters(), lr=self.loops.lr_net)
         total = self.images.new_zeros(())
+        terms: dict[str, torch.Tensor] = {}
         for outer in range(self.outer_loop):
             self.freeze_batchnorm(net, iteration, outer)
-            loss = self.matching_loss(net, iteration, outer)
+            loss = self.matching_loss(net, iteration, outer, terms)
             self._image_step(loss)
             total = total + loss.detach()
             if outer == self.outer_loop - 1:
                 break
             self._share_synthetic()
             self.train_network(net, net_optimizer, iteration, outer)
-        # Reference reports the loss averaged over classes and outer steps.
-        return {"loss": total / (len(self.classes) * self.outer_loop)}
+        # Reference reports the loss averaged over classes and outer steps; each term is averaged alike.
+        steps = len(self.classes) * self.outer_loop
+        out = {"loss": total / steps}
+        if len(terms) > 1:  # plain DC/DSA: loss_gm is the loss itself
+            out.update({name: value / steps for name, value in terms.items()})
+        return out
 
 
 @register_method("dc")
