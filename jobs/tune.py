@@ -47,6 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     from raydd.errors import ConfigError
+    from raydd.artifacts import BEST, TRIALS_CSV
     from raydd.pipeline.tune import load_space, tune_search
 
     args = parse_args(argv)
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     values = ", ".join(f"{k}={v}" for k, v in result.best_params.items())
     print(f"best trial {result.best_trial_id}: val_accuracy {result.best_val_accuracy:.4f} "
           f"after {result.best_iterations} iterations ({values})")
-    print(f"best config: {result.out}/best.yaml\ntrials: {result.out}/trials.csv")
+    print(f"best config: {result.out}/{BEST}\ntrials: {result.out}/{TRIALS_CSV}")
 
 
 if __name__ == "__main__":

@@ -32,11 +32,20 @@ CAPTIONS = "captions.json"  # real captions with their embeddings, for the repor
 CHECKPOINT_DIR = "checkpoint"
 CHECKPOINT = f"{CHECKPOINT_DIR}/state.safetensors"
 SNAPSHOTS = "snapshots"  # distill.snapshots: the set at chosen iterations, each a loadable synthetic set
+MODEL_POOL = "model_pool.safetensors"  # fast DM's trained networks, read by every worker and every resume
+RAY_LOG = "ray.log"  # Ray's native lines of the command that wrote the run directory
+
+# -- work directory of an ablation or a search ----------------------------------------------------
+SHARED_POOLS = "model-pools"  # the trained model pools their runs share
 
 # -- tune directory -------------------------------------------------------------------------------
 TRIALS = "trials.json"
+TRIALS_CSV = "trials.csv"  # the same trials, one row each, for a spreadsheet
 BEST = "best.yaml"
 SEARCH = "search.json"
+
+# -- preprocessed dataset -------------------------------------------------------------------------
+REJECTED = "rejected.jsonl"  # rows left out under on_bad_row="skip": file and reason
 
 
 # -- reading JSON artifacts -----------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 from raydd.ablation import (AblationSpec, ablation_table, load_records, paired_difference, rows_for, run_ablation,
                             sets_for)
 from raydd.ablation.records import AblationRecord, Figure
+from raydd.artifacts import MODEL_POOL, SHARED_POOLS
 from raydd.config import recipe_dict
 from raydd.errors import ConfigError
 
@@ -265,7 +266,6 @@ def test_the_rows_of_one_seed_share_the_trained_model_pool(tmp_path, monkeypatch
     """Loss weights and switches do not change the trained pool, so a seed trains it once for all its
     rows; another seed trains its own."""
     from raydd.methods import dm_setup
-    from raydd.methods.model_pool import POOL_FILE
     from tests.helpers import write_imagefolder
 
     folder = write_imagefolder(tmp_path / "pets")
@@ -280,8 +280,8 @@ def test_the_rows_of_one_seed_share_the_trained_model_pool(tmp_path, monkeypatch
     records = run_ablation(spec, str(runs), log=lambda line: None)
     assert sorted((r.row, r.seed) for r in records) == [("+cc", 0), ("+cc", 1), ("base", 0), ("base", 1)]
     assert trainings == [0, 1]  # one training per seed (train_pool's 4th argument is the seed)
-    shared = sorted((runs / "model-pools").iterdir())
+    shared = sorted((runs / SHARED_POOLS).iterdir())
     assert len(shared) == 2
     for seed in (0, 1):
-        pools = {(runs / f"pets-dm-{row}-ipc1-seed{seed}" / POOL_FILE).read_bytes() for row in ("base", "cc")}
+        pools = {(runs / f"pets-dm-{row}-ipc1-seed{seed}" / MODEL_POOL).read_bytes() for row in ("base", "cc")}
         assert len(pools) == 1 and pools & {path.read_bytes() for path in shared}

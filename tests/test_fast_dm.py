@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from raydd.artifacts import MODEL_POOL
 from raydd.config import DistillConfig, DMConfig, build_config
 from raydd.distill import run_distillation
 from raydd.errors import ConfigError, RunDirError
@@ -172,7 +173,7 @@ def test_the_trained_pool_is_seeded_stored_and_refused_when_it_belongs_to_anothe
     assert all(torch.equal(v, a.initial[1][k]) for k, v in a.interpolated(1, 0.0).items())
     spec = NetworkSpec("convnet3", 1, 3, (28, 28))
     fingerprint = pool_fingerprint(fast, spec, 0, "tiny")
-    path = str(tmp_path / "model_pool.safetensors")
+    path = str(tmp_path / MODEL_POOL)
     a.save(path, fingerprint)
     back = TrainedPool.load(path, fingerprint)
     assert all(torch.equal(back.trained[i][k], a.trained[i][k]) for i in range(2) for k in a.trained[i])
@@ -201,7 +202,7 @@ def test_a_fast_dm_run_resumes_to_the_uninterrupted_result_and_keeps_its_snapsho
         run_distillation(cfg, str(tmp_path / "b"), splits=splits, show_progress=False, backend=KillAt(5))
     resumed = run_distillation(cfg, str(tmp_path / "b"), splits=splits, show_progress=False, resume=True)
     assert torch.equal(straight.images, resumed.images)
-    assert (tmp_path / "b" / "model_pool.safetensors").exists()  # trained once, read back on resume
+    assert (tmp_path / "b" / MODEL_POOL).exists()  # trained once, read back on resume
     for run in ("a", "b"):
         snaps = sorted(p.name for p in (tmp_path / run / "snapshots").iterdir())
         assert snaps == ["iteration-000001", "iteration-000004"]

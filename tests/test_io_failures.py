@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 import raydd
 from raydd import storage
+from raydd.artifacts import MODEL_POOL
 from raydd.cli import app
 from raydd.distill_loop import LoopBackend
 from raydd.errors import RunDirError, StorageError
@@ -305,10 +306,10 @@ def test_cut_synthetic_set_is_written_again_by_resume(finished, run_copy):
 def test_foreign_model_pool_is_named_before_any_training(finished, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
-    (out / "model_pool.safetensors").write_bytes(b'{"not": "a model pool"}')
+    (out / MODEL_POOL).write_bytes(b'{"not": "a model pool"}')
     args = ["distill", "--dataset", str(finished[0]), "--out", str(out), *DISTILL,
             "--set", "dm.bank=true", "--set", "dm.pool=trained"]
-    line = one_error_line(*_invoke(args), str(out / "model_pool.safetensors"), "cut short or not a")
+    line = one_error_line(*_invoke(args), str(out / MODEL_POOL), "cut short or not a")
     assert "delete it" in line
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from raydd.artifacts import RAY_LOG
 from raydd.pipeline.native_log import is_native_line, summary
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,10 +122,10 @@ def test_a_ray_data_actor_pool_leaves_the_console_quiet(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "rows 8" in result.stdout
     assert "core_worker.cc" not in result.stdout + result.stderr
-    log = (run_dir / "ray.log").read_text()
+    log = (run_dir / RAY_LOG).read_text()
     assert "constructor arguments in the object store" in log
     assert all(is_native_line(line) for line in log.splitlines())
-    assert f"went to {run_dir}/ray.log" in result.stdout
+    assert f"went to {run_dir}/{RAY_LOG}" in result.stdout
 
 
 def test_a_script_that_never_finishes_still_gets_its_traceback_out(tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from raydd.artifacts import MODEL_POOL, SHARED_POOLS, TRIALS_CSV
 from raydd.config import build_config
 from raydd.errors import ConfigError, RayddError, RunDirError
 from raydd.pipeline.tune import chunk_targets, load_space, normalize_space, pick_best, tune_search
@@ -76,8 +77,6 @@ def test_chunks_and_best_pick():
 
 @pytest.mark.timeout(240)
 def test_two_trial_search_selects_on_validation_and_resumes(tmp_path, ray_local):
-    from raydd.methods.model_pool import POOL_FILE
-
     dataset = write_imagefolder(tmp_path / "data")
     out = tmp_path / "search"
     pooled = lambda: build_config("quick", overrides={"data": {"name": str(dataset)}},  # noqa: E731
@@ -95,7 +94,7 @@ def test_two_trial_search_selects_on_validation_and_resumes(tmp_path, ray_local)
     cfg = build_config("quick", file=out / "best.yaml")
     assert cfg.distill.lr_img == result.best_params["distill.lr_img"]
 
-    rows = list(csv.DictReader((out / "trials.csv").open()))
+    rows = list(csv.DictReader((out / TRIALS_CSV).open()))
     assert len(rows) == 2
     assert {r["status"] for r in rows} <= {"completed", "stopped_early"}
     assert all(r["distill.lr_img"] in ("0.1", "10.0") for r in rows)
@@ -113,9 +112,9 @@ def test_two_trial_search_selects_on_validation_and_resumes(tmp_path, ray_local)
 
     # The searched weights do not change the trained model pool: the first trial trained it, the second
     # read it (a pool trained again carries its own training time in its metadata: the bytes would differ).
-    shared = list((out / "model-pools").iterdir())
+    shared = list((out / SHARED_POOLS).iterdir())
     assert len(shared) == 1
-    pools = {(out / "trials" / t["trial_id"] / POOL_FILE).read_bytes() for t in summary["trials"]}
+    pools = {(out / "trials" / t["trial_id"] / MODEL_POOL).read_bytes() for t in summary["trials"]}
     assert pools == {shared[0].read_bytes()}
 
     # max_concurrent=1 on a 2-CPU Ray with 1 CPU per trial: the second trial starts after the first

@@ -16,9 +16,9 @@ from raydd.ablation.records import AblationRecord, add_record, load_records, pro
 from raydd.ablation.rows import caption_row_names, images_without_captions, rows_for, run_name, sets_for
 from raydd.config import DEFAULT_PRESET, build_config, merge
 from raydd.distill import run_distillation
-from raydd.methods.dm_setup import SHARED_POOLS, sharing_model_pool
+from raydd.methods.dm_setup import sharing_model_pool
 from raydd.errors import ConfigError, DataError
-from raydd.artifacts import CONFIG, EVAL
+from raydd.artifacts import CONFIG, EVAL, SHARED_POOLS
 from raydd.results import EvalResult
 from raydd.rundir import RunDir
 from raydd.workflows import evaluate_run

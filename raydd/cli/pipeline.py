@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from raydd.artifacts import BEST, TRIALS_CSV
 from raydd.cli.common import (
     Address, ConfigFile, Dataset, Device, EvalEpochs, EvalModels, Ipc, Iterations, Method,
     Preset, Quiet, Seed, Sets, Verbose, app, setup_torch, user_errors
@@ -55,8 +56,8 @@ def tune(out: Annotated[str, typer.Option("--out", help="Search directory (local
         typer.echo(f"  {t['trial_id']:<14} {t['status']:<14} {acc:>8} {t['iterations']:>6}  {values}")
     typer.echo(f"best: trial {result.best_trial_id}, validation accuracy {100 * result.best_val_accuracy:.2f} "
                f"after {result.best_iterations} iterations")
-    typer.echo(f"best config: {result.out}/best.yaml (use: raydd run --config {result.out}/best.yaml ...)")
-    typer.echo(f"trials: {result.out}/trials.csv")
+    typer.echo(f"best config: {result.out}/{BEST} (use: raydd run --config {result.out}/{BEST} ...)")
+    typer.echo(f"trials: {result.out}/{TRIALS_CSV}")
 
 
 @app.command()

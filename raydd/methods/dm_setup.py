@@ -13,9 +13,10 @@ from typing import Iterator
 
 import torch
 
+from raydd.artifacts import MODEL_POOL
 from raydd.config import Config
 from raydd.methods.base import NetworkSpec
-from raydd.methods.model_pool import POOL_FILE, TrainedPool, pool_fingerprint, train_pool
+from raydd.methods.model_pool import TrainedPool, pool_fingerprint, train_pool
 from raydd.storage import exists, makedirs, read_bytes, write_bytes_atomic
 
 
@@ -51,11 +52,11 @@ def ensure_model_pool(cfg: Config, run, real, spec: NetworkSpec, flip_ok: bool, 
     if not uses_trained_pool(cfg):
         return None
     fingerprint = pool_fingerprint(cfg.dm, spec, cfg.seed, dataset)
-    if run.has(POOL_FILE):
-        return TrainedPool.load(run.file(POOL_FILE), fingerprint)
+    if run.has(MODEL_POOL):
+        return TrainedPool.load(run.file(MODEL_POOL), fingerprint)
     pool = train_pool(cfg.dm, spec, real, cfg.seed, device, cfg.distill.dsa_strategy, flip_ok,
                       show_progress=show_progress)
-    pool.save(run.file(POOL_FILE), fingerprint)
+    pool.save(run.file(MODEL_POOL), fingerprint)
     return pool
 
 
@@ -63,10 +64,7 @@ def load_model_pool(cfg: Config, run, spec: NetworkSpec, dataset: str) -> Traine
     """A worker's copy of the pool its driver stored."""
     if not uses_trained_pool(cfg):
         return None
-    return TrainedPool.load(run.file(POOL_FILE), pool_fingerprint(cfg.dm, spec, cfg.seed, dataset))
-
-
-SHARED_POOLS = "model-pools"  # beside the runs of an ablation or a search: the trained pools they share
+    return TrainedPool.load(run.file(MODEL_POOL), pool_fingerprint(cfg.dm, spec, cfg.seed, dataset))
 
 
 def shared_pool_name(cfg: Config) -> str | None:
@@ -99,17 +97,17 @@ def sharing_model_pool(cfg: Config, run_path: str, shared_dir: str, *, new_run: 
 def borrow_shared_pool(cfg: Config, run_path: str, shared_dir: str) -> bool:
     """Before a new run: copy a pool another run of ``shared_dir`` trained into it; True when one was there."""
     name = shared_pool_name(cfg)
-    if name is None or not exists(f"{shared_dir}/{name}") or exists(f"{run_path}/{POOL_FILE}"):
+    if name is None or not exists(f"{shared_dir}/{name}") or exists(f"{run_path}/{MODEL_POOL}"):
         return False
     makedirs(run_path)
-    write_bytes_atomic(f"{run_path}/{POOL_FILE}", read_bytes(f"{shared_dir}/{name}"))
+    write_bytes_atomic(f"{run_path}/{MODEL_POOL}", read_bytes(f"{shared_dir}/{name}"))
     return True
 
 
 def lend_run_pool(cfg: Config, run_path: str, shared_dir: str) -> None:
     """After a run: keep the pool it trained in ``shared_dir`` for the runs that follow."""
     name = shared_pool_name(cfg)
-    if name is None or exists(f"{shared_dir}/{name}") or not exists(f"{run_path}/{POOL_FILE}"):
+    if name is None or exists(f"{shared_dir}/{name}") or not exists(f"{run_path}/{MODEL_POOL}"):
         return
     makedirs(shared_dir)
-    write_bytes_atomic(f"{shared_dir}/{name}", read_bytes(f"{run_path}/{POOL_FILE}"))
+    write_bytes_atomic(f"{shared_dir}/{name}", read_bytes(f"{run_path}/{MODEL_POOL}"))

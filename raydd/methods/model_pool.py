@@ -30,7 +30,6 @@ from raydd.realpool import RealPool
 from raydd.seeding import derive_seed, generator
 from raydd.storage import read_safetensors, write_bytes_atomic
 
-POOL_FILE = "model_pool.safetensors"
 POOL_FORMAT = "raydd-model-pool/1"
 
 

@@ -23,6 +23,7 @@ from typing import Iterator
 from urllib.parse import urlsplit
 
 from raydd import storage
+from raydd.artifacts import RAY_LOG
 from raydd.errors import RayddError
 from raydd.pipeline import native_log
 
@@ -165,7 +166,7 @@ def _native_log_destination() -> str:
 def ray_log_in(run_dir: str) -> None:
     """Ray's native lines of this command go to the run directory's ray.log (a local run directory)."""
     if not storage.is_remote(run_dir):
-        native_log.divert_to(os.path.join(os.path.abspath(run_dir), native_log.RAY_LOG_FILE))
+        native_log.divert_to(os.path.join(os.path.abspath(run_dir), RAY_LOG))
 
 
 def free_port() -> int:

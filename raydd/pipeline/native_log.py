@@ -28,7 +28,6 @@ import threading
 from dataclasses import dataclass, field
 
 VERBOSE_ENV = "RAYDD_VERBOSE"
-RAY_LOG_FILE = "ray.log"  # in a run directory: Ray's native lines of the command that wrote it
 
 _ANSI = r"(?:\x1b\[[0-9;]*m)*"
 NATIVE_LINE = re.compile(

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from raydd.artifacts import BEST, CONFIG, SEARCH, TRIALS
+from raydd.artifacts import BEST, CONFIG, SEARCH, SHARED_POOLS, TRIALS, TRIALS_CSV
 from raydd.config import Config, dump_yaml, merge, stored_layer
 from raydd.errors import ConfigError, RayddError, RunDirError
 from raydd.pipeline.cluster import check_resources, check_storage, ray_log_in, ray_session
@@ -86,7 +86,7 @@ def run_trial(params: dict[str, Any], *, base: dict[str, Any], out: str, report_
     from ray import tune
 
     from raydd.distill import run_distillation
-    from raydd.methods.dm_setup import SHARED_POOLS, sharing_model_pool
+    from raydd.methods.dm_setup import sharing_model_pool
     from raydd.run_inputs import load_splits
     from raydd.rundir import RunDir
     from raydd.workflows import evaluate_run
@@ -397,7 +397,7 @@ def best_yaml(best: dict[str, Any], settings: dict[str, Any], count: int) -> str
 
 def write_outputs(out: str, settings: dict[str, Any], trials: list[dict[str, Any]], experiment_path: str) -> TuneResult:
     keys = list(settings["space"])
-    write_text_atomic(f"{out}/trials.csv", trials_csv(trials, keys))
+    write_text_atomic(f"{out}/{TRIALS_CSV}", trials_csv(trials, keys))
     best = pick_best(trials)
     summary = {"metric": METRIC, "mode": "max", "split": "val", "searcher": settings.get("searcher", "random"),
                "best": best, "trials": trials, "experiment_path": experiment_path,

@@ -5,12 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from raydd.artifacts import REJECTED as REJECTED_FILE
 from raydd.data import parquet as schema
 from raydd.errors import ConfigError
 from raydd.pipeline.cluster import ClusterError
-
-
-REJECTED_FILE = "rejected.jsonl"  # rows left out under on_bad_row="skip": file and reason
 
 
 @dataclass(frozen=True)
