@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -267,6 +268,40 @@ def test_a_damaged_shard_is_named(tmp_path: Path) -> None:
         load_dataset(str(root))
 
 
+def _truncate_in_a_header(shard: Path, sample: int) -> None:
+    """Cut a shard 100 bytes into the first header of its ``sample``-th sample: tarfile alone would read it short."""
+    with tarfile.open(shard) as tar:
+        offsets = [m.offset for m in tar.getmembers()]
+        keys = [m.name.split(".", 1)[0] for m in tar.getmembers()]
+    first = offsets[keys.index(sorted(set(keys))[sample])]
+    shard.write_bytes(shard.read_bytes()[:first + 100])
+
+
+def test_a_truncated_shard_is_refused_not_read_short(tmp_path: Path) -> None:
+    root = write_shards(tmp_path / "wds", _samples())
+    _truncate_in_a_header(root / "train" / "00000.tar", sample=2)
+    with pytest.raises(DataError, match=r"^webdataset .*: train/00000\.tar: the tar file is truncated"):
+        load_dataset(str(root))
+
+
+def test_image_parquet_tasks_read_a_file_a_stretch_at_a_time(tmp_path: Path, monkeypatch) -> None:
+    from raydd.pipeline.preprocess import ingest
+
+    samples = _samples()
+    samples["train"][4]["image"] = None  # row 4 of the first file: a problem that must keep its row number
+    source = write_image_parquet(tmp_path / "hf", {"train": samples["train"]}, per_file=7, hub=False)
+    monkeypatch.setattr(ingest, "PARQUET_ROWS", 3)
+    files = pa.table({"file": ["train/part-0.parquet", "train/part-1.parquet"], "split": ["train", "train"]})
+    tables = list(ingest._parquet_samples(files, str(source), ["cat", "dog", "bird"]))
+    assert [t.num_rows for t in tables] == [3, 3, 1, 3, 2]
+    rows = pa.concat_tables(tables)
+    assert rows.column("id").to_pylist() == [f"train/part-{k}.parquet:{i}" for k, n in ((0, 7), (1, 5)) for i in range(n)]
+    problems = rows.column("problem").to_pylist()
+    assert [i for i, p in enumerate(problems) if p] == [4] and problems[4].startswith("train/part-0.parquet:4: the 'image' has no bytes")
+    labels = [json.loads(v) for v in rows.column("label").to_pylist() if v is not None]
+    assert labels == [s["label"] for i, s in enumerate(samples["train"]) if i != 4]
+
+
 def test_a_folder_with_metadata_is_an_imagefolder_and_bad_options_are_refused(tmp_path: Path) -> None:
     samples = _samples()
     assert load_dataset(str(write_folder(tmp_path / "folder", samples))).name.startswith("imagefolder:")
@@ -492,3 +527,28 @@ def test_label_checks_on_columns_say_what_check_rows_says(train: str, test: str,
                                {s: np.zeros(t.num_rows, bool) for s, t in columns.items()}, listed, where, "mask")
     assert plan.class_names == want.class_names
     assert {s: v.tolist() for s, v in plan.labels.items()} == want.labels
+
+
+@pytest.mark.timeout(RAY_TIMEOUT)
+def test_damaged_shards_and_files_on_ray_name_the_source_and_the_file(ray_local, tmp_path: Path) -> None:
+    samples = _samples()
+
+    def refused(source: Path, pattern: str) -> None:
+        out = tmp_path / f"out-{source.name}"
+        with pytest.raises(DataError) as caught:
+            preprocess_to_parquet(str(source), str(out), text_encoder="none", show_progress=False)
+        message = str(caught.value)
+        assert type(caught.value) is DataError and "\n" not in message and "Traceback" not in message
+        assert re.match(pattern, message), message
+        assert not (out / "manifest.json").exists()
+
+    garbage = write_shards(tmp_path / "garbage", samples)
+    (garbage / "test" / "00000.tar").write_bytes(b"not a tar at all" * 10)
+    refused(garbage, rf"webdataset {re.escape(str(garbage))}: test/00000\.tar: not a readable tar file")
+    cut = write_shards(tmp_path / "cut", samples)
+    _truncate_in_a_header(cut / "train" / "00000.tar", sample=2)
+    refused(cut, rf"webdataset {re.escape(str(cut))}: train/00000\.tar: the tar file is truncated")
+    table = write_image_parquet(tmp_path / "table", samples, per_file=3)
+    (table / "data" / "train-00001-of-00004.parquet").write_bytes(b"PAR1 but nothing else")
+    refused(table, rf"image-parquet {re.escape(str(table))}: data/train-00001-of-00004\.parquet: "
+                   "not a readable Parquet file")

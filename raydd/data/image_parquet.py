@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -36,6 +37,7 @@ from .base import DatasetSplits
 from .imagefolder.loader import REQUIRED_SPLITS, VALIDATION_SPLIT, assemble_splits, listed_classes, open_root
 from .imagefolder.metadata import _label
 from .imagefolder.storage import DatasetRoot
+from .parquet import MANIFEST_FILE
 from .registry import SourceRequest, register_source
 
 SOURCE_NAME = "image-parquet"
@@ -110,7 +112,7 @@ def is_image_parquet_dir(url: str) -> bool:
     """A folder whose ``train/`` (or ``data/``) holds Parquet files and no raydd manifest (cheap)."""
     try:
         root = DatasetRoot(url)
-        if root.is_file("manifest.json"):
+        if root.is_file(MANIFEST_FILE):
             return False
         folder = "train" if root.is_dir("train") else HUB_FOLDER
         return any(n.endswith(EXTENSION) for n in root.fs.ls(f"{root.path}/{folder}", detail=False))
@@ -119,9 +121,23 @@ def is_image_parquet_dir(url: str) -> bool:
 
 
 def read_table(root: DatasetRoot, file: str) -> pa.Table:
-    """One Parquet file, whole (a row group at a time would save memory; the decode tasks hold a file)."""
+    """One Parquet file, whole (``load_dataset`` in one process; Ray tasks stream it with ``iter_tables``)."""
     try:
         return pq.read_table(io.BytesIO(root.read(file, what="Parquet file")))
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DataError(f"{file}: not a readable Parquet file ({error})") from None
+
+
+def iter_tables(root: DatasetRoot, file: str, rows: int) -> Iterator[tuple[int, pa.Table]]:
+    """(first row, table of up to ``rows`` rows) through one Parquet file, so a task never holds it whole."""
+    first = 0
+    try:
+        with root.fs.open(f"{root.path}/{file}", "rb") as handle:
+            for batch in pq.ParquetFile(handle).iter_batches(batch_size=rows):
+                yield first, pa.Table.from_batches([batch])
+                first += batch.num_rows
+    except FileNotFoundError:
+        raise DataError(f"{file}: missing Parquet file") from None
     except (pa.ArrowInvalid, OSError) as error:
         raise DataError(f"{file}: not a readable Parquet file ({error})") from None
 
@@ -162,17 +178,19 @@ def encoded(value: object, where: str, what: str) -> bytes | None:
 
 @dataclass(frozen=True)
 class FileColumns:
-    """A file's cells by meaning, as Python values (one file is read whole by one task)."""
+    """A file's cells by meaning, as Python values: the whole file, or a stretch from row ``first_row``."""
 
     image_column: str
     images: list
     labels: list
     captions: list
     masks: list
+    first_row: int = 0
 
 
-def file_columns(table: pa.Table, file: str) -> FileColumns:
-    """The columns a row needs; a file without an image or a label column is a DataError naming it."""
+def file_columns(table: pa.Table, file: str, first_row: int = 0) -> FileColumns:
+    """The columns a row needs (``table`` holds the file's rows from ``first_row``); a file without an image or
+    a label column is a DataError naming it."""
     column = image_column(table, file)
     if LABEL_COLUMN not in table.column_names:
         raise DataError(f"{file}: no '{LABEL_COLUMN}' column (the file has {', '.join(table.column_names)})")
@@ -180,27 +198,28 @@ def file_columns(table: pa.Table, file: str) -> FileColumns:
     empty = [None] * table.num_rows
     return FileColumns(column, table.column(column).to_pylist(), table.column(LABEL_COLUMN).to_pylist(),
                        table.column(caption_column).to_pylist() if caption_column else empty,
-                       table.column(MASK_COLUMN).to_pylist() if MASK_COLUMN in table.column_names else empty)
+                       table.column(MASK_COLUMN).to_pylist() if MASK_COLUMN in table.column_names else empty,
+                       first_row)
 
 
 def parse_row(split: str, file: str, i: int, cells: FileColumns,
               names: list[str] | None) -> tuple[ParquetRow, bytes, bytes | None]:
     """Row ``i``'s metadata and its image and mask bytes (not decoded); a problem is a DataError naming it."""
-    where = f"{file}:{i}"
-    image = encoded(cells.images[i], where, f"'{cells.image_column}'")
+    where, at = f"{file}:{i}", i - cells.first_row
+    image = encoded(cells.images[at], where, f"'{cells.image_column}'")
     if image is None:
         raise DataError(f"{where}: no image (the '{cells.image_column}' cell is empty)")
-    if cells.labels[i] is None:
+    if cells.labels[at] is None:
         raise DataError(f"{where}: no label (the '{LABEL_COLUMN}' cell is empty)")
-    label = _label(cells.labels[i], where)
+    label = _label(cells.labels[at], where)
     if names is not None and isinstance(label, int):
         if label >= len(names):
             raise DataError(f"{where}: label {label} is not a class of the file's ClassLabel ({len(names)} classes)")
         label = names[label]
-    caption = cells.captions[i]
+    caption = cells.captions[at]
     if caption is not None and not isinstance(caption, str):
         raise DataError(f"{where}: the caption is {type(caption).__name__}, not text")
-    mask = encoded(cells.masks[i], where, f"'{MASK_COLUMN}'")
+    mask = encoded(cells.masks[at], where, f"'{MASK_COLUMN}'")
     return ParquetRow(split, file, i, label, caption is not None, caption, mask is not None), image, mask
 
 

@@ -19,9 +19,11 @@ reads them with Ray Data tasks (``raydd.pipeline.preprocess.ingest``) and shares
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -145,12 +147,53 @@ def is_webdataset_dir(url: str) -> bool:
         return False
 
 
-def read_shard(root: DatasetRoot, shard: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {suffix: bytes}) of each sample of one shard, in tar order, streaming."""
+class _TailedStream:
+    """A binary stream that remembers how it began and ended, so an archive's end can be checked.
+
+    tarfile reading a stream takes a header cut short by the end of the file for the end of the archive,
+    so a truncated shard would silently lose its last samples; a whole tar ends in zero blocks.
+    """
+
+    def __init__(self, raw) -> None:
+        self.raw = raw
+        self.head = b""
+        self.tail = b""
+        self.length = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        if len(self.head) < _MAGIC_BYTES:
+            self.head += data[: _MAGIC_BYTES - len(self.head)]
+        self.tail = (self.tail + data)[-_END_BLOCK:]
+        self.length += len(data)
+        return data
+
+    def check_end(self, shard: str) -> None:
+        """A DataError unless the stream, read to its end, closes like a whole tar (compressed: its codec checks)."""
+        while self.read(1 << 20):
+            pass
+        if self.head.startswith(_COMPRESSED):
+            return
+        if self.length % _END_BLOCK or self.tail != bytes(_END_BLOCK):
+            raise DataError(f"{shard}: the tar file is truncated (it ends after {self.length} bytes without the "
+                            "end-of-archive block; the samples after the cut would be lost)")
+
+
+_END_BLOCK = 512  # tar's block; a whole archive ends in (at least) one block of zeros
+_MAGIC_BYTES = 6
+_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz
+
+
+def iter_shard(handle, shard: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {suffix: bytes}) of each sample of an open shard, in tar order, streaming; ``shard`` names it in errors.
+
+    Used in this process and by the Ray Data datasource of ``raydd preprocess``, so both read a shard alike.
+    """
     current: tuple[str, dict[str, bytes]] | None = None
     seen: set[str] = set()
+    stream = _TailedStream(handle)
     try:
-        with root.fs.open(f"{root.path}/{shard}", "rb") as handle, tarfile.open(fileobj=handle, mode="r|*") as tar:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
             for info in tar:
                 parts = split_member(info.name) if info.isreg() else None
                 if parts is None:
@@ -168,12 +211,20 @@ def read_shard(root: DatasetRoot, shard: str) -> Iterator[tuple[str, dict[str, b
                 if suffix in current[1]:
                     raise DataError(f"{shard}:{key}.{suffix}: in the shard twice")
                 current[1][suffix] = data
-    except FileNotFoundError:
-        raise DataError(f"{shard}: missing shard") from None
-    except (tarfile.TarError, EOFError) as error:
+        stream.check_end(shard)
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as error:
         raise DataError(f"{shard}: not a readable tar file ({error})") from None
     if current is not None:
         yield current
+
+
+def read_shard(root: DatasetRoot, shard: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {suffix: bytes}) of each sample of one shard of ``root``, in tar order, streaming."""
+    try:
+        with root.fs.open(f"{root.path}/{shard}", "rb") as handle:
+            yield from iter_shard(handle, shard)
+    except FileNotFoundError:
+        raise DataError(f"{shard}: missing shard") from None
 
 
 @register_source(SOURCE_NAME)

@@ -84,31 +84,26 @@ def error_chain(error: BaseException) -> Iterator[BaseException]:
 
 
 def user_error(error: BaseException) -> RayddError | None:
-    """The RayddError a Ray failure carries, if any."""
+    """The RayddError a Ray failure carries, if any, as raydd raised it (one line).
+
+    Ray Data appends its retry advice to the message of an error raised while reading a file; a raydd
+    error's message is its first line.
+    """
     from ray.exceptions import RayError
 
-    return next((e for e in error_chain(error) if isinstance(e, RayddError) and not isinstance(e, RayError)), None)
-
-
-def _reader_error(error: BaseException) -> str | None:
-    """What a shard reader's own failure (a damaged tar, a sample split across a shard) says, if it is one."""
-    import tarfile
-
-    for current in error_chain(error):
-        if isinstance(current, tarfile.TarError):
-            return f"a shard is not a readable tar file ({type(current).__name__}: {current})"
-        if isinstance(current, ValueError) and ("WebDataset tar entries" in str(current)
-                                                or "duplicate file name in tar file" in str(current)):
-            return str(current).splitlines()[0]
-    return None
+    found = next((e for e in error_chain(error) if isinstance(e, RayddError) and not isinstance(e, RayError)), None)
+    if found is not None and found.args and isinstance(found.args[0], str):
+        found.args = (found.args[0].split("\n", 1)[0], *found.args[1:])
+    return found
 
 
 @contextmanager
 def ray_errors(shown: str | None = None) -> Iterator[None]:
     """Ray wraps every task failure; let through only what the user can act on, without a traceback.
 
-    A RayddError raised in a task comes out as itself; a shard reader's failure as a DataError about
-    ``shown`` (the dataset); anything else (a bug) as Ray raised it.
+    A RayddError raised in a task comes out as itself, a DataError (a damaged file or shard) prefixed
+    with ``shown`` (the source) as every other error about the source is; anything else (a bug) as Ray
+    raised it.
     """
     try:
         yield
@@ -118,12 +113,11 @@ def ray_errors(shown: str | None = None) -> Iterator[None]:
         if isinstance(error, RayddError) and not isinstance(error, RayError):
             raise  # raised here, in the driver: already what the user should see
         found = user_error(error)
-        if found is not None:
-            raise found.with_traceback(None) from None
-        reader = _reader_error(error) if shown is not None else None
-        if reader is not None:
-            raise DataError(f"{shown}: {reader}") from None
-        raise
+        if found is None:
+            raise
+        if shown is not None and isinstance(found, DataError) and not str(found).startswith(shown):
+            raise DataError(f"{shown}: {found}") from None
+        raise found.with_traceback(None) from None
 
 
 def check_capacity(stages: Sequence[StagePlan], actors: int, cpus_per_actor: float) -> None:

@@ -3,7 +3,7 @@
 The driver never decodes an image and never holds pixels: it holds the rows' metadata only.
 
 1. **Scan.** Tasks read every sample (an imagefolder's files listed in its ``metadata.jsonl``, which
-   the driver reads and checks first; a WebDataset's shards through ``ray.data.read_webdataset``; image
+   the driver reads and checks first; a WebDataset's shards streamed by Ray Data read tasks (``ShardSamples``); image
    Parquet files one per task, the driver reading one file's footer for the class names),
    decode and check it, and send back one small record per row: its label and caption state, its
    size and colour kind, its pixel sums, or the problem that makes it unusable.
@@ -21,7 +21,7 @@ and so that the validation split and the counts are known before the first row i
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,8 +37,8 @@ from raydd.data.imagefolder.storage import DatasetRoot
 from raydd.data.registry import SourceRequest
 from raydd.data.splits import validation_positions
 from raydd.data.stats import mean_std_from_sums, pixel_sums
-from raydd.data.image_parquet import SOURCE_NAME as IMAGE_PARQUET, file_columns, parse_row, read_schema_names, \
-    read_table, split_files
+from raydd.data.image_parquet import SOURCE_NAME as IMAGE_PARQUET, file_columns, iter_tables, parse_row, \
+    read_schema_names, split_files
 from raydd.data.webdataset import MASK_SUFFIX, SOURCE_NAME as WEBDATASET, parse_sample, shard_paths
 from raydd.errors import ConfigError, DataError
 
@@ -48,6 +48,7 @@ ON_BAD_ROW = ("fail", "skip")
 IMAGEFOLDER = "imagefolder"
 OUT_SPLIT = {"train": "train", VALIDATION_SPLIT: "val", "test": "test"}  # source folder -> written split
 TASK_CPUS = 0.5  # read/scan/decode tasks: fractional, so they fit beside the actor pools
+PARQUET_ROWS = 256  # image Parquet rows a task holds at once (a Hugging Face file can be gigabytes)
 DECODE_MEMORY = 512 * 1024 * 1024  # per decode task: a worker with its libraries (~400 MB) and a block of pixels
 
 # One sample as the tasks pass it on, whatever the source.
@@ -159,30 +160,22 @@ def _read_files(batch: pa.Table, root_url: str) -> pa.Table:
 
 
 def _webdataset_samples(root: DatasetRoot, shards: Sequence[str]):
+    """Read tasks stream each shard (``ShardSamples``) into samples."""
     import ray.data
 
     from .output import Output
+    from .shard_source import ShardSamples
 
     _, filesystem = Output.parse(root.url).ray_target()  # None locally, else pyarrow's fsspec adapter
     paths = [f"{root.path}/{shard}" for shard in shards]
-    dataset = ray.data.read_webdataset(paths, filesystem=filesystem, decoder=None, num_cpus=TASK_CPUS)
-    return dataset.map_batches(_shard_samples, batch_format="pandas", batch_size=None, num_cpus=TASK_CPUS,
-                               udf_modifying_row_count=False)
+    return ray.data.read_datasource(ShardSamples(paths, _shard_samples, filesystem=filesystem), num_cpus=TASK_CPUS)
 
 
-def _present(value: Any) -> bytes | None:
-    return value if isinstance(value, (bytes, bytearray)) else None
-
-
-def _shard_samples(batch) -> pa.Table:
-    """Task: Ray's WebDataset rows (``__key__``, ``__url__``, one column per member extension) -> samples."""
+def _shard_samples(shard: str, members: list[tuple[str, dict[str, bytes]]]) -> pa.Table:
+    """One shard's (key, {suffix: bytes}) members -> samples; a sample's problem stays with its row."""
+    split = shard.split("/", 1)[0]
     samples = []
-    suffix_columns = [c for c in batch.columns if not str(c).startswith("__")]
-    for record in batch.to_dict("records"):
-        url = str(record["__url__"]).replace("\\", "/")
-        shard = "/".join(url.rsplit("/", 2)[-2:])  # split folder / shard name, as listed by shard_paths
-        split, key = shard.split("/", 1)[0], str(record["__key__"])
-        suffixes = {c: _present(record.get(c)) for c in suffix_columns}
+    for key, suffixes in members:
         values = _blank_sample(f"{shard}:{key}", split, shard, key)
         try:
             row = parse_sample(split, shard, key, suffixes)
@@ -217,23 +210,24 @@ def _image_parquet_samples(root: DatasetRoot, files: dict[str, str], names: list
         batch_size=None, num_cpus=TASK_CPUS)
 
 
-def _parquet_samples(batch: pa.Table, root_url: str, names: list[str] | None) -> pa.Table:
-    """Task: every row of each file as a sample; a bad row carries its problem, a bad file fails the ingest."""
+def _parquet_samples(batch: pa.Table, root_url: str, names: list[str] | None) -> Iterator[pa.Table]:
+    """Task: each file's rows as samples, a stretch at a time; a bad row carries its problem, a bad file fails
+    the ingest."""
     root = DatasetRoot(root_url)
-    samples = []
     for file, split in zip(batch.column("file").to_pylist(), batch.column("split").to_pylist()):
-        table = read_table(root, file)
-        cells = file_columns(table, file)
-        for i in range(table.num_rows):
-            values = _blank_sample(f"{file}:{i}", split, file, f"{i:012d}")  # the key sorts rows numerically
-            try:
-                row, image, mask = parse_row(split, file, i, cells, names)
-                values.update(label=json.dumps(row.label), has_caption=row.has_caption, caption=row.caption,
-                              image=image, mask=mask, mask_name=row.mask_path)
-            except DataError as error:
-                values["problem"] = str(error)
-            samples.append(values)
-    return _samples_table(samples)
+        for first, table in iter_tables(root, file, PARQUET_ROWS):
+            cells = file_columns(table, file, first)
+            samples = []
+            for i in range(first, first + table.num_rows):
+                values = _blank_sample(f"{file}:{i}", split, file, f"{i:012d}")  # the key sorts rows numerically
+                try:
+                    row, image, mask = parse_row(split, file, i, cells, names)
+                    values.update(label=json.dumps(row.label), has_caption=row.has_caption, caption=row.caption,
+                                  image=image, mask=mask, mask_name=row.mask_path)
+                except DataError as error:
+                    values["problem"] = str(error)
+                samples.append(values)
+            yield _samples_table(samples)
 
 
 # ----------------------------------------------------------------------------- pass 1: scan

@@ -63,7 +63,7 @@ def preprocess_to_parquet(
     a CPU) and ``gpus_per_actor`` GPU (model stages only). ``cache_dir``: embedding/mask cache root
     for the actors (default: each node's ``$XDG_CACHE_HOME/raydd``).
 
-    An imagefolder or a folder of WebDataset shards is read, checked and decoded by Ray Data tasks (the
+    An imagefolder, a folder of WebDataset shards or image Parquet files is read, checked and decoded by Ray Data tasks (the
     driver holds metadata only); other sources load in this process. ``on_bad_row``: ``"fail"`` stops at
     the first unusable row (an unreadable image or mask, a mask of the wrong size, a sample without a
     label...) naming its file; ``"skip"`` leaves such rows out, lists them in ``out/rejected.jsonl`` and
