@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from raydd.artifacts import CONFIG, EVAL
 from raydd.config import DEFAULT_PRESET, build_config
@@ -71,19 +70,20 @@ def collect(work_dir: Path) -> list[dict]:
         if not (run_dir / TIMING).exists():
             continue
         ev = EvalResult.from_json(ev_path.read_text(), str(ev_path))
-        timing = json.loads((run_dir / TIMING).read_text())
-        cfg = yaml.safe_load((run_dir / CONFIG).read_text())
-        method = ev.method or cfg["distill"]["method"]
+        run = RunDir(str(run_dir))
+        timing = run.read_json(TIMING)
+        cfg = run.read_config()  # typed: a config.yaml from an older raydd reads as today's fields
+        method = ev.method or cfg.distill.method
         iterations = ev.iterations
-        key = (method, cfg["distill"]["ipc"], cfg["preset"], iterations)
-        groups[key].append({"ev": ev, "timing": timing, "seed": cfg["seed"], "cfg": cfg})
+        key = (method, cfg.distill.ipc, cfg.preset, iterations)
+        groups[key].append({"ev": ev, "timing": timing, "seed": cfg.seed, "cfg": cfg})
     rows = []
     for (method, ipc, preset, iterations), runs in groups.items():
         accs = np.array([a for r in runs for a in r["ev"].accuracy.per_model])
         c = runs[0]["cfg"]
         rows.append({
             "method": method, "ipc": ipc, "preset": preset, "iterations": iterations,
-            "batch_real": c["distill"]["batch_real"], "eval_epochs": c["eval"]["epochs"],
+            "batch_real": c.distill.batch_real, "eval_epochs": c.eval.epochs,
             "seeds": sorted(r["seed"] for r in runs), "mean": 100 * accs.mean(), "std": 100 * accs.std(),
             "n": len(accs),
             "distill_seconds": float(np.mean([r["timing"]["distill_seconds"] for r in runs])),

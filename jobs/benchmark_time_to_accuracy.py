@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from raydd.artifacts import CONFIG, METADATA, SNAPSHOTS, SYNTHETIC  # noqa: E402  (light: names only)
+from raydd.artifacts import CONFIG, SNAPSHOTS, SYNTHETIC  # noqa: E402  (light: names only)
 
 # What each variant sets on top of the quick preset (docs/method.md "Fast DM"). ``dm`` is classic DM as
 # the quick preset ran it before the fast family (batch_real 64); ``ref`` is the reference loop.
@@ -145,7 +145,7 @@ def reference_variant(dataset: str, ipc: int, seed: int, run: Path, args) -> Non
                 pending.pop(0)
             syn.images = ref.image_syn.detach().cpu().clone()
             syn.meta.update({"iterations": iteration, "distill_seconds": round(seconds, 3)})
-            syn.save(str(run / SNAPSHOTS / f"iteration-{iteration:06d}"))
+            syn.save(RunDir(str(run)).snapshot_dir(iteration))
             momentum = ref.optimizer_img.state[ref.image_syn]["momentum_buffer"]
             torch.save({"iteration": iteration, "seconds": seconds, "images": syn.images, "momentum": momentum.cpu(),
                         "numpy": np.random.get_state()}, saved)
@@ -208,13 +208,14 @@ def score(path: Path, dataset: str, seed: int, split: str, protocol: str, args) 
     import torch
 
     from raydd.config import build_config
-    from raydd.synthetic import SyntheticSet
+    from raydd.rundir import RunDir
+    from raydd.synthetic import SyntheticSet, read_metadata
     from raydd.workflows import evaluate_set
 
     cache = path / f"score-{split}-{protocol}.json"
     if cache.exists():
         return json.loads(cache.read_text())
-    same = path / SNAPSHOTS / f"iteration-{int(json.loads((path / METADATA).read_text())['iterations']):06d}"
+    same = Path(RunDir(str(path)).snapshot_dir(int(read_metadata(str(path))["iterations"])))
     if (same / cache.name).exists():  # the final set is its last snapshot: scored already
         write_json(cache, json.loads((same / cache.name).read_text()))
         return json.loads(cache.read_text())

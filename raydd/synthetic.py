@@ -176,7 +176,7 @@ class SyntheticSet:
     @classmethod
     def load(cls, run_dir: str) -> "SyntheticSet":
         """The set in ``run_dir``; a missing, cut or foreign file raises a RunDirError naming it."""
-        remedy = f"delete it and rerun the distillation that wrote it (raydd distill --resume --out {run_dir})"
+        remedy = _remedy(run_dir)
         try:
             meta = _read_metadata(f"{run_dir}/{METADATA}", remedy)
             tensors, _ = read_safetensors(f"{run_dir}/{SYNTHETIC}", "raydd synthetic set", remedy)
@@ -225,6 +225,18 @@ class SyntheticSet:
         mean = torch.tensor(self.mean).view(1, -1, 1, 1)
         std = torch.tensor(self.std).view(1, -1, 1, 1)
         return (images.detach().cpu() * std + mean).clamp(0, 1)
+
+
+def read_metadata(run_dir: str) -> dict[str, Any]:
+    """The set's metadata.json, checked as ``SyntheticSet.load`` checks it, without reading the images."""
+    try:
+        return _read_metadata(f"{run_dir}/{METADATA}", _remedy(run_dir))
+    except FileNotFoundError:
+        raise RunDirError(f"{run_dir}: no synthetic set here ({run_dir}/{METADATA} is missing)") from None
+
+
+def _remedy(run_dir: str) -> str:
+    return f"delete it and rerun the distillation that wrote it (raydd distill --resume --out {run_dir})"
 
 
 def _read_metadata(path: str, remedy: str) -> dict[str, Any]:

@@ -11,7 +11,8 @@ from raydd.cli import app
 from raydd.config import build_config
 from raydd.distill import run_distillation
 from raydd.errors import RunDirError
-from raydd.synthetic import SyntheticSet
+from raydd.rundir import RunDir
+from raydd.synthetic import SyntheticSet, read_metadata
 from raydd.workflows import evaluate_set
 from tests.helpers import KillAt, Killed, tiny_splits, write_imagefolder
 
@@ -74,6 +75,11 @@ def test_existing_run_is_not_overwritten_and_resume_checks_config(tmp_path, spli
     run_distillation(longer, out, splits=splits, show_progress=False, resume=True)
     assert (tmp_path / "run" / "snapshots" / "iteration-000007" / "metadata.json").exists()
     assert SyntheticSet.load(out).meta["iterations"] == 8
+    # The metadata alone, checked the same way, for readers that need no images (the benchmark jobs).
+    assert read_metadata(out)["iterations"] == 8
+    assert read_metadata(RunDir(out).snapshot_dir(7))["iterations"] == 7
+    with pytest.raises(RunDirError, match="no synthetic set here"):
+        read_metadata(str(tmp_path / "none"))
 
 
 def test_evaluation_reports_last_epoch_accuracy_per_model(splits):
