@@ -13,22 +13,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from raydd.flags import add_run_dir_arguments
 from raydd.pipeline.cluster import run_job
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run-dir", "--out", dest="run_dir", required=True,
-                        help="run directory holding synthetic.safetensors and members.json (local path or URI)")
+    add_run_dir_arguments(parser, "synthetic.safetensors and members.json", "audit.epochs=100")
     parser.add_argument("--preset", default=None, help="audit sizes: quick or paper (default: the run's own)")
     parser.add_argument("--shadows", type=int, default=None, help="LiRA shadow pipelines per target kind")
     parser.add_argument("--members", type=int, default=None, help="audited members (as many non-members)")
     parser.add_argument("--cpus-per-task", type=float, default=1, help="CPUs per audit model")
     parser.add_argument("--gpus-per-task", type=float, default=0, help="GPUs per audit model (e.g. 0.25)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="config fields over the run's config.yaml, e.g. --set audit.epochs=100")
-    parser.add_argument("--address", default=None,
-                        help="Ray address; default RAY_ADDRESS (set by `ray job submit`), else a local Ray")
     return parser.parse_args(argv)
 
 

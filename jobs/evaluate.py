@@ -12,21 +12,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from raydd.flags import add_run_dir_arguments
 from raydd.pipeline.cluster import run_job
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run-dir", "--out", dest="run_dir", required=True,
-                        help="run directory holding synthetic.safetensors (local path or URI)")
+    add_run_dir_arguments(parser, "synthetic.safetensors", "eval.models=10")
     parser.add_argument("--split", choices=["test", "val"], default="test",
                         help="test for final figures, val for selection")
     parser.add_argument("--cpus-per-task", type=float, default=1, help="CPUs per evaluation network")
     parser.add_argument("--gpus-per-task", type=float, default=0, help="GPUs per evaluation network (e.g. 0.5)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="config fields over the run's config.yaml, e.g. --set eval.models=10")
-    parser.add_argument("--address", default=None,
-                        help="Ray address; default RAY_ADDRESS (set by `ray job submit`), else a local Ray")
     return parser.parse_args(argv)
 
 

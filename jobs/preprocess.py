@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from raydd.flags import add_address_argument
 from raydd.pipeline.cluster import run_job
 
 
@@ -42,8 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier output in --out")
     parser.add_argument("--on-bad-row", choices=("fail", "skip"), default="fail",
                         help="fail at the first unusable row, or skip it and list it in out/rejected.jsonl")
-    parser.add_argument("--address", default=None,
-                        help="Ray address; default RAY_ADDRESS (set by `ray job submit`), else a local Ray")
+    add_address_argument(parser)
     return parser.parse_args(argv)
 
 

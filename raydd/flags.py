@@ -43,6 +43,7 @@ BY_NAME = {flag.name: flag for flag in FLAGS}
 PRESET_HELP = f"quick (sized for a 2-core CPU) or paper (the published protocol; GPU). Default: {DEFAULT_PRESET}."
 CONFIG_HELP = "A YAML file with config fields (applied over the preset)."
 SET_HELP = "Any config field, e.g. --set distill.batch_real=128 (repeatable)."
+ADDRESS_HELP = "Ray address; default RAY_ADDRESS (set by `ray job submit`), else a local Ray"
 
 
 def flag_layer(**values: Any) -> dict[str, Any]:
@@ -66,8 +67,22 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     for flag in FLAGS:
         parser.add_argument(flag.option, dest=flag.name, type=flag.type, default=None, help=flag.help)
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
-    parser.add_argument("--address", default=None,
-                        help="Ray address; default RAY_ADDRESS (set by `ray job submit`), else a local Ray")
+    add_address_argument(parser)
+
+
+def add_address_argument(parser: argparse.ArgumentParser) -> None:
+    """--address, the Ray cluster a jobs/ script joins."""
+    parser.add_argument("--address", default=None, help=ADDRESS_HELP)
+
+
+def add_run_dir_arguments(parser: argparse.ArgumentParser, holding: str, example: str) -> None:
+    """--run-dir, --set and --address of the jobs/ scripts that work on a finished run: its own config.yaml
+    is the config, so --set layers fields over it instead of over a preset."""
+    parser.add_argument("--run-dir", "--out", dest="run_dir", required=True,
+                        help=f"run directory holding {holding} (local path or URI)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"config fields over the run's config.yaml, e.g. --set {example}")
+    add_address_argument(parser)
 
 
 def config_from_arguments(args: argparse.Namespace) -> Config:

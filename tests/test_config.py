@@ -293,6 +293,16 @@ def test_the_cli_and_the_jobs_take_the_same_config_flags():
     assert parse_run_arguments("a job", ["--out", "x"]).preset == DEFAULT_PRESET
 
 
+@pytest.mark.parametrize("job", ["audit", "evaluate"])
+def test_the_jobs_on_a_finished_run_take_its_directory_sets_and_address_alike(job):
+    import importlib
+
+    parse_args = importlib.import_module(f"jobs.{job}").parse_args
+    args = parse_args(["--out", "runs/a", "--set", "seed=3", "--set", "eval.models=2", "--address", "auto"])
+    assert (args.run_dir, args.sets, args.address) == ("runs/a", ["seed=3", "eval.models=2"], "auto")
+    assert (parse_args(["--run-dir", "runs/a"]).sets, parse_args(["--run-dir", "runs/a"]).address) == ([], None)
+
+
 # -- fields that moved to the section of the module that reads them ---------------------------------------
 def _at(data: dict, dotted: str):
     section, name = dotted.split(".")
