@@ -39,13 +39,14 @@ def data_location(cfg: Config) -> str | None:
     return parquet_location(d.name)
 
 
-def load_splits(cfg: Config, classes: list[int] | None = None) -> DatasetSplits:
-    """The run's dataset; with ``classes``, a preprocessed (Parquet) dataset reads only those partitions."""
+def load_splits(cfg: Config, classes: list[int] | None = None, pixels: tuple[str, ...] | None = None) -> DatasetSplits:
+    """The run's dataset; a preprocessed (Parquet) dataset reads only the partitions of ``classes`` and only
+    the images of the splits in ``pixels`` (``read_parquet_splits``); other sources load whole."""
     d = cfg.data
     location = data_location(cfg)
     if location is not None:
         splits = read_parquet_splits(location, classes=classes, image_size=d.image_size,
-                                     val_fraction=d.val_fraction, seed=cfg.seed)
+                                     val_fraction=d.val_fraction, seed=cfg.seed, pixels=pixels)
         return splits if parquet_location(d.name) is not None else replace(splits, name=d.name)
     return load_dataset(d.name, root=d.root, val_fraction=d.val_fraction, seed=cfg.seed,
                         image_size=d.image_size, mask_threshold=d.mask_threshold)

@@ -26,6 +26,8 @@ Runner = Callable[[list[EvalJob]], list[dict[str, Any]]]
 
 def _test_tensors(splits: DatasetSplits, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     data = splits.test if split == "test" else splits.val
+    if data.pixels_left_out:
+        raise RuntimeError(f"the {split} split was read without its images")  # a caller's bug, not the user's
     return splits.normalize(data.images), data.labels
 
 
@@ -111,7 +113,8 @@ def evaluate_run(run_dir: str, cfg: Config | None = None, *, split: str = "test"
     check_names(cfg)
     syn = SyntheticSet.load(run.path)
     check_writable(run.path)  # before the training whose result it must hold
-    splits = load_splits(cfg)
+    # The evaluated split's images; of a preprocessed training split only its labels and captions are read.
+    splits = load_splits(cfg, pixels=("test",) if split == "test" else ("val",))
     check_compatible(syn, splits, run.path)
     models = run.file(EVAL_MODELS.format(split=split))  # a killed evaluation continues from the models it finished
     result = evaluate_set(syn, splits, cfg, split=split, runner=runner, show_progress=show_progress,

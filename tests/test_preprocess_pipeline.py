@@ -406,3 +406,37 @@ def test_captioner_stage_is_described_up_front_and_fills_only_missing_captions(t
     spec = f"openclip:{name}"
     with pytest.warns(UserWarning, match="random weights"):
         assert describe_text_encoder(spec).id == make_text_encoder(spec).id
+
+
+def test_evaluating_a_run_reads_the_test_images_and_of_train_only_labels_and_captions(imagefolder_run, tmp_path: Path,
+                                                                                     monkeypatch) -> None:
+    from raydd.config import build_config
+    from raydd.data import parquet
+    from raydd.distill import run_distillation
+    from raydd.run_inputs import load_splits
+    from raydd.synthetic import SyntheticSet
+    from raydd.workflows import evaluate_run, evaluate_set
+
+    _, out, _ = imagefolder_run
+    cfg = build_config("quick", overrides={"data": {"name": f"parquet:{out}"}},
+                       sets=["device=cpu", "distill.ipc=1", "distill.iterations=2", "distill.batch_real=4",
+                             "eval.models=2", "eval.epochs=2", "mm.cc=true"])
+    run = tmp_path / "run"
+    run_distillation(cfg, str(run), show_progress=False)
+    reads: list[tuple[str, tuple[str, ...]]] = []
+    real = parquet.read_rows
+
+    def spy(url, split, columns, classes=None):
+        reads.append((split, tuple(columns)))
+        return real(url, split, columns, classes)
+
+    monkeypatch.setattr(parquet, "read_rows", spy)
+    result = evaluate_run(str(run), cfg, show_progress=False)
+    monkeypatch.undo()
+    assert [split for split, columns in reads if "image" in columns] == ["test"]
+    assert "train" in [split for split, _ in reads]  # its labels and captions: the caption-only baseline
+    whole = evaluate_set(SyntheticSet.load(str(run)), load_splits(cfg), cfg, show_progress=False)
+    assert result.accuracy_image_caption is not None and result.caption_only is not None
+    assert result.accuracy.per_model == whole.accuracy.per_model
+    assert result.accuracy_image_caption.per_model == whole.accuracy_image_caption.per_model
+    assert result.caption_only == whole.caption_only

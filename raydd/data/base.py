@@ -21,6 +21,18 @@ def _as_index(index: torch.Tensor | list[int]) -> torch.Tensor:
     return torch.tensor(list(index), dtype=torch.int64)
 
 
+def repeated(image: torch.Tensor, n: int) -> torch.Tensor:
+    """``n`` copies of one image [C, H, W] as a view (stride 0): no memory for the copies."""
+    return image.unsqueeze(0).expand(n, *image.shape)
+
+
+def _select(rows: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows by position; rows that are one image repeated stay a repeated view (every selection of them is)."""
+    if len(rows) and rows.stride(0) == 0:
+        return repeated(rows[0], len(idx))
+    return rows.index_select(0, idx.to(rows.device))
+
+
 @dataclass
 class ImageData:
     """A set of labelled images with optional per-image captions and object masks."""
@@ -58,13 +70,19 @@ class ImageData:
         idx = _as_index(index)
         positions = idx.tolist()
         return ImageData(
-            images=self.images.index_select(0, idx.to(self.images.device)),
+            images=_select(self.images, idx),
             labels=self.labels.index_select(0, idx.to(self.labels.device)),
             ids=[self.ids[i] for i in positions],
             class_names=list(self.class_names),
             captions=None if self.captions is None else [self.captions[i] for i in positions],
-            masks=None if self.masks is None else self.masks.index_select(0, idx.to(self.masks.device)),
+            masks=None if self.masks is None else _select(self.masks, idx),
         )
+
+    @property
+    def pixels_left_out(self) -> bool:
+        """True when the images are one blank image repeated: the split was read for its labels, ids and
+        captions only (``read_parquet_splits(pixels=...)``)."""
+        return len(self) > 0 and self.images.stride(0) == 0
 
     def indices_by_class(self) -> list[torch.Tensor]:
         """Positions of each class's images, in dataset order (empty tensor for an absent class)."""

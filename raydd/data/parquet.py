@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
-from .base import DatasetSplits, ImageData
+from .base import DatasetSplits, ImageData, repeated
 from .registry import SourceRequest, register_source
 from .resize import resize_images
 from .splits import carve_validation
@@ -226,41 +226,51 @@ def _empty(class_names: list[str], channels: int, size: tuple[int, int], caption
     )
 
 
-def _split_data(url: str, manifest: dict, split: str, classes: list[int] | None) -> ImageData:
+def _split_data(url: str, manifest: dict, split: str, classes: list[int] | None, with_pixels: bool = True) -> ImageData:
+    """One split's rows; without pixels, its images (and masks) are one blank image repeated (no memory)."""
     class_names = list(manifest["classes"])
     height, width = manifest["image_size"]
     channels = int(manifest["channels"])
     has_captions = bool(manifest["captions"])
     has_masks = manifest["segmenter"] is not None
-    columns = ["id", "label", "image", "caption", *(["mask"] if has_masks else [])]
+    columns = ["id", "label", "caption", *(["image", *(["mask"] if has_masks else [])] if with_pixels else [])]
     table = read_rows(url, split, columns, classes)
     if table.num_rows == 0:
         return _empty(class_names, channels, (height, width), has_captions, has_masks)
     shown = Location.parse(url).shown(f"split={split}")
-    shape = getattr(table.schema.field("image").type, "shape", None)
-    if shape is None or list(shape) != [height, width, channels]:
-        raise DataError(f"{shown}: images are {shape}, the manifest says [{height}, {width}, {channels}]")
-    for name in columns[2:]:
-        if name != "caption" and table.column(name).null_count:
-            raise DataError(f"{shown}: {table.column(name).null_count} rows have no {name}")
-    images = torch.from_numpy(tensor_to_numpy(table.column("image"), (height, width, channels)))
-    masks = None
-    if has_masks:
-        masks = torch.from_numpy(tensor_to_numpy(table.column("mask"), (height, width))).unsqueeze(1)
+    if with_pixels:
+        shape = getattr(table.schema.field("image").type, "shape", None)
+        if shape is None or list(shape) != [height, width, channels]:
+            raise DataError(f"{shown}: images are {shape}, the manifest says [{height}, {width}, {channels}]")
+        for name in columns[3:]:
+            if table.column(name).null_count:
+                raise DataError(f"{shown}: {table.column(name).null_count} rows have no {name}")
+        images = torch.from_numpy(tensor_to_numpy(table.column("image"), (height, width, channels)))
+        images = images.permute(0, 3, 1, 2).contiguous()
+        masks = None
+        if has_masks:
+            masks = torch.from_numpy(tensor_to_numpy(table.column("mask"), (height, width))).unsqueeze(1).contiguous()
+    else:
+        images = repeated(torch.zeros((channels, height, width), dtype=torch.uint8), table.num_rows)
+        masks = repeated(torch.zeros((1, height, width), dtype=torch.uint8), table.num_rows) if has_masks else None
     try:
         return ImageData(
-            images=images.permute(0, 3, 1, 2).contiguous(),
+            images=images,
             labels=torch.from_numpy(table.column("label").to_numpy().astype(np.int64)),
             ids=table.column("id").to_pylist(),
             class_names=class_names,
             captions=table.column("caption").to_pylist() if has_captions else None,
-            masks=None if masks is None else masks.contiguous(),
+            masks=masks,
         )
     except ValueError as error:
         raise DataError(f"{shown}: inconsistent rows ({error})") from None
 
 
 def _resized(data: ImageData, size: int) -> ImageData:
+    if data.pixels_left_out:  # one blank image repeated stays so, at the new size
+        images = repeated(torch.zeros((data.images.shape[1], size, size), dtype=torch.uint8), len(data))
+        masks = None if data.masks is None else repeated(torch.zeros((1, size, size), dtype=torch.uint8), len(data))
+        return ImageData(images, data.labels, data.ids, data.class_names, data.captions, masks)
     masks = data.masks
     if masks is not None and len(data):
         masks = F.interpolate(masks.float(), size=(size, size), mode="nearest").to(torch.uint8)
@@ -277,16 +287,24 @@ def read_parquet_splits(
     require_captions: bool = False,
     val_fraction: float = 0.1,
     seed: int = 0,
+    pixels: Sequence[str] | None = None,
 ) -> DatasetSplits:
     """Read a preprocessed directory as DatasetSplits.
 
     ``classes`` reads only those label partitions (labels keep their dataset-wide indices, so a
     worker's shard lines up with everyone else's). A validation split is carved from train with
     ``val_fraction``/``seed`` only when the directory has none (it was written without ``val``).
+    ``pixels`` names the splits whose images are read (default: all); the others keep ids, labels and
+    captions, their images one blank image repeated (``ImageData.pixels_left_out``): the evaluation
+    reads the test images without holding the training split.
     """
     manifest = read_manifest(url)
     chosen = _check_classes(classes, len(manifest["classes"]))
-    parts = {split: _split_data(url, manifest, split, chosen) for split in SPLITS if split in manifest["splits"]}
+    wanted = set(SPLITS if pixels is None else pixels)
+    if "val" in wanted and "val" not in manifest["splits"]:
+        wanted.add("train")  # the validation rows are carved from train's
+    parts = {split: _split_data(url, manifest, split, chosen, with_pixels=split in wanted)
+             for split in SPLITS if split in manifest["splits"]}
     empty = _empty(manifest["classes"], int(manifest["channels"]), tuple(manifest["image_size"]),
                    bool(manifest["captions"]), manifest["segmenter"] is not None)
     train = parts.get("train", empty)
