@@ -1,9 +1,12 @@
 """One name -> factory table type for every pluggable part (dataset sources, models, segmenters, text
-encoders), so adding a part is one decorated function and every table behaves the same way."""
+encoders, distillation methods), so adding a part is one decorated function and every table behaves the
+same way."""
 
 from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar
+
+from raydd.errors import ConfigError
 
 F = TypeVar("F", bound=Callable)
 
@@ -34,6 +37,18 @@ class Registry(Generic[F]):
 
     def get(self, name: str) -> F | None:
         return self._entries.get(self._key(name))
+
+    def resolve(self, spec: str, spelling: str = "") -> tuple[F, str | None]:
+        """The factory a ``"<name>[:<argument>]"`` spec names, and its argument (None when absent).
+
+        An unknown name is a ConfigError listing the known ones; ``spelling`` says how an argument is written.
+        """
+        name, _, argument = str(spec).partition(":")
+        factory = self.get(name)
+        if factory is None:
+            hint = f" ({spelling})" if spelling else ""
+            raise ConfigError(f"unknown {self.kind} {spec!r}; known: {', '.join(self.names())}{hint}")
+        return factory, argument or None
 
     def names(self) -> list[str]:
         """Registered names, sorted, for help texts and error messages."""

@@ -1,10 +1,13 @@
-"""The one registry type behind dataset sources, models, segmenters and text encoders."""
+"""The one registry type behind dataset sources, models, segmenters, text encoders and methods."""
 
 import pytest
 
 from raydd.data.registry import SOURCES
+from raydd.errors import ConfigError
+from raydd.methods import method_class, register_method
+from raydd.methods.base import METHODS
 from raydd.models.registry import MODELS
-from raydd.preprocess.masks import SEGMENTERS
+from raydd.preprocess.masks import SEGMENTERS, make_mask_backend
 from raydd.preprocess.text import TEXT_ENCODERS
 from raydd.registry import Registry
 
@@ -34,3 +37,22 @@ def test_every_pluggable_part_uses_it():
     assert {"convnet3", "resnet18"} <= set(MODELS.names())
     assert {"threshold", "grabcut", "sam", "annotations"} <= set(SEGMENTERS.names())
     assert {"minilm", "openclip"} <= set(TEXT_ENCODERS.names())
+    assert {"dm", "dc", "dsa"} <= set(METHODS.names())
+
+
+def test_a_spec_resolves_to_its_factory_and_argument():
+    table = Registry("widget")
+    table.register("sam")(len)
+    assert table.resolve("sam:vit_b:/w.pt") == (len, "vit_b:/w.pt") and table.resolve("sam") == (len, None)
+    with pytest.raises(ConfigError, match=r"unknown widget 'bert:x'; known: sam \(sam takes sam:<variant>\)"):
+        table.resolve("bert:x", "sam takes sam:<variant>")
+    with pytest.raises(ConfigError, match=r"unknown segmenter 'magic'; known: .*threshold.*\(sam takes sam:"):
+        make_mask_backend("magic")
+
+
+def test_a_method_name_taken_by_another_class_is_an_error():
+    dm = method_class("dm")
+    register_method("dm")(dm)  # the same class again (a module imported twice) is fine
+    with pytest.raises(ValueError, match="method 'dm' is already registered"):
+        register_method("dm")(type("Other", (dm,), {}))
+    assert method_class("dm") is dm and dm.name == "dm"

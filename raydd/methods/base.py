@@ -18,15 +18,17 @@ from raydd.config import DistillConfig, FusionConfig, MultiModalConfig, availabl
 from raydd.errors import ConfigError
 from raydd.models.init import build_seeded
 from raydd.realpool import RealPool
+from raydd.registry import Registry
 from raydd.seeding import derive_seed
 from raydd.synthetic import SyntheticSet
 
-_METHODS: dict[str, type["Distiller"]] = {}
+METHODS: Registry[type["Distiller"]] = Registry("method")
 
 
 def register_method(name: str) -> Callable[[type["Distiller"]], type["Distiller"]]:
+    """Decorator: make ``method_class(name)`` return the class; a name taken by another class is an error."""
     def add(cls: type[Distiller]) -> type[Distiller]:
-        _METHODS[name] = cls
+        METHODS.register(name)(cls)
         cls.name = name
         return cls
 
@@ -34,14 +36,15 @@ def register_method(name: str) -> Callable[[type["Distiller"]], type["Distiller"
 
 
 def available_methods() -> list[str]:
-    return sorted(_METHODS)
+    return METHODS.names()
 
 
 def method_class(name: str) -> type["Distiller"]:
-    if name not in _METHODS:
+    cls = METHODS.get(name)
+    if cls is None:
         recipes = ", ".join(available_recipes())
         raise ConfigError(f"unknown method {name!r}; available: {', '.join(available_methods())} (recipes: {recipes})")
-    return _METHODS[name]
+    return cls
 
 
 @dataclass

@@ -69,14 +69,8 @@ def available_segmenters() -> list[str]:
 
 
 def make_mask_backend(spec: str, **options: Any) -> MaskBackend:
-    name, _, argument = spec.partition(":")
-    factory = SEGMENTERS.get(name)
-    if factory is None:
-        raise ConfigError(
-            f"unknown segmenter {spec!r}; known: {', '.join(available_segmenters())} "
-            "(sam takes sam:<vit_b|vit_l|vit_h|micro>:<checkpoint path>)"
-        )
-    return factory(argument or None, dict(options))
+    factory, argument = SEGMENTERS.resolve(spec, "sam takes sam:<vit_b|vit_l|vit_h|micro>:<checkpoint path>")
+    return factory(argument, dict(options))
 
 
 def _reject_options(spec: str, options: dict[str, Any], allowed: Sequence[str]) -> None:

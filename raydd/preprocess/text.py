@@ -59,14 +59,8 @@ def available_text_encoders() -> list[str]:
 
 def make_text_encoder(spec: str, device: str = "cpu") -> TextEncoder:
     """Build an encoder from ``"<name>[:<argument>]"``, e.g. ``"openclip:ViT-B-32:/w/vit.pt"``."""
-    name, _, argument = spec.partition(":")
-    factory = TEXT_ENCODERS.get(name)
-    if factory is None:
-        raise ConfigError(
-            f"unknown text encoder {spec!r}; known: {', '.join(available_text_encoders())} "
-            "(openclip takes openclip:<model>[:<pretrained tag or weights path>])"
-        )
-    return factory(argument or None, device)
+    factory, argument = TEXT_ENCODERS.resolve(spec, "openclip takes openclip:<model>[:<pretrained tag or weights path>]")
+    return factory(argument, device)
 
 
 @contextmanager
