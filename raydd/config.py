@@ -385,6 +385,8 @@ def validate(cfg: Config) -> None:
         (e.epochs >= 1, "eval.epochs must be >= 1"),
         (e.augment in ("dsa", "none"), f"eval.augment must be dsa or none, got {e.augment!r}"),
         (0.0 <= cfg.data.val_fraction < 1.0, "data.val_fraction must be in [0, 1)"),
+        (cfg.prepare.on_bad_row in ("fail", "skip"),
+         f"prepare.on_bad_row must be fail or skip, got {cfg.prepare.on_bad_row!r}"),
         (cfg.mm.fill in ("mean", "blur", "noise"), f"mm.fill must be mean, blur or noise, got {cfg.mm.fill!r}"),
         (cfg.mm.mfa_level in ("input", "feature"), f"mm.mfa_level must be input or feature, got {cfg.mm.mfa_level!r}"),
         (0.0 <= cfg.mm.lambda_mfa <= 1.0 and 0.0 <= cfg.mm.lambda_mgm <= 1.0, "mm.lambda_mfa/lambda_mgm must be in [0, 1]"),

@@ -198,6 +198,7 @@ class PrepareConfig:
     cpus_per_actor: float = 0.5
     gpus_per_actor: float = 0.0
     batch_size: int = 256
+    on_bad_row: str = "fail"  # skip: leave unusable rows out, listed in rejected.jsonl beside the Parquet
 
 
 @dataclass

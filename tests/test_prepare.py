@@ -34,3 +34,17 @@ def test_captions_are_embedded_only_for_runs_that_use_them(tmp_path):
     assert encoder_for(plain) is None and encoder_for(with_cc) == "minilm"
     assert prepared_dir(plain) != prepared_dir(with_cc)
     assert prepared_dir(config(data, tmp_path, mfa=True)) == prepared_dir(plain)  # masks are always written
+
+
+def test_skipping_bad_rows_is_its_own_copy_and_a_bad_mode_is_refused(tmp_path):
+    import pytest
+
+    from raydd.errors import ConfigError
+
+    data = write_imagefolder(tmp_path / "data")
+    plain = config(data, tmp_path)
+    skip = build_config("quick", overrides={"data": {"name": str(data)}, "prepare": {
+        "root": str(tmp_path / "prepared"), "on_bad_row": "skip"}})
+    assert prepared_dir(skip) != prepared_dir(plain)
+    with pytest.raises(ConfigError, match="prepare.on_bad_row must be fail or skip, got 'ignore'"):
+        build_config("quick", overrides={"prepare": {"on_bad_row": "ignore"}})

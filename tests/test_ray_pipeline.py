@@ -119,6 +119,19 @@ def _run(data, out, *extra):
                                     *extra])
 
 
+def test_raydd_run_skips_a_bad_row_when_asked_and_says_how_many(ray_local, tmp_path):
+    data = write_imagefolder(tmp_path / "data", num_classes=4, n_train=10, size=16)
+    (data / "train" / "img002.png").write_bytes(b"not a png")
+    prepared = tmp_path / "prepared"
+    failed = _run(data, tmp_path / "fail", "--set", f"prepare.root={prepared}")
+    assert failed.exit_code != 0 and "train/img002.png: corrupt or unreadable image" in failed.output
+    result = _run(data, tmp_path / "run", "--set", f"prepare.root={prepared}", "--on-bad-row", "skip")
+    assert result.exit_code == 0, result.output
+    assert "1 rejected" in result.output
+    manifest = json.loads(next(prepared.glob("*/manifest.json")).read_text())
+    assert manifest["rejected"]["total"] == 1 and (tmp_path / "run" / "eval.json").is_file()
+
+
 def test_raydd_run_preprocesses_with_ray_data_then_distills_from_the_parquet(ray_local, data, tmp_path):
     from raydd.synthetic import SyntheticSet
 

@@ -93,6 +93,7 @@ def run(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, preset:
         config: ConfigFile = None,
         resume: Annotated[bool, typer.Option("--resume", help="Continue a killed run in --out.")] = False,
         preprocess: Annotated[bool, typer.Option("--preprocess/--no-preprocess", help="Preprocess the source into Parquet with Ray Data first (reused by later runs; see prepare.root).")] = True,
+        on_bad_row: Annotated[str, typer.Option("--on-bad-row", help="Preprocessing: fail at the first unusable row naming its file, or skip such rows (listed in the Parquet copy's rejected.jsonl); prepare.on_bad_row.")] = "fail",
         workers: Workers = 1, address: Address = None, verbose: Verbose = False, no_ray: NoRay = False, tensorboard: TensorBoard = False,
         quiet: Quiet = False) -> None:
     """The whole job: preprocess (Ray Data) -> distill (Ray Train) -> evaluate (Ray tasks) -> report.
@@ -101,7 +102,8 @@ def run(dataset: Dataset = None, method: Method = None, ipc: Ipc = None, preset:
     and evaluation in this process, without the preprocessing stage.
     """
     setup_torch()
-    cfg = config_from_flags(preset, config, [*(set_ or []), *([] if preprocess else ["prepare.enabled=false"])],
+    flags = [*([] if preprocess else ["prepare.enabled=false"]), *([] if on_bad_row == "fail" else [f"prepare.on_bad_row={on_bad_row}"])]
+    cfg = config_from_flags(preset, config, [*(set_ or []), *flags],
                             dataset=dataset, method=method, ipc=ipc, seed=seed, device=device,
                             iterations=iterations, eval_models=eval_models, eval_epochs=eval_epochs)
     out = resume_target(out, resume) or default_out(cfg)

@@ -1,8 +1,8 @@
 """The preprocessing stage of a run: the source as partitioned Parquet, made once by Ray Data and reused.
 
 A run's data is preprocessed (masks, caption embeddings) into a directory named after what decides its
-content — source, root, validation split, image size, mask threshold, segmenter, text encoder, and for
-local folders the files' sizes and times — so a second run on the same data reads the Parquet at once
+content — source, root, validation split, image size, mask threshold, segmenter, text encoder, rows
+skipped or not (``prepare.on_bad_row``), and for local folders the files' sizes and times — so a second run on the same data reads the Parquet at once
 and a changed folder is preprocessed again. The manifest is written last: a directory without one is
 an interrupted preprocessing and is redone.
 """
@@ -58,6 +58,8 @@ def preprocessing_key(cfg: Config) -> dict:
         "segmenter": cfg.components.segmenter,
         "text_encoder": encoder_for(cfg),
         "files": _local_fingerprint(d.root or d.name),
+        # Rows left out change the content; the default is left out of the key so earlier copies stay valid.
+        **({"on_bad_row": cfg.prepare.on_bad_row} if cfg.prepare.on_bad_row != "fail" else {}),
     }
 
 
@@ -90,6 +92,6 @@ def prepare_data(cfg: Config, *, address: str | None = None, show_progress: bool
             image_size=cfg.data.image_size, mask_threshold=cfg.data.mask_threshold,
             segmenter=cfg.components.segmenter, text_encoder=encoder_for(cfg), require_captions=False, actors=p.actors,
             cpus_per_actor=p.cpus_per_actor, gpus_per_actor=p.gpus_per_actor, batch_size=p.batch_size,
-            overwrite=True, address=address, show_progress=show_progress,
+            overwrite=True, address=address, show_progress=show_progress, on_bad_row=p.on_bad_row,
         )
     return out
