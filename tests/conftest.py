@@ -1,4 +1,5 @@
-"""Shared fixtures. ``ray_local``: one small in-process Ray per test module (starting Ray costs ~3 s)."""
+"""Shared fixtures. ``ray_local``: one small in-process Ray per test module (starting Ray costs ~3 s);
+``isolated_data_env``: a test's own data cache (``pytestmark = pytest.mark.usefixtures(...)``)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,14 @@ def ray_local():
         finally:
             ray.shutdown()
             shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def isolated_data_env(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """The test sees an empty data cache and none of the machine's data settings."""
+    from tests.helpers import isolate_data_env
+
+    isolate_data_env(monkeypatch, tmp_path / "xdg-cache")
 
 
 # A test that starts Ray (through these fixtures) costs seconds to minutes: it is `slow`, so

@@ -38,6 +38,15 @@ def debian_fmnist_installed() -> pytest.MarkDecorator:
                      f"Debian's dataset-fashion-mnist ({DEBIAN_FMNIST})")
 
 
+def isolate_data_env(mp: pytest.MonkeyPatch, cache: Path) -> None:
+    """No user cache, $RAYDD_DATA or testbed override of the machine running the tests may leak in."""
+    from raydd.data import cluttered
+
+    for name in ("RAYDD_DATA", cluttered.ENV_CAPTION_ACCURACY, cluttered.ENV_LIMIT):
+        mp.delenv(name, raising=False)
+    mp.setenv("XDG_CACHE_HOME", str(cache))
+
+
 def blob_images(n_per_class: int, num_classes: int, size: int, channels: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Class c is a bright square at a class-specific place over noise: learnable in a few steps."""
     g = torch.Generator().manual_seed(seed)

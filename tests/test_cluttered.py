@@ -25,28 +25,16 @@ from raydd.data.cluttered import (
 from raydd.data.mnist_family import FASHION_MNIST
 from raydd.report.data_grid import show_data_grid
 from raydd.errors import ConfigError
-from tests.helpers import debian_fmnist_installed
+from tests.helpers import debian_fmnist_installed, isolate_data_env
 
-pytestmark = debian_fmnist_installed()
-
-
-def _isolate(mp: pytest.MonkeyPatch, cache: Path) -> None:
-    mp.delenv("RAYDD_DATA", raising=False)
-    mp.delenv(cluttered.ENV_CAPTION_ACCURACY, raising=False)
-    mp.delenv(cluttered.ENV_LIMIT, raising=False)
-    mp.setenv("XDG_CACHE_HOME", str(cache))
-
-
-@pytest.fixture(autouse=True)
-def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    _isolate(monkeypatch, tmp_path / "xdg-cache")
+pytestmark = [debian_fmnist_installed(), pytest.mark.usefixtures("isolated_data_env")]
 
 
 @pytest.fixture(scope="module")
 def objects(tmp_path_factory: pytest.TempPathFactory) -> DatasetSplits:
     """The real Fashion-MNIST objects the testbed is built from."""
     with pytest.MonkeyPatch.context() as mp:
-        _isolate(mp, tmp_path_factory.mktemp("xdg-fmnist"))
+        isolate_data_env(mp, tmp_path_factory.mktemp("xdg-fmnist"))
         return load_dataset("fashion-mnist", val_fraction=0)
 
 

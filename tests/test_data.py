@@ -23,26 +23,16 @@ from raydd.data.locate import locate_files
 from raydd.data.mnist_family import FASHION_MNIST
 from raydd.data.splits import carve_validation
 from raydd.errors import ConfigError, DataError
-from tests.helpers import DEBIAN_FMNIST, FMNIST_FILES, debian_fmnist_installed
+from tests.helpers import DEBIAN_FMNIST, FMNIST_FILES, debian_fmnist_installed, isolate_data_env
 
+pytestmark = pytest.mark.usefixtures("isolated_data_env")
 needs_debian_fmnist = debian_fmnist_installed()
-
-
-def _isolate(mp: pytest.MonkeyPatch, cache: Path) -> None:
-    """No user cache or $RAYDD_DATA of the machine running the tests may leak in."""
-    mp.delenv("RAYDD_DATA", raising=False)
-    mp.setenv("XDG_CACHE_HOME", str(cache))
-
-
-@pytest.fixture(autouse=True)
-def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    _isolate(monkeypatch, tmp_path / "xdg-cache")
 
 
 @pytest.fixture(scope="module")
 def fmnist(tmp_path_factory: pytest.TempPathFactory) -> DatasetSplits:
     with pytest.MonkeyPatch.context() as mp:
-        _isolate(mp, tmp_path_factory.mktemp("xdg-cache"))
+        isolate_data_env(mp, tmp_path_factory.mktemp("xdg-cache"))
         return load_dataset("fashion-mnist", val_fraction=0.1, seed=0)
 
 
