@@ -29,16 +29,19 @@ class DieOnceAt(RayTrainBackend):
 
 
 class RecordPlacement(RayTrainBackend):
-    """Each worker start appends its rank, node and pid to ``placement.jsonl`` in the run directory:
-    where the workers ran, and how often they were (re)started."""
+    """Each worker start appends its rank, node, pid and the iteration it continues from (0: a fresh
+    start) to ``placement.jsonl`` in the run directory: where the workers ran, how often they were
+    (re)started, and from which checkpoint."""
 
     def restore(self, run):
         import ray
 
-        row = {"rank": self.rank, "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+        restored = super().restore(run)
+        row = {"rank": self.rank, "node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+               "from_iteration": 0 if restored is None else int(restored[1])}
         with open(run.file(PLACEMENT), "a") as log:
             log.write(json.dumps(row) + "\n")
-        return super().restore(run)
+        return restored
 
 
 PLACEMENT = "placement.jsonl"

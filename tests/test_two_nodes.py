@@ -181,6 +181,8 @@ def test_two_nodes_preprocess_and_distill_as_one_process_and_survive_a_lost_node
     assert killed.is_set(), "the second node was never killed: the run ended before a checkpoint at iteration 5"
     starts = placements(run)
     assert len(starts) >= 4 and len({s["node"] for s in starts[:2]}) == 2  # started on both, then restarted
+    assert [s["from_iteration"] for s in starts[:2]] == [0, 0]
+    assert all(s["from_iteration"] >= 5 for s in starts[2:])  # the restart continued from the checkpoint
     uninterrupted = run_distillation(long_cfg, str(tmp_path / "single-long"), show_progress=False)
     assert survived.meta["iterations"] == 20
     assert torch.allclose(uninterrupted.images, survived.images, atol=1e-5)
