@@ -195,3 +195,42 @@ def test_a_failing_sorter_falls_back_to_copying_so_stderr_never_blocks(tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stderr.count("x" * 99) == 2000
     assert result.stdout == "None\n"
+
+
+# What `raydd run` may print when no terminal watches: its run directory, the four stages, one status
+# line per progress event, the result table and where the artifacts are. Anything else is noise.
+_RUN_LINES = ("run directory: ", "stage 1/4: preprocess", "stage 2/4: distill", "stage 3/4: evaluate",
+              "stage 4/4: report", "preprocess: ", "raydd: dm ", "evaluation models: ", "dm ipc=", "  model ",
+              "  convnet3 ", "  protocol: ", "synthetic set picture: ", "eval: ", "report: ", "raydd: ")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_two_runs_at_once_each_show_only_their_stages(tmp_path):
+    """Two experiments started side by side on one machine: each command starts and addresses its own Ray,
+    and neither console shows Ray's lines, the other's trouble, or a line twice."""
+    from tests.helpers import write_imagefolder
+
+    data = write_imagefolder(tmp_path / "data", num_classes=4, n_train=10, size=16)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RAYDD_NUM_CPUS": "1", "RAY_ADDRESS": ""}
+    env.pop("RAYDD_VERBOSE", None)
+    runs = []
+    for name in ("a", "b"):
+        command = [sys.executable, "-m", "raydd", "run", "--dataset", str(data), "--out", str(tmp_path / name),
+                   "--iterations", "2", "--eval-epochs", "2", "--eval-models", "2", "--ipc", "2", "--device", "cpu",
+                   "--set", "distill.batch_real=4", "--set", "data.val_fraction=0.2",
+                   "--set", f"prepare.root={tmp_path / ('prepared-' + name)}"]
+        runs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True))
+    for process, name in zip(runs, ("a", "b")):
+        output = process.communicate(timeout=540)[0]
+        assert process.returncode == 0, output
+        lines = [line for line in output.splitlines() if line.strip()]
+        stages = [line for line in lines if line.startswith("stage ")]
+        assert [s.split(":")[0] for s in stages] == ["stage 1/4", "stage 2/4", "stage 3/4", "stage 4/4"], output
+        noise = [line for line in lines if not line.startswith(_RUN_LINES)]
+        assert noise == [], output
+        assert "core_worker" not in output and "multiple active Ray" not in output and "Exception" not in output
+        progress = [line for line in lines if line.startswith("raydd: dm ")]
+        assert len(progress) == len(set(progress)), output  # no event printed twice
+        assert (tmp_path / name / "eval.json").is_file()

@@ -124,7 +124,9 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, object_
     if address and (job_env is None or address != os.environ.get("RAY_ADDRESS")):
         check_reachable(address)  # a job's RAY_ADDRESS comes from Ray itself: nothing to check
     env_vars = {k: v for k, v in worker_env().items() if k not in (job_env or {})}
-    kwargs = dict(logging_config=ray.LoggingConfig(log_level="ERROR"), log_to_driver=True,
+    # Ray's Python INFO/WARNING lines (Ray's session logs keep them) reach the console only with --verbose.
+    level = "INFO" if native_log.verbose() else "ERROR"
+    kwargs = dict(logging_config=ray.LoggingConfig(log_level=level), log_to_driver=True,
                   runtime_env={"env_vars": env_vars})
     try:
         if address:
