@@ -24,7 +24,7 @@ from raydd.errors import ConfigError
 from raydd.models import get_model
 from raydd.modalities import CaptionEmbeddings, attach_masks, embed_captions, embed_dataset_captions
 from raydd.realpool import RealPool
-from raydd.report.grid import write_grid
+from raydd.grid import write_grid
 from raydd.run_inputs import check_names, load_splits, resolve_device
 from raydd.rundir import RunDir
 from raydd.synthetic import SyntheticSet

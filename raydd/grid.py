@@ -1,10 +1,14 @@
-"""The synthetic-set picture: one row per class, class names at the left."""
+"""The synthetic-set picture: one row per class, class names at the left.
+
+Outside ``raydd.report`` because distillation (synthetic.png) and the audit (nn_pairs.png) draw it too;
+matplotlib is imported on the first picture, never at import.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from raydd.report.figures import png_bytes, subplots
+from raydd.figures import png_bytes, subplots
 from raydd.storage import write_bytes_atomic
 
 

@@ -377,7 +377,9 @@ def test_importing_raydd_and_drawing_leave_the_callers_matplotlib_backend_alone(
     script = (
         "import matplotlib; matplotlib.use('pdf')\n"
         "import torch, raydd.distill, raydd.report.plots, raydd.audit.nearest\n"
-        "from raydd.report.grid import grid_png\n"
+        "from raydd.grid import grid_png\n"
+        "from raydd.report.grid import grid_png as old_path\n"
+        "assert old_path is grid_png and 'matplotlib.figure' not in __import__('sys').modules\n"
         "png = grid_png(torch.rand(4, 1, 8, 8), torch.tensor([0, 0, 1, 1]), ['a', 'b'])\n"
         "import matplotlib.pyplot as plt\n"
         "print(matplotlib.get_backend(), png[:4] == b'\\x89PNG', plt.get_fignums())\n"

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from raydd.data import ImageData
-from raydd.report.grid import write_grid
+from raydd.grid import write_grid
 from raydd.seeding import generator
 from raydd.synthetic import SyntheticSet
 

@@ -179,7 +179,7 @@ def show(run_dir: Annotated[str, typer.Argument(help="A run directory holding sy
          output: Annotated[Optional[str], typer.Option("--output", "-o", help="PNG path (default RUN_DIR/synthetic.png).")] = None,
          per_class: Annotated[int, typer.Option("--per-class", help="Images per class row.")] = 10) -> None:
     """Write the picture of a synthetic set: one row per class."""
-    from raydd.report.grid import write_grid
+    from raydd.grid import write_grid
     from raydd.synthetic import SyntheticSet
 
     syn = SyntheticSet.load(run_dir.rstrip("/"))

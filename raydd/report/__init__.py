@@ -1,7 +1,7 @@
 """Reports: the synthetic grid, figures and self-contained HTML pages of runs and searches.
 
 ``write_report(run_dirs, out)`` and ``write_tune_report(tune_dir, out)`` are loaded on first use, so
-importing ``raydd.report.grid`` (the distillation does, for synthetic.png) stays cheap.
+importing ``raydd.report.grid`` (the picture itself lives in ``raydd.grid``) stays cheap.
 """
 
 from __future__ import annotations

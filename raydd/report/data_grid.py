@@ -11,7 +11,7 @@ from raydd.storage import write_bytes_atomic
 def show_data_grid(splits: DatasetSplits, n_per_class: int, path: str) -> str:
     """PNG of the first ``n_per_class`` train images of each class, with the outline of each mask
     and the caption under each image; works for any source (no outline/caption where absent)."""
-    from raydd.report.figures import png_bytes, subplots
+    from raydd.figures import png_bytes, subplots
 
     data = splits.train
     rows = [index[:n_per_class] for index in data.indices_by_class()]

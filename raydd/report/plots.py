@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-from raydd.report.figures import png_bytes, subplots
+from raydd.figures import png_bytes, subplots
 from raydd.report.summaries import Accuracy, is_number
 
 COLOURS = {"image": "#2f5fb3", "cross-arch": "#7a4fb3", "image+caption": "#1f8a4c", "caption-only": "#b36b2f"}

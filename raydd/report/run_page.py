@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from raydd.report import markup as h
 from raydd.report.audit_view import read_audit
 from raydd.report.captions import nearest_captions
-from raydd.report.grid import grid_png
+from raydd.grid import grid_png
 from raydd.report.images import tensor_png
 from raydd.report.plots import accuracy_png, loss_curves_png
 from raydd.report.rundata import RunArtifacts
