@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 import torch
 
-from raydd.pipeline.fanout import gather_in_order
 from raydd.progress import progress_bar
+from raydd.ray_tasks import run_tasks
 
 from .jobs import AuditJob, run_audit_job
 from .population import Population
@@ -27,24 +27,12 @@ def local_runner(device: torch.device, show_progress: bool = True) -> AuditRunne
     return runner
 
 
-def _run_remote(job: AuditJob, population: Population, threads: int, use_gpu: bool) -> dict[str, Any]:
-    torch.set_num_threads(max(1, threads))
-    return run_audit_job(job, population, "cuda" if use_gpu and torch.cuda.is_available() else "cpu")
-
-
 def ray_audit_runner(cpus_per_task: float = 1, gpus_per_task: float = 0, show_progress: bool = True) -> AuditRunner:
     """A runner whose every job (target or shadow pipeline) is one Ray task; Ray must be initialised."""
 
     def runner(jobs: list[AuditJob], population: Population) -> list[dict[str, Any]]:
-        import ray
-
-        if not jobs:
-            return []
-        remote = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task)(_run_remote)
-        population_ref = ray.put(population)
-        threads, use_gpu = int(max(1, cpus_per_task)), gpus_per_task > 0
-        pending = [remote.remote(job, population_ref, threads, use_gpu) for job in jobs]
-        return gather_in_order(pending, "audit models", show_progress)
+        return run_tasks(run_audit_job, jobs, population, cpus_per_task=cpus_per_task, gpus_per_task=gpus_per_task,
+                         desc="audit models", show_progress=show_progress)
 
     return runner
 
