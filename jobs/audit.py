@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from raydd.flags import add_run_dir_arguments
-from raydd.pipeline.cluster import run_job
+from raydd.pipeline.cluster import run_entrypoint
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -45,4 +45,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_job(main))
+    sys.exit(run_entrypoint(main))

@@ -90,7 +90,7 @@ def data_rows(cfg, work: Path) -> list[tuple[str, str]]:
     # The preprocessing stage of `raydd run` on the default dataset (every split), then its reuse.
     from dataclasses import replace
 
-    from raydd.pipeline.prepare import prepare_data
+    from raydd.pipeline.parquet_copy import prepare_data
 
     staged = replace(cfg, prepare=replace(cfg.prepare, root=str(work / "prepared")))
     for what in ("first run: preprocess", "later runs: reuse"):

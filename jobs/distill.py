@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 
 from raydd.flags import config_from_arguments
-from raydd.pipeline.cluster import parse_run_arguments, run_job
+from raydd.pipeline.cluster import parse_run_arguments, run_entrypoint
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -32,4 +32,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_job(main))
+    sys.exit(run_entrypoint(main))

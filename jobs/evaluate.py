@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from raydd.flags import add_run_dir_arguments
-from raydd.pipeline.cluster import run_job
+from raydd.pipeline.cluster import run_entrypoint
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -37,7 +37,7 @@ def run_config(run_dir: str, sets: list[str]):
 def main(argv: list[str] | None = None) -> None:
     from raydd.artifacts import EVAL, EVAL_VAL
     from raydd.pipeline.cluster import check_resources, check_storage, init_ray
-    from raydd.pipeline.fanout import ray_runner
+    from raydd.pipeline.eval_tasks import ray_runner
     from raydd.workflows import evaluate_run
 
     args = parse_args(argv)
@@ -55,4 +55,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_job(main))
+    sys.exit(run_entrypoint(main))

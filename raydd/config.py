@@ -16,8 +16,8 @@ Resolution order (later wins), each layer a nested dict applied with ``merge``:
 Sections (defined in raydd/config_sections.py). Each section belongs to the module that reads it:
 ``distill`` (what every method shares, raydd/distill.py and the loop), ``dm`` (raydd/methods/dm.py),
 ``gradmatch`` (DC/DSA, raydd/methods/gradmatch.py), ``mm`` (the enhancement switches and loss weights
-the methods read), ``fusion`` (raydd/models/fusion.py), ``components`` (raydd/preprocess: segmenter,
-text encoder), ``prepare`` (raydd/pipeline/prepare.py), ``eval``, ``audit``, ``data``.
+the methods read), ``fusion`` (raydd/models/fusion.py), ``components`` (raydd/components: segmenter,
+text encoder), ``prepare`` (raydd/pipeline/parquet_copy.py), ``eval``, ``audit``, ``data``.
 
 A run directory's config.yaml stores every field resolved, so reading it back does not depend on these
 defaults; a field added after a run was written reads back as its default, which must therefore keep

@@ -2,8 +2,8 @@
 
 ``distill`` (what every method shares: raydd/distill.py and the loop), ``dm`` (raydd/methods/dm.py),
 ``gradmatch`` (DC/DSA, raydd/methods/gradmatch.py), ``mm`` (the enhancement switches and loss weights the
-methods read), ``fusion`` (raydd/models/fusion.py), ``components`` (raydd/preprocess: segmenter, text
-encoder), ``prepare`` (raydd/pipeline/prepare.py), ``eval``, ``audit``, ``data``. Their defaults are the
+methods read), ``fusion`` (raydd/models/fusion.py), ``components`` (raydd/components: segmenter, text
+encoder), ``prepare`` (raydd/pipeline/parquet_copy.py), ``eval``, ``audit``, ``data``. Their defaults are the
 ``quick`` preset's values; how layers combine is raydd/config.py's job.
 """
 
@@ -163,7 +163,7 @@ class FusionConfig:
 
 @dataclass
 class ComponentsConfig:
-    """The models that make a run's masks and caption embeddings (raydd/preprocess), used by the
+    """The models that make a run's masks and caption embeddings (raydd/components), used by the
     preprocessing stage (``prepare``) and, without it, when the run's data is loaded (raydd/modalities.py)."""
 
     text_encoder: str = "minilm"  # minilm | openclip:<model>[:<tag or path>]

@@ -137,7 +137,7 @@ def open_run(cfg: Config, out: str, *, resume: bool, splits: DatasetSplits | Non
     for check in checks:
         check(splits)
     run = RunDir(out)
-    run.prepare(cfg, resume=resume)
+    run.create_or_check(cfg, resume=resume)
     return run, splits, captions
 
 

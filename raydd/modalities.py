@@ -31,7 +31,7 @@ class CaptionEmbeddings:
 
 
 def _embedder(cfg: Config):
-    from raydd.preprocess.text import TextEmbedder
+    from raydd.components.text import TextEmbedder
 
     return TextEmbedder(cfg.components.text_encoder, require_captions=True)
 
@@ -111,7 +111,7 @@ def attach_masks(cfg: Config, splits: DatasetSplits) -> DatasetSplits:
         return splits
     if cfg.components.segmenter == "auto" and splits.train.masks is not None:
         return splits
-    from raydd.preprocess.masks import Segmenter
+    from raydd.components.masks import Segmenter
 
     spec = "threshold" if cfg.components.segmenter == "auto" else cfg.components.segmenter
     segmenter = Segmenter(spec)

@@ -73,7 +73,7 @@ class RunDir:
             raise ArtifactError(path, what, f"a YAML {type(data).__name__}, not a mapping", remedy)
         return data
 
-    def prepare(self, cfg: Config, *, resume: bool) -> None:
+    def create_or_check(self, cfg: Config, *, resume: bool) -> None:
         """Create the directory for a new run, or check that a resumed run is the same run."""
         if resume:
             previous = self.read_config().to_dict()

@@ -145,7 +145,7 @@ def run_baseline(kind: str, cfg: Config, out: str, *, runner: Runner | None = No
     device = resolve_device(cfg.device)
     splits = load_splits(cfg)
     run = RunDir(out)
-    run.prepare(cfg, resume=False)
+    run.create_or_check(cfg, resume=False)
     run.write_config(cfg)
     start = time.perf_counter()
     if kind == "random":

@@ -128,7 +128,7 @@ def test_a_config_written_before_protocols_still_loads(tmp_path):
     assert (cfg.eval.protocol, cfg.eval.augment, cfg.eval.epochs) == (None, "dsa", 300)
     # Evaluating an existing run under a named protocol: its fields, below the command's own.
     run = RunDir(str(tmp_path / "run"))
-    run.prepare(cfg, resume=False)
+    run.create_or_check(cfg, resume=False)
     run.write_config(cfg)
     again = run.read_config({"eval": {"protocol": "dc"}})
     assert (again.eval.protocol, again.eval.augment, again.eval.epochs) == ("dc", "none", 300)
@@ -194,16 +194,16 @@ def test_a_stored_config_reads_back_and_resumes_as_it_was_built(tmp_path, name):
     preset, overrides = WRITTEN[name]
     run = _run_with(tmp_path, name)
     assert run.read_config() == build_config(preset, overrides=overrides)
-    run.prepare(build_config(preset, overrides=overrides), resume=True)  # the same run: no error
+    run.create_or_check(build_config(preset, overrides=overrides), resume=True)  # the same run: no error
     with pytest.raises(RunDirError, match="different configuration"):
-        run.prepare(build_config(preset, overrides=overrides, sets=["distill.ipc=3"]), resume=True)
+        run.create_or_check(build_config(preset, overrides=overrides, sets=["distill.ipc=3"]), resume=True)
 
 
 @pytest.mark.parametrize("section", ["audit", "dm", "prepare"])
 def test_a_run_from_before_a_section_existed_reads_it_as_quick_and_resumes_under_quick(tmp_path, section):
     run = _run_with(tmp_path, "rundir-config-quick-dm.yaml", drop=section)
     assert getattr(run.read_config(), section) == getattr(build_config("quick"), section)
-    run.prepare(build_config("quick"), resume=True)
+    run.create_or_check(build_config("quick"), resume=True)
 
 
 def test_a_run_written_when_caption_matching_summed_over_images_keeps_that_meaning(tmp_path):
@@ -216,9 +216,9 @@ def test_a_run_written_when_caption_matching_summed_over_images_keeps_that_meani
     run = RunDir(str(tmp_path / "run"))
     as_written = build_config("quick", sets=["mm.cm=true", "mm.cm_reduction=sum", "mm.lambda_cm=0.1"])
     assert run.read_config() == as_written
-    run.prepare(as_written, resume=True)
+    run.create_or_check(as_written, resume=True)
     with pytest.raises(RunDirError, match="different configuration"):
-        run.prepare(build_config("quick", sets=["mm.cm=true"]), resume=True)  # today's mean reduction
+        run.create_or_check(build_config("quick", sets=["mm.cm=true"]), resume=True)  # today's mean reduction
     # Written today, the field is stored and read back as it is.
     assert config_from_dict(build_config("quick", sets=["mm.cm=true"]).to_dict()).mm.cm_reduction == "mean"
 

@@ -390,7 +390,7 @@ def tiny_coca(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
 
 def test_captioner_stage_is_described_up_front_and_fills_only_missing_captions(tiny_coca) -> None:
     from raydd.pipeline.preprocess import CaptionStage, describe_captioner, describe_text_encoder
-    from raydd.preprocess import make_text_encoder
+    from raydd.components import make_text_encoder
 
     torch.set_num_threads(1)
     name, weights = tiny_coca

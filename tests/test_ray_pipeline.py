@@ -13,7 +13,7 @@ from raydd.cli import app
 from raydd.config import build_config
 from raydd.distill import run_distillation
 from raydd.evaluate import evaluate_images
-from raydd.pipeline.fanout import ray_runner
+from raydd.pipeline.eval_tasks import ray_runner
 from raydd.pipeline.sharding import shard_classes
 from raydd.pipeline.train import distill_with_ray
 from tests.faults import MARKER, DieOnceAt

@@ -7,8 +7,8 @@ from raydd.errors import ConfigError
 from raydd.methods import method_class, register_method
 from raydd.methods.base import METHODS
 from raydd.models.registry import MODELS
-from raydd.preprocess.masks import SEGMENTERS, make_mask_backend
-from raydd.preprocess.text import TEXT_ENCODERS
+from raydd.components.masks import SEGMENTERS, make_mask_backend
+from raydd.components.text import TEXT_ENCODERS
 from raydd.registry import Registry
 
 

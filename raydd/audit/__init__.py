@@ -3,7 +3,7 @@ against models trained on the synthetic set and on two real references, plus nea
 memorisation of the synthetic images."""
 
 from .command import audit_command
-from .fanout import AuditRunner, cluster_audit_runner, local_runner, ray_audit_runner
+from .shadow_tasks import AuditRunner, cluster_audit_runner, local_runner, ray_audit_runner
 from .settings import audit_config
 from .table import format_audit_grid, format_audit_table
 from .workflow import audit_run

@@ -9,7 +9,7 @@ from __future__ import annotations
 from raydd.errors import RayddError
 from raydd.results import AuditResult
 
-from .fanout import cluster_audit_runner
+from .shadow_tasks import cluster_audit_runner
 from .settings import audit_config
 from .workflow import audit_run
 

@@ -29,7 +29,7 @@ from raydd.synthetic import SyntheticSet
 from raydd.workflows import check_compatible
 
 from .attacks import logit_confidence, lira_offline_scores, loss_scores, out_gaussian
-from .fanout import AuditRunner, local_runner
+from .shadow_tasks import AuditRunner, local_runner
 from .jobs import KINDS, AuditJob, dataset_info
 from .metrics import attack_metrics
 from .nearest import memorisation, pair_records, write_pairs_png

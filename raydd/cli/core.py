@@ -144,7 +144,7 @@ def _eval_runner(cfg, no_ray: bool, quiet: bool):
     """Evaluation models as Ray tasks, or in this process with --no-ray."""
     if no_ray:
         return None
-    from raydd.pipeline.fanout import eval_runner
+    from raydd.pipeline.eval_tasks import eval_runner
 
     return eval_runner(cfg, show_progress=not quiet)
 

@@ -357,7 +357,7 @@ def parse_run_arguments(doc: str, argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_job(main, argv: list[str] | None = None) -> int:
+def run_entrypoint(main, argv: list[str] | None = None) -> int:
     """Run a jobs/ entrypoint: a user error prints one line and exits 2 (as the CLI does), bugs keep tracebacks."""
     try:
         main(argv)

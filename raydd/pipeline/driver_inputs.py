@@ -58,7 +58,7 @@ def driver_inputs(cfg: Config, out: str, *, resume: bool, checks: Sequence[Calla
         members += state.pool.ids
         name = splits.name
     run = RunDir(out)
-    run.prepare(cfg, resume=resume)
+    run.create_or_check(cfg, resume=resume)
     return run, DriverInputs(syn, members, name, lambda: _captions_by_class(cfg))
 
 

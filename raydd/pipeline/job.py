@@ -30,8 +30,8 @@ def with_prepared(cfg: Config, location: str) -> Config:
 def run_pipeline_job(cfg: Config, out: str, *, workers: int = 1, resume: bool = False, address: str | None = None,
                      show_progress: bool = True, log: Callable[[str], None] = print) -> JobResult:
     from raydd.pipeline.cluster import init_ray, ray_log_in
-    from raydd.pipeline.fanout import eval_runner
-    from raydd.pipeline.prepare import prepare_data
+    from raydd.pipeline.eval_tasks import eval_runner
+    from raydd.pipeline.parquet_copy import prepare_data
     from raydd.pipeline.train import distill_with_ray
     from raydd.report import write_report
     from raydd.workflows import evaluate_unless_done

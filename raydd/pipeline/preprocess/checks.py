@@ -57,7 +57,7 @@ def _require_module(module: str, package: str, what: str) -> None:
 
 def describe_segmenter(spec: str) -> Component:
     """Check a segmenter spec against the registry and name its output, building no model."""
-    from raydd.preprocess import available_segmenters, make_mask_backend
+    from raydd.components import available_segmenters, make_mask_backend
 
     name, _, argument = spec.partition(":")
     if name not in available_segmenters():
@@ -66,8 +66,8 @@ def describe_segmenter(spec: str) -> Component:
         _require_module("cv2", "opencv-python-headless", f"segmenter {spec!r}")
     if name != "sam":  # model-free backends cost nothing to build and know their own id
         return Component(spec, make_mask_backend(spec).id, ("opencv-python-headless",) if name == "grabcut" else ())
-    from raydd.preprocess.openclip_loading import file_fingerprint
-    from raydd.preprocess.sam import SAM_VARIANTS
+    from raydd.components.openclip_loading import file_fingerprint
+    from raydd.components.sam import SAM_VARIANTS
 
     _require_module("segment_anything", "segment-anything", f"segmenter {spec!r}")
 
@@ -82,13 +82,13 @@ def describe_segmenter(spec: str) -> Component:
 
 def describe_text_encoder(spec: str) -> Component:
     """Check a text-encoder spec and compute the id its encoder will report, loading no weights."""
-    from raydd.preprocess import available_text_encoders
+    from raydd.components import available_text_encoders
 
     name, _, argument = spec.partition(":")
     if name not in available_text_encoders():
         raise ConfigError(f"unknown text encoder {spec!r}; known: none, {', '.join(available_text_encoders())}")
     if name == "minilm":
-        from raydd.preprocess.text import MiniLMEncoder
+        from raydd.components.text import MiniLMEncoder
 
         if argument:
             raise ConfigError(f"text encoder 'minilm' takes no argument, got {spec!r}")
@@ -128,7 +128,7 @@ def _openclip_weights(model: str, pretrained: str | None):
         import open_clip
     except ImportError:
         raise ConfigError("open_clip models need the package open_clip_torch (pip install 'raydd[multimodal]')") from None
-    from raydd.preprocess.openclip_loading import check_model_name, resolve_weights
+    from raydd.components.openclip_loading import check_model_name, resolve_weights
 
     check_model_name(open_clip, model)
     return resolve_weights(open_clip, model, pretrained)

