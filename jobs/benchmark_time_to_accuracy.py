@@ -40,8 +40,16 @@ VARIANTS: dict[str, list[str]] = {
     "bank+pool": ["dm.bank=true", "dm.pool=trained", "dm.formation=1"],
     "bank+mf": ["dm.bank=true", "dm.pool=random", "dm.formation=2"],
     "fast": ["dm.bank=true", "dm.pool=trained", "dm.formation=2"],
+    # DSA with the reference's loops (outer/inner 1/1 at IPC 1, 10/50 at IPC 10) and batch_real: what
+    # gradient matching costs to converge, beside the DM family.
+    "dsa": ["distill.method=dsa", "distill.batch_real=256", "gradmatch.inner_loop=null"],
 }
-ITERATIONS = {"dm": 2000, "bank": 4000, "bank+pool": 4000, "bank+mf": 4000, "fast": 4000}
+ITERATIONS = {"dm": 2000, "bank": 4000, "bank+pool": 4000, "bank+mf": 4000, "fast": 4000, "dsa": 1000}
+
+
+def method_name(variant: str) -> str:
+    """The ``method`` of a variant's records: ``dm-ref`` (the reference loop), ``dsa``, or ``dm-<variant>``."""
+    return {"ref": "dm-ref", "dsa": "dsa"}.get(variant, f"dm-{variant}")
 
 
 def log_spaced(limit: float, start: float = 1.0, per_decade: int = 3) -> list[float]:
@@ -338,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
     plan = [(d, int(i), v) for d in args.datasets.split(",") for i in args.ipc.split(",") for v in variants]
     records_path = Path(args.records)
     for dataset, ipc, variant in progress_bar(plan, desc="time to accuracy"):
-        method = ("dm-ref" if variant == "ref" else f"dm-{variant}") + args.tag
+        method = method_name(variant) + args.tag
         run = out / f"{dataset}-ipc{ipc}-{method}-seed{args.seed}"
         if variant == "ref":
             reference_variant(dataset, ipc, args.seed, run, args)
