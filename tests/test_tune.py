@@ -377,3 +377,23 @@ def test_best_yaml_keeps_the_switches_the_searched_weights_act_through(tmp_path)
     path.write_text(text)
     cfg = build_config(file=path, overrides={"data": {"name": "cluttered-fashion-mnist"}, "distill": {"ipc": 10}})
     assert cfg.mm.cm and cfg.mm.mfa and cfg.mm.lambda_cm == 0.3 and cfg.distill.iterations == 300
+
+
+def test_a_trial_asha_stopped_early_is_pruned_for_optuna_and_a_finished_one_complete():
+    import optuna
+    from ray import tune
+
+    from raydd.pipeline.tune import METRIC
+    from raydd.pipeline.tune_optuna import StoppedTrialsAsPruned
+
+    searcher = StoppedTrialsAsPruned(sampler=optuna.samplers.TPESampler(seed=0), total=40)
+    searcher.set_search_properties(METRIC, "max", {"mm.lambda_cm": tune.uniform(0.0, 1.0)})
+    for trial_id in ("short", "whole"):
+        assert "mm.lambda_cm" in searcher.suggest(trial_id)
+        searcher.on_trial_result(trial_id, {METRIC: 0.5, "iterations": 20, "training_iteration": 1})
+    searcher.on_trial_complete("short", {METRIC: 0.5, "iterations": 20, "training_iteration": 1})
+    searcher.on_trial_result("whole", {METRIC: 0.7, "iterations": 40, "training_iteration": 2})
+    searcher.on_trial_complete("whole", {METRIC: 0.7, "iterations": 40, "training_iteration": 2})
+    trials = searcher._ot_study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE]
+    assert trials[0].intermediate_values == {1: 0.5} and trials[1].value == 0.7

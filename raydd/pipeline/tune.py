@@ -188,13 +188,14 @@ def search_algorithm(settings: dict[str, Any]):
     if settings.get("searcher", "random") == "optuna":
         optuna = require_optuna()
         from ray.tune.search import ConcurrencyLimiter
-        from ray.tune.search.optuna import OptunaSearch
+        from raydd.pipeline.tune_optuna import StoppedTrialsAsPruned
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # Tune reports the trials; no line per trial
         # constant_liar: values of trials still running count as bad ones, so concurrent trials spread out
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=settings["startup_trials"],
                                              constant_liar=True)
-        return ConcurrencyLimiter(OptunaSearch(sampler=sampler), max_concurrent=settings["max_concurrent"])
+        searcher = StoppedTrialsAsPruned(sampler=sampler, total=settings["total_iterations"])
+        return ConcurrencyLimiter(searcher, max_concurrent=settings["max_concurrent"])
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     return BasicVariantGenerator(random_state=seed, max_concurrent=settings["max_concurrent"])
