@@ -39,7 +39,7 @@ def encode_labels(labels: dict[str, pa.Array | pa.ChunkedArray]) -> tuple[dict[s
     chunks = [c for f in folders for c in (labels[f].chunks if isinstance(labels[f], pa.ChunkedArray) else [labels[f]])]
     encoded = pc.dictionary_encode(pa.chunked_array(chunks, pa.string())).combine_chunks()
     values = [json.loads(v) for v in encoded.dictionary.to_pylist()]  # distinct labels: few
-    codes_all = pc.fill_null(encoded.indices, 0).to_numpy(zero_copy_only=False).astype(np.int64)  # null: unused
+    codes_all = pc.fill_null(encoded.indices, 0).to_numpy(zero_copy_only=False).astype(np.int32)  # null: unused
     bounds = np.cumsum([0, *(len(labels[f]) for f in folders)])
     return {f: codes_all[bounds[i]:bounds[i + 1]] for i, f in enumerate(folders)}, values
 
@@ -86,7 +86,7 @@ def check_label_columns(codes: dict[str, np.ndarray], values: list, has_mask: di
 
     index_of = {name: i for i, name in enumerate(names)}
     known = np.array([v in seen for v in values], dtype=bool)
-    index = np.array([(index_of[v] if isinstance(v, str) else v) if v in seen else -1 for v in values], dtype=np.int64)
+    index = np.array([(index_of[v] if isinstance(v, str) else v) if v in seen else -1 for v in values], dtype=np.int32)
     out = {}
     for folder in folders:
         at = _first(~known[codes[folder]])

@@ -49,6 +49,7 @@ IMAGEFOLDER = "imagefolder"
 OUT_SPLIT = {"train": "train", VALIDATION_SPLIT: "val", "test": "test"}  # source folder -> written split
 TASK_CPUS = 0.5  # read/scan/decode tasks: fractional, so they fit beside the actor pools
 PARQUET_ROWS = 256  # image Parquet rows a task holds at once (a Hugging Face file can be gigabytes)
+ROW_INDEX = np.int32  # row positions in the plan (a source of up to 2**31 rows); half of int64's memory per row
 DECODE_MEMORY = 512 * 1024 * 1024  # per decode task: a worker with its libraries (~400 MB) and a block of pixels
 
 # One sample as the tasks pass it on, whatever the source.
@@ -465,12 +466,12 @@ class FolderSource:
         """Positions of the scanned rows in dataset order: an imagefolder's listing; a WebDataset's folder, shard,
         key; image Parquet's split, file, row."""
         if self.kind == IMAGEFOLDER:
-            return np.argsort(_ints(scanned.column("order")), kind="stable")
+            return np.argsort(_ints(scanned.column("order")), kind="stable").astype(ROW_INDEX)
         keys = pa.table({"rank": _codes(scanned.column("split"), self.folders, missing=len(self.folders)),
                          "shard": scanned.column("shard"), "key": scanned.column("key")})
         order = pc.sort_indices(keys, sort_keys=[("rank", "ascending"), ("shard", "ascending"),
                                                  ("key", "ascending")])
-        return order.to_numpy(zero_copy_only=False).astype(np.int64)
+        return order.to_numpy(zero_copy_only=False).astype(ROW_INDEX)
 
     def _reject(self, rejected: list[dict[str, str]], split: str, row_id: str, file: str, problem: str) -> None:
         if self.on_bad_row == "fail":
@@ -612,7 +613,8 @@ def _bools(values) -> np.ndarray:
 
 
 def _ints(values) -> np.ndarray:
-    return np.asarray(pc.fill_null(values, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+    """A column of small integers (sizes, listing positions) as int32: the plan holds a few per row."""
+    return np.asarray(pc.fill_null(values, 0).to_numpy(zero_copy_only=False), dtype=np.int32)
 
 
 def _first(mask: np.ndarray) -> int | None:
@@ -626,8 +628,8 @@ def _codes(values, names: Sequence[str], missing: int = -1) -> np.ndarray:
     if not len(encoded):
         return np.zeros(0, np.int64)
     index = {name: i for i, name in enumerate(names)}
-    codes = np.array([index.get(v, missing) for v in encoded.dictionary.to_pylist()], dtype=np.int64)
-    return codes[encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
+    codes = np.array([index.get(v, missing) for v in encoded.dictionary.to_pylist()], dtype=np.int32)
+    return codes[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
 def _channel_totals(lists, selected: np.ndarray, channels: int, colour: bool, bound: int) -> list[int]:
