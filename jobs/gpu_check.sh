@@ -25,11 +25,11 @@ if [ -z "${PY:-}" ]; then
 fi
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" RAYDD_PROGRESS=0 PYTHONUNBUFFERED=1
 if [ "$SCALE" = small ]; then
-  FAST=fast=20 POOL=bank+pool=20 DM=dm=20 BUDGET=0.3
+  FAST=fast=20 POOL=bank+pool=20 DM=dm=20 DSA=dsa=2 BUDGET=0.3
   VAL="--val-models 1 --val-epochs 2 --max-points 2 --set dm.pool_trainings=1 --set dm.pool_steps=2 --set dm.bank_real=16 --set dm.networks=2 --set dm.draws=1"
   SPEED="--ipc 1 --iterations 1 --warmup 1 --eval-epochs 2" PAPER="" THREADS=1
 else
-  FAST=fast=4000 POOL=bank+pool=2000 DM=dm=3000 BUDGET=1.25 VAL="" SPEED="--ipc 1 10 50 --iterations 5 --warmup 2 --eval-epochs 20"
+  FAST=fast=4000 POOL=bank+pool=2000 DM=dm=3000 DSA=dsa=1000 BUDGET=1.25 VAL="" SPEED="--ipc 1 10 50 --iterations 5 --warmup 2 --eval-epochs 20"
   PAPER=--paper-eval THREADS=4
 fi
 step() {  # step NAME SECONDS COMMAND...: one timed step, its output in $WORK/NAME.log
@@ -52,6 +52,8 @@ step tta-fast 120 $PY "${TTA[@]}" --variants fast --iterations "$FAST"
 step tta-bank-pool 80 $PY "${TTA[@]}" --variants bank+pool --iterations "$POOL"
 step tta-dm 70 $PY "${TTA[@]}" --variants dm --iterations "$DM"
 step tta-ref 140 $PY "${TTA[@]}" --variants ref --budget-minutes "$BUDGET"
+# DSA with the reference's loops at IPC 1, the reference length: what gradient matching costs to converge
+step tta-dsa 100 $PY "${TTA[@]}" --variants dsa --ipc 1 --iterations "$DSA"
 step speed 60 $PY jobs/benchmark_speed.py --device "$DEVICE" --methods dm dsa $SPEED --datasets fashion-mnist \
     --eval --output "$WORK/speed.md"
 tar czf "$OUT/results.tgz" -C "$WORK" --exclude=snapshots --exclude=checkpoint --exclude=model_pool.safetensors --exclude=reference-state.pt .
