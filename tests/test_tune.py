@@ -343,14 +343,17 @@ def test_optuna_search_with_asha_resumes_without_repeating_trials(tmp_path, ray_
     assert best.distill.lr_img == result.best_params["distill.lr_img"]
     assert best.distill.init == result.best_params["distill.init"]
 
-    # Tune's saved searcher is Optuna's TPE, and its study holds each trial once, every one told its result
+    # Tune's saved searcher is Optuna's TPE, and its study holds each trial once, every one told its result:
+    # complete when it ran to the end, pruned when ASHA stopped it
     state_file = sorted((out / "tune").glob("searcher-state-*.pkl"))[-1]
     with open(state_file, "rb") as f:
         state = pickle.load(f)  # Tune's own file, written by this test's search
     assert isinstance(state["_sampler"], optuna.samplers.TPESampler)
     study_trials = state["_ot_study"].trials
     assert len(study_trials) == 4
-    assert all(st.state == optuna.trial.TrialState.COMPLETE for st in study_trials)
+    told = {tuple(sorted(st.params.items())): st.state for st in study_trials}
+    expected = {"completed": optuna.trial.TrialState.COMPLETE, "stopped_early": optuna.trial.TrialState.PRUNED}
+    assert told == {tuple(sorted(t["params"].items())): expected[t["status"]] for t in trials.values()}
     assert sorted(sorted(st.params.items()) for st in study_trials) == \
         sorted(sorted(t["params"].items()) for t in trials.values())
 
