@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The GPU checks in one script, sized for a short loan of one GPU (the step timeouts add up to 520 s):
+# The GPU checks in one script, sized for a short loan of one GPU (the step timeouts add up to 640 s):
 #   1. the GPU test subset (CUDA paths of the models and the augmentation),
 #   2. time to accuracy on the GPU, fashion-mnist IPC 10: the fast DM family (bank + trained pool +
 #      multi-formation), bank + trained pool alone, classic DM, and the reference per-class DM loop for a
 #      wall budget; every snapshot scored on validation, the final sets on test under quick and under the
-#      paper evaluation (5 x 1000 epochs),
+#      paper evaluation (5 x 1000 epochs); DSA with the reference's loops at IPC 1 to the reference length,
 #   3. the speed table on the GPU: reference loops vs raydd, DM and DSA at IPC 1/10/50.
 # It runs where only torch is installed (no Ray): the raydd variants distil in one process (--no-ray),
 # from a checkout on PYTHONPATH (python -m raydd). Data: $RAYDD_DATA or the usual places.
@@ -53,7 +53,7 @@ step tta-bank-pool 80 $PY "${TTA[@]}" --variants bank+pool --iterations "$POOL"
 step tta-dm 70 $PY "${TTA[@]}" --variants dm --iterations "$DM"
 step tta-ref 140 $PY "${TTA[@]}" --variants ref --budget-minutes "$BUDGET"
 # DSA with the reference's loops at IPC 1, the reference length: what gradient matching costs to converge
-step tta-dsa 100 $PY "${TTA[@]}" --variants dsa --ipc 1 --iterations "$DSA"
+step tta-dsa 120 $PY "${TTA[@]}" --variants dsa --ipc 1 --iterations "$DSA"
 step speed 60 $PY jobs/benchmark_speed.py --device "$DEVICE" --methods dm dsa $SPEED --datasets fashion-mnist \
     --eval --output "$WORK/speed.md"
 tar czf "$OUT/results.tgz" -C "$WORK" --exclude=snapshots --exclude=checkpoint --exclude=model_pool.safetensors --exclude=reference-state.pt .
