@@ -20,6 +20,7 @@ from raydd.distill_loop import LoopBackend, distill_loop, run_clock
 from raydd.formation import check_factor
 from raydd.methods import dm_setup, method_class
 from raydd.methods.dm import check_object_masks
+from raydd.methods.model_pool import ResidentImages
 from raydd.errors import ConfigError
 from raydd.models import get_model
 from raydd.modalities import CaptionEmbeddings, attach_masks, embed_captions, embed_dataset_captions
@@ -121,8 +122,8 @@ def model_pool(cfg: Config, run: RunDir, state: DistillState, device: torch.devi
     """The trained model pool (None unless dm.pool=trained), from the process that sees every class."""
     syn = state.syn
     spec = dm_setup.network_spec(cfg, syn.channels, syn.num_classes, syn.image_size)
-    pool = dm_setup.ensure_model_pool(cfg, run, state.pool, spec, state.splits.flip_ok, state.splits.name, device,
-                                      show_progress=show_progress)
+    pool = dm_setup.ensure_model_pool(cfg, run, ResidentImages(state.pool), spec, state.splits.flip_ok,
+                                      state.splits.name, device, show_progress=show_progress)
     if pool is not None:
         syn.meta["model_pool_seconds"] = round(pool.seconds, 3)
     return pool

@@ -19,7 +19,7 @@ from raydd.formation import check_factor, decode, decoded_labels, encode
 from raydd.methods import method_class
 from raydd.methods.base import NetworkSpec
 from raydd.methods.dm_setup import check_memory
-from raydd.methods.model_pool import TrainedPool, pool_fingerprint, train_pool
+from raydd.methods.model_pool import ResidentImages, TrainedPool, pool_fingerprint, train_pool
 from raydd.realpool import RealPool
 from raydd.seeding import derive_seed, generator
 from raydd.synthetic import SyntheticSet
@@ -43,10 +43,10 @@ def make(splits, fast: DMConfig, classes=None, trained=None, **cfg_kwargs):
     return dist, pool, syn
 
 
-def small_pool(splits, fast):
-    pool = RealPool.from_data(splits, splits.train, DEVICE)
+def small_pool(splits, fast, source=None):
+    source = source or ResidentImages(RealPool.from_data(splits, splits.train, DEVICE))
     spec = NetworkSpec("convnet3", 1, 3, (28, 28))
-    return train_pool(fast, spec, pool, 0, DEVICE, "color_crop_cutout_flip_scale_rotate", True)
+    return train_pool(fast, spec, source, 0, DEVICE, "color_crop_cutout_flip_scale_rotate", True)
 
 
 # -- multi-formation ---------------------------------------------------------------------------------
@@ -182,6 +182,28 @@ def test_the_trained_pool_is_seeded_stored_and_refused_when_it_belongs_to_anothe
     (tmp_path / "cut.safetensors").write_bytes(open(path, "rb").read()[:100])
     with pytest.raises(RunDirError, match="cut short or not a raydd model pool"):
         TrainedPool.load(str(tmp_path / "cut.safetensors"), fingerprint)
+
+
+class StretchesOf(ResidentImages):
+    """Serves several steps' batches per fetch, as a preprocessed source does, and counts the fetches."""
+
+    def __init__(self, real, steps):
+        super().__init__(real)
+        self.steps_per_fetch, self.fetched = steps, []
+
+    def fetch(self, index):
+        self.fetched.append(len(index))
+        return super().fetch(index)
+
+
+def test_the_trained_pool_does_not_depend_on_how_many_steps_one_fetch_serves(splits):
+    fast = DMConfig(bank=True, pool="trained", pool_trainings=2, pool_steps=5)
+    one_step = small_pool(splits, fast)
+    stretched = StretchesOf(RealPool.from_data(splits, splits.train, DEVICE), steps=2)
+    by_stretch = small_pool(splits, fast, stretched)
+    batch = min(256, len(splits.train))
+    assert stretched.fetched == [2 * batch, 2 * batch, batch] * 2  # 5 steps: 2 + 2 + 1, per training
+    assert all(torch.equal(one_step.trained[i][k], by_stretch.trained[i][k]) for i in range(2) for k in one_step.trained[i])
 
 
 # -- through the driver --------------------------------------------------------------------------------

@@ -206,8 +206,9 @@ def test_a_parquet_run_reads_the_caption_embeddings_ray_data_wrote(ray_local, da
         assert torch.allclose(stored.split(split), direct.split(split), atol=1e-5)
 
 
-def test_the_driver_reads_a_parquet_source_one_class_at_a_time(ray_local, data, tmp_path, monkeypatch):
-    from raydd.pipeline import driver_inputs
+@pytest.mark.parametrize("fast", [False, True], ids=["classic-dm", "trained-pool"])
+def test_the_driver_reads_a_parquet_source_one_class_at_a_time(ray_local, data, tmp_path, monkeypatch, fast):
+    from raydd.pipeline import driver_inputs, pool_rows
     from raydd.pipeline.preprocess import preprocess_to_parquet
 
     parquet = tmp_path / "pq"
@@ -215,17 +216,29 @@ def test_the_driver_reads_a_parquet_source_one_class_at_a_time(ray_local, data, 
                           show_progress=False)
     cfg = tiny(f"parquet:{parquet}", "dm")
     cfg.mm.cc = True  # the caption bank is chosen from the real captions, class by class too
+    if fast:  # the pool's trainings read every class: by class as well, a stretch of steps at a time
+        for key, value in {"bank": True, "networks": 2, "draws": 1, "bank_real": 4, "pool": "trained",
+                           "pool_trainings": 2, "pool_steps": 3}.items():
+            setattr(cfg.dm, key, value)
+        monkeypatch.setattr(pool_rows, "FETCH_BYTES", 1)  # one step's batch a fetch
     reads = []
-    real_load = driver_inputs.load_splits
 
-    def spy(cfg, classes=None):
-        reads.append(classes)
-        return real_load(cfg, classes=classes)
+    def spying(module):
+        real_load = module.load_splits
 
-    monkeypatch.setattr(driver_inputs, "load_splits", spy)
+        def spy(cfg, classes=None, **kwargs):
+            reads.append(classes)
+            return real_load(cfg, classes=classes, **kwargs)
+
+        monkeypatch.setattr(module, "load_splits", spy)
+
+    spying(driver_inputs)
+    spying(pool_rows)
     sharded = distill_with_ray(cfg, str(tmp_path / "ray"), workers=2, show_progress=False)
     assert reads and all(classes is not None and len(classes) == 1 for classes in reads)
     assert sorted(c for [c] in reads[:4]) == [0, 1, 2, 3]  # every class once before the run starts
+    if fast:  # 2 trainings x 3 fetches, each reading the classes its draws hit, before the captions' 4 reads
+        assert 4 + 6 + 4 <= len(reads) <= 4 + 6 * 4 + 4
 
     single = run_distillation(cfg, str(tmp_path / "single"), show_progress=False)
     assert torch.allclose(single.images, sharded.images, atol=1e-5)

@@ -16,7 +16,7 @@ import torch
 from raydd.artifacts import MODEL_POOL
 from raydd.config import Config
 from raydd.methods.base import NetworkSpec
-from raydd.methods.model_pool import TrainedPool, pool_fingerprint, train_pool
+from raydd.methods.model_pool import TrainedPool, TrainingImages, pool_fingerprint, train_pool
 from raydd.storage import exists, makedirs, read_bytes, write_bytes_atomic
 
 
@@ -46,15 +46,16 @@ def check_memory(cfg: Config, channels: int, num_classes: int, image_size: tuple
     check_bank_memory(cfg.dm, cfg.mm, num_classes, feature_dim, per_class, caption_dim)
 
 
-def ensure_model_pool(cfg: Config, run, real, spec: NetworkSpec, flip_ok: bool, dataset: str,
+def ensure_model_pool(cfg: Config, run, source: TrainingImages, spec: NetworkSpec, flip_ok: bool, dataset: str,
                       device: torch.device, show_progress: bool = False) -> TrainedPool | None:
-    """The trained pool of this run: read from the run directory when stored, else trained and stored."""
+    """The trained pool of this run: read from the run directory when stored, else trained on ``source``
+    (its training split) and stored."""
     if not uses_trained_pool(cfg):
         return None
     fingerprint = pool_fingerprint(cfg.dm, spec, cfg.seed, dataset)
     if run.has(MODEL_POOL):
         return TrainedPool.load(run.file(MODEL_POOL), fingerprint)
-    pool = train_pool(cfg.dm, spec, real, cfg.seed, device, cfg.distill.dsa_strategy, flip_ok,
+    pool = train_pool(cfg.dm, spec, source, cfg.seed, device, cfg.distill.dsa_strategy, flip_ok,
                       show_progress=show_progress)
     pool.save(run.file(MODEL_POOL), fingerprint)
     return pool

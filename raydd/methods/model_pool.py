@@ -9,13 +9,17 @@ pool here runs a few short trainings on the real training split (``dm.pool_train
 
 The trainings read every class, so they run once before the class-sharded distillation starts and
 their weights are stored in the run directory (``model_pool.safetensors``): every Ray Train worker and
-every resume reads the same networks.
+every resume reads the same networks. Their batches are drawn from the seed and the split's size alone,
+so they are known before any image is read: a source read whole serves them from memory
+(``ResidentImages``), a preprocessed one from its class partitions, a stretch of steps at a time
+(``raydd.pipeline.pool_rows``), and both train the same networks.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -71,7 +75,34 @@ def pool_fingerprint(cfg: DMConfig, spec: NetworkSpec, seed: int, dataset: str) 
                               cfg.pool_trainings, cfg.pool_steps]))
 
 
-def train_pool(cfg: DMConfig, spec: NetworkSpec, real: RealPool, seed: int, device: torch.device,
+POOL_BATCH = 256
+
+
+class TrainingImages(Protocol):
+    """Where the trainings' batches come from: the training split's normalised images by position."""
+
+    size: int  # images in the training split
+    steps_per_fetch: int  # how many steps' batches one fetch serves
+
+    def fetch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and labels at these positions of the training split, in this order."""
+        ...
+
+
+class ResidentImages:
+    """The training split already in memory (the in-process run, a source read whole): one step a fetch."""
+
+    steps_per_fetch = 1
+
+    def __init__(self, real: RealPool) -> None:
+        self.real, self.size = real, real.images.shape[0]
+
+    def fetch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        index = index.to(self.real.images.device)
+        return self.real.images[index], self.real.labels[index]
+
+
+def train_pool(cfg: DMConfig, spec: NetworkSpec, source: TrainingImages, seed: int, device: torch.device,
                dsa_strategy: str, flip_ok: bool, show_progress: bool = False) -> TrainedPool:
     """``cfg.pool_trainings`` short trainings on the real training images (every class), seeded.
 
@@ -80,7 +111,8 @@ def train_pool(cfg: DMConfig, spec: NetworkSpec, real: RealPool, seed: int, devi
     """
     t0 = time.perf_counter()
     dsa = DSA(dsa_strategy, flip=flip_ok)
-    n = real.images.shape[0]
+    n = source.size
+    batch = min(POOL_BATCH, n)
     initial, trained = [], []
     bar = progress_bar(range(cfg.pool_trainings * cfg.pool_steps), desc="model pool", disable=not show_progress)
     steps = iter(bar)
@@ -91,13 +123,18 @@ def train_pool(cfg: DMConfig, spec: NetworkSpec, real: RealPool, seed: int, devi
         g_batch = generator(seed, "pool-batch", t)
         g_aug = generator(seed, "pool-aug", t, device=device)
         net.train()
-        for _ in range(cfg.pool_steps):
-            idx = torch.randint(n, (min(256, n),), generator=g_batch).to(device)
-            loss = F.cross_entropy(net(dsa(real.images[idx], g_aug)), real.labels[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            next(steps, None)
+        draws = [torch.randint(n, (batch,), generator=g_batch) for _ in range(cfg.pool_steps)]
+        for first in range(0, cfg.pool_steps, source.steps_per_fetch):
+            chunk = draws[first:first + source.steps_per_fetch]
+            images, labels = source.fetch(torch.cat(chunk))
+            images, labels = images.to(device), labels.to(device)
+            for k in range(len(chunk)):
+                rows = slice(k * batch, (k + 1) * batch)
+                loss = F.cross_entropy(net(dsa(images[rows], g_aug)), labels[rows])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                next(steps, None)
         trained.append({k: v.detach().cpu().clone() for k, v in net.state_dict().items()})
     return TrainedPool(initial, trained, time.perf_counter() - t0)
 

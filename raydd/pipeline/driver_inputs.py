@@ -4,9 +4,9 @@ The workers read their own classes' partitions of a preprocessed (Parquet) sourc
 only what they share: the initial set (every class's rows, as one process draws them), the ids of the
 training images (members.json), the checks that must fail before anything is written, and at the end
 the real captions the caption bank is chosen from. For a preprocessed source it reads those one class
-at a time, so its peak memory is one class's rows, not the training split. A source read whole (a
-registered dataset, an imagefolder) or a trained model pool (it trains on every class in the driver)
-keeps the whole-split path.
+at a time, so its peak memory is one class's rows, not the training split; a trained model pool reads
+its batches the same way (``raydd.pipeline.pool_rows``). A source read whole (a registered dataset, an
+imagefolder) keeps the whole-split path.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from raydd.config import Config
 from raydd.data.parquet import partition_order
 from raydd.distill import CaptionChunk, DistillState, caption_chunks, initial_state, load_inputs, open_run, preflight
-from raydd.methods.dm_setup import uses_trained_pool
+from raydd.methods.dm_setup import ensure_model_pool, network_spec
 from raydd.modalities import CaptionEmbeddings
 from raydd.run_inputs import check_names, dataset_class_count, load_splits
 from raydd.rundir import RunDir
@@ -34,11 +34,12 @@ class DriverInputs:
     caption_source: Callable[[], Iterable[CaptionChunk]]  # the real captions, read again when publishing
     whole: DistillState | None = None  # the whole-split state, when the driver read the split whole
     captions: CaptionEmbeddings | None = None  # and its caption embeddings
+    class_sizes: dict[int, int] | None = None  # training rows per class, when read class by class
 
 
 def reads_by_class(cfg: Config) -> bool:
-    """A preprocessed source without a trained pool: the driver never holds the training split."""
-    return dataset_class_count(cfg) is not None and not uses_trained_pool(cfg)
+    """A preprocessed source: the driver never holds the training split."""
+    return dataset_class_count(cfg) is not None
 
 
 def driver_inputs(cfg: Config, out: str, *, resume: bool, checks: Sequence[Callable] = (),
@@ -47,7 +48,7 @@ def driver_inputs(cfg: Config, out: str, *, resume: bool, checks: Sequence[Calla
     if not reads_by_class(cfg):
         return _whole(cfg, out, resume=resume, checks=checks, show_progress=show_progress)
     check_names(cfg)
-    syn, members, name = None, [], ""
+    syn, members, name, sizes = None, [], "", {}
     for c in partition_order(dataset_class_count(cfg)):
         splits, captions = load_inputs(cfg, load_splits(cfg, classes=[c]))
         preflight(cfg, splits, captions)
@@ -56,10 +57,28 @@ def driver_inputs(cfg: Config, out: str, *, resume: bool, checks: Sequence[Calla
         state = initial_state(cfg, splits, torch.device("cpu"), captions, classes=[c])
         syn = state.syn if syn is None else _with_class(syn, state.syn, c)
         members += state.pool.ids
-        name = splits.name
+        name, sizes[c] = splits.name, len(splits.train)
     run = RunDir(out)
     run.create_or_check(cfg, resume=resume)
-    return run, DriverInputs(syn, members, name, lambda: _captions_by_class(cfg))
+    return run, DriverInputs(syn, members, name, lambda: _captions_by_class(cfg), class_sizes=sizes)
+
+
+def driver_model_pool(cfg: Config, run: RunDir, inputs: DriverInputs, device: torch.device,
+                      show_progress: bool) -> None:
+    """Train (or read back) the run's trained model pool on ``device`` before the workers start."""
+    from raydd.methods.model_pool import ResidentImages
+    from raydd.pipeline.pool_rows import ClassPartitionImages
+
+    syn = inputs.syn
+    if inputs.whole is not None:
+        source = ResidentImages(inputs.whole.pool)
+    else:
+        source = ClassPartitionImages(cfg, inputs.class_sizes, (syn.channels, *syn.image_size))
+    spec = network_spec(cfg, syn.channels, syn.num_classes, syn.image_size)
+    pool = ensure_model_pool(cfg, run, source, spec, bool(syn.meta["flip_ok"]), inputs.dataset, device,
+                             show_progress=show_progress)
+    if pool is not None:
+        syn.meta["model_pool_seconds"] = round(pool.seconds, 3)
 
 
 def _whole(cfg: Config, out: str, *, resume: bool, checks: Sequence[Callable],

@@ -23,14 +23,14 @@ import torch
 
 from raydd.artifacts import CHECKPOINT
 from raydd.config import Config, config_from_dict
-from raydd.distill import build_distiller, initial_state, load_inputs, model_pool, publish, record_start
+from raydd.distill import build_distiller, initial_state, load_inputs, publish, record_start
 from raydd.distill_loop import LoopBackend, distill_loop, run_clock
 from raydd.errors import ConfigError, RayddError
 from raydd.methods import method_class
 from raydd.methods.dm_setup import load_model_pool, network_spec, uses_trained_pool
 from raydd.pipeline import cluster
 from raydd.pipeline.cluster import available_cpus, init_ray
-from raydd.pipeline.driver_inputs import driver_inputs
+from raydd.pipeline.driver_inputs import driver_inputs, driver_model_pool
 from raydd.pipeline.sharding import assemble, shard_classes, sum_across_workers
 from raydd.progress import NoProgress, Progress, follow_metrics
 from raydd.run_inputs import dataset_class_count, load_splits
@@ -207,14 +207,10 @@ def distill_with_ray(
     threads = max(1, math.floor(available_cpus() / workers)) if not use_gpu else 1
     cluster.check_resources(workers, cpus_per_worker=1 if use_gpu else threads, gpus_per_worker=1 if use_gpu else 0)
 
-    state = inputs.whole
-    if state is not None and uses_trained_pool(cfg):
+    if uses_trained_pool(cfg):
         # Trained once here, read by every worker; on the run's device where the driver has it, as --no-ray would.
         pool_device = torch.device("cuda") if use_gpu and torch.cuda.is_available() else torch.device("cpu")
-        pool_state = (initial_state(cfg, state.splits, pool_device, inputs.captions)
-                      if pool_device.type != "cpu" else state)
-        model_pool(cfg, run, pool_state, pool_device, show_progress)
-        inputs.syn.meta.update({k: v for k, v in pool_state.syn.meta.items() if k == "model_pool_seconds"})
+        driver_model_pool(cfg, run, inputs, pool_device, show_progress)
     seconds_before = record_start(cfg, run, inputs.syn, inputs.members, inputs.dataset, resume)
 
     trainer = TorchTrainer(
