@@ -235,8 +235,15 @@ def score(path: Path, dataset: str, seed: int, split: str, protocol: str, args) 
     cfg = build_config(preset, overrides=overrides)
     syn = SyntheticSet.load(str(path))
     models = path / f"score-{split}-{protocol}-models"  # a killed evaluation continues from its finished models
+    runner = None
+    if args.eval_workers > 1:  # the models as Ray tasks, one core each (a local Ray of that many CPUs)
+        from raydd.pipeline.cluster import init_ray
+        from raydd.pipeline.eval_tasks import ray_runner
+
+        init_ray(num_cpus=args.eval_workers)
+        runner = ray_runner(cpus_per_task=1, show_progress=True)
     result = evaluate_set(syn, splits_of(cfg, dataset, seed), cfg, split=split, show_progress=False,
-                          record_dir=str(models))
+                          runner=runner, record_dir=str(models))
     out = {"accuracy": result.accuracy.mean, "std": result.accuracy.std,
            "iterations": syn.meta.get("iterations"), "distill_seconds": syn.meta.get("distill_seconds"),
            "protocol": protocol, "split": split}
@@ -323,6 +330,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-points", type=int, default=0,
                         help="score at most this many snapshots per variant on validation (0: all)")
     parser.add_argument("--paper-eval", action="store_true", help="also score final sets under the paper evaluation")
+    parser.add_argument("--protocols", default="",
+                        help="test protocols of the final sets, e.g. 'paper' (default: quick, plus paper with --paper-eval)")
+    parser.add_argument("--eval-workers", type=int, default=1,
+                        help="train this many evaluation models at once as Ray tasks, one core each")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu", help="cpu | cuda (every variant, the reference and scoring)")
     parser.add_argument("--no-ray", action="store_true",
@@ -345,6 +356,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown variants {unknown}; known: ref, {', '.join(VARIANTS)}")
     plan = [(d, int(i), v) for d in args.datasets.split(",") for i in args.ipc.split(",") for v in variants]
     records_path = Path(args.records)
+    protocols = [p for p in args.protocols.split(",") if p] or (["quick", "paper"] if args.paper_eval else ["quick"])
+    if set(protocols) - {"quick", "paper"}:
+        parser.error(f"unknown protocols {sorted(set(protocols) - {'quick', 'paper'})}; known: quick, paper")
     for dataset, ipc, variant in progress_bar(plan, desc="time to accuracy"):
         method = method_name(variant) + args.tag
         run = out / f"{dataset}-ipc{ipc}-{method}-seed{args.seed}"
@@ -358,7 +372,7 @@ def main(argv: list[str] | None = None) -> None:
                                   "iterations": s["iterations"], "distill_seconds": s["distill_seconds"],
                                   "val_accuracy": s["accuracy"],
                                   "nearest_is_init": nearest_is_init(snap, dataset, args.seed)})
-        for protocol in ["quick", "paper"] if args.paper_eval else ["quick"]:
+        for protocol in protocols:
             s = score(run, dataset, args.seed, "test", protocol, args)
             records = read_json(records_path, [])
             key = (dataset, ipc, method, protocol, args.seed)
