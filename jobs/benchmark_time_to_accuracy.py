@@ -21,6 +21,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,11 @@ ITERATIONS = {"dm": 2000, "bank": 4000, "bank+pool": 4000, "bank+mf": 4000, "fas
 def method_name(variant: str) -> str:
     """The ``method`` of a variant's records: ``dm-ref`` (the reference loop), ``dsa``, or ``dm-<variant>``."""
     return {"ref": "dm-ref", "dsa": "dsa"}.get(variant, f"dm-{variant}")
+
+
+def run_name(dataset: str) -> str:
+    """A dataset name or path as one folder name under --out (a path's slashes would leave --out)."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", dataset).strip("_") or "dataset"
 
 
 def log_spaced(limit: float, start: float = 1.0, per_decade: int = 3) -> list[float]:
@@ -229,9 +235,11 @@ def score(path: Path, dataset: str, seed: int, split: str, protocol: str, args) 
         return json.loads(cache.read_text())
     torch.set_num_threads(args.threads)
     preset = "paper" if protocol == "paper" else "quick"
-    overrides: dict = {"data": {"name": dataset}, "seed": seed, "device": args.device}
+    # The evaluation network alone: the published figures this is read against are ConvNet's (the paper
+    # preset's cross-architecture networks would multiply the cost by four).
+    overrides: dict = {"data": {"name": dataset}, "seed": seed, "device": args.device, "eval": {"cross_arch": []}}
     if protocol == "val":
-        overrides["eval"] = {"models": args.val_models, "epochs": args.val_epochs}
+        overrides["eval"].update(models=args.val_models, epochs=args.val_epochs)
     cfg = build_config(preset, overrides=overrides)
     syn = SyntheticSet.load(str(path))
     models = path / f"score-{split}-{protocol}-models"  # a killed evaluation continues from its finished models
@@ -361,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unknown protocols {sorted(set(protocols) - {'quick', 'paper'})}; known: quick, paper")
     for dataset, ipc, variant in progress_bar(plan, desc="time to accuracy"):
         method = method_name(variant) + args.tag
-        run = out / f"{dataset}-ipc{ipc}-{method}-seed{args.seed}"
+        run = out / f"{run_name(dataset)}-ipc{ipc}-{method}-seed{args.seed}"
         if variant == "ref":
             reference_variant(dataset, ipc, args.seed, run, args)
         else:

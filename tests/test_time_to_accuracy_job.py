@@ -44,8 +44,20 @@ def test_the_benchmark_records_both_curves_and_resumes_without_recomputing(tmp_p
     assert (tmp_path / "tta.png").stat().st_size > 0
     assert "dm-bank+mf" in (tmp_path / "tta.md").read_text() and "nearest is own init" in (tmp_path / "tta.md").read_text()
 
-    cached = sorted(p.stat().st_mtime for p in (tmp_path / "runs").rglob("score-*.json"))
+    cached = sorted(p.stat().st_mtime for p in tmp_path.rglob("score-*.json"))
+    assert cached
     again = run_job(data, tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert sorted(p.stat().st_mtime for p in (tmp_path / "runs").rglob("score-*.json")) == cached
+    assert sorted(p.stat().st_mtime for p in tmp_path.rglob("score-*.json")) == cached
     assert len((tmp_path / "runs" / "curve.jsonl").read_text().splitlines()) == len(curve)
+
+    # Scored again with the models as Ray tasks (--eval-workers), only the quick protocol asked for: the
+    # same figure as the in-process evaluation.
+    scores = [p for p in tmp_path.rglob("score-test-quick.json") if "bank+mf" in str(p)]
+    assert scores  # the final set's, and its last snapshot's
+    for score in scores:
+        score.unlink()
+    fanned = run_job(data, tmp_path, "--protocols", "quick", "--eval-workers", "2")
+    assert fanned.returncode == 0, fanned.stderr[-3000:]
+    by_method = lambda rs: sorted(rs, key=lambda r: r["method"])  # noqa: E731
+    assert by_method(json.loads((tmp_path / "records.json").read_text())) == by_method(records)
