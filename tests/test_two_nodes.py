@@ -24,6 +24,7 @@ from raydd.config import build_config
 from raydd.distill import run_distillation
 from raydd.pipeline.preprocess import preprocess_to_parquet
 from raydd.pipeline.train import distill_with_ray
+from raydd.rundir import RunDir
 from tests.faults import PLACEMENT, RecordPlacement
 from tests.test_ingest import _png, write_shards
 from tests.test_cluster import RAY, _ray_env, free_ports
@@ -155,19 +156,20 @@ def test_two_nodes_preprocess_and_distill_as_one_process_and_survive_a_lost_node
     single = run_distillation(cfg, str(tmp_path / "single"), show_progress=False)
     assert torch.allclose(single.images, sharded.images, atol=1e-5)
 
-    # A node lost after a checkpoint (iteration 5 or later, of 20); a replacement joins (as an autoscaler's
-    # would) and Ray Train restarts the workers from that checkpoint.
+    # A node lost after a checkpoint (iteration 4 or later, of 20); a replacement joins (as an autoscaler's
+    # would) and Ray Train restarts the workers from the newest checkpoint, which is at least the one seen at the kill.
     long_cfg = tiny(f"parquet:{parquet}", iterations=20)
     run = tmp_path / "lost-node"
     killed = threading.Event()
+    checkpoint_at_kill: list[int] = []
 
     def kill_second_node_after_a_checkpoint() -> None:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            state = run / "checkpoint" / "state.safetensors"
-            rows = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").exists() else []
-            if state.exists() and any(json.loads(r)["iteration"] >= 5 for r in rows if r.strip()):
+            seen = RunDir(str(run)).checkpoint_iteration() if run.exists() else 0
+            if seen >= 4:
                 nodes[1].kill()
+                checkpoint_at_kill.append(seen)
                 killed.set()
                 add_node()
                 return
@@ -178,11 +180,12 @@ def test_two_nodes_preprocess_and_distill_as_one_process_and_survive_a_lost_node
     survived = distill_with_ray(long_cfg, str(run), workers=2, address=address, show_progress=False, max_failures=3,
                                 backend=RecordPlacement)
     watcher.join(timeout=5)
-    assert killed.is_set(), "the second node was never killed: the run ended before a checkpoint at iteration 5"
+    assert killed.is_set(), "the second node was never killed: the run ended before a checkpoint at iteration 4"
     starts = placements(run)
     assert len(starts) >= 4 and len({s["node"] for s in starts[:2]}) == 2  # started on both, then restarted
     assert [s["from_iteration"] for s in starts[:2]] == [0, 0]
-    assert all(s["from_iteration"] >= 5 for s in starts[2:])  # the restart continued from the checkpoint
+    restarts = [s["from_iteration"] for s in starts[2:]]
+    assert all(i >= checkpoint_at_kill[0] for i in restarts), (restarts, checkpoint_at_kill)  # from a checkpoint
     uninterrupted = run_distillation(long_cfg, str(tmp_path / "single-long"), show_progress=False)
     assert survived.meta["iterations"] == 20
     assert torch.allclose(uninterrupted.images, survived.images, atol=1e-5)
