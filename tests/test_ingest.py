@@ -285,14 +285,14 @@ def test_a_truncated_shard_is_refused_not_read_short(tmp_path: Path) -> None:
 
 
 def test_image_parquet_tasks_read_a_file_a_stretch_at_a_time(tmp_path: Path, monkeypatch) -> None:
-    from raydd.pipeline.preprocess import ingest
+    from raydd.pipeline.preprocess import samples as ingest_samples
 
     samples = _samples()
     samples["train"][4]["image"] = None  # row 4 of the first file: a problem that must keep its row number
     source = write_image_parquet(tmp_path / "hf", {"train": samples["train"]}, per_file=7, hub=False)
-    monkeypatch.setattr(ingest, "PARQUET_ROWS", 3)
+    monkeypatch.setattr(ingest_samples, "PARQUET_ROWS", 3)
     files = pa.table({"file": ["train/part-0.parquet", "train/part-1.parquet"], "split": ["train", "train"]})
-    tables = list(ingest._parquet_samples(files, str(source), ["cat", "dog", "bird"]))
+    tables = list(ingest_samples._parquet_samples(files, str(source), ["cat", "dog", "bird"]))
     assert [t.num_rows for t in tables] == [3, 3, 1, 3, 2]
     rows = pa.concat_tables(tables)
     assert rows.column("id").to_pylist() == [f"train/part-{k}.parquet:{i}" for k, n in ((0, 7), (1, 5)) for i in range(n)]
