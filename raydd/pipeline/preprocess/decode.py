@@ -20,7 +20,7 @@ def decode(samples, plan: SourcePlan, image_size: int | None, with_masks: bool):
     kwargs = {
         "shown": plan.shown, "image_size": image_size, "colour": plan.colour, "masks": with_masks,
         "class_names": list(plan.class_names), "label_index": plan.label_index, "val_ids": plan.val_ids,
-        "keep_ids": None, "drop_ids": plan.rejected_ids, "splits": plan.splits, "image_shape": plan.image_shape,
+        "drop_ids": plan.rejected_ids, "splits": plan.splits, "image_shape": plan.image_shape,
     }
     # The memory reservation (a block of decoded images) also keeps Ray Data from fusing the decoding
     # into the first actor pool: decoding then scales with the cluster's CPUs, not with the model actors.
@@ -30,14 +30,12 @@ def decode(samples, plan: SourcePlan, image_size: int | None, with_masks: bool):
 
 def _decode(batch: pa.Table, *, shown: str, image_size: int | None, colour: bool, masks: bool,
             class_names: list[str], label_index: dict[str, int], val_ids: pa.Array,
-            keep_ids: pa.Array | None, drop_ids: pa.Array, splits: tuple[str, ...],
+            drop_ids: pa.Array, splits: tuple[str, ...],
             image_shape: tuple[int, int, int]) -> dict[str, np.ndarray]:
     """Task: the rows the driver kept, decoded into the preprocessed schema's columns."""
     ids = batch.column("id")
     is_val = pc.is_in(ids, value_set=val_ids).to_numpy(zero_copy_only=False)
     dropped = pc.is_in(ids, value_set=drop_ids).to_numpy(zero_copy_only=False)
-    if keep_ids is not None:
-        dropped |= ~pc.is_in(ids, value_set=keep_ids).to_numpy(zero_copy_only=False)
     data = batch.to_pydict()
     rows = {"id": [], "split": [], "label": [], "class_name": [], "image": [], "caption": [], "mask": []}
     for i in range(batch.num_rows):

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from raydd.data.imagefolder.loader import VALIDATION_SPLIT, Reference, size_problem
+from raydd.data.loader import IMAGEFOLDER
 from raydd.data.splits import validation_positions
 from raydd.data.stats import mean_std_from_sums
 from raydd.errors import DataError
@@ -28,7 +29,6 @@ from .scan import scanned_ids, shard_member_id
 if TYPE_CHECKING:
     from .ingest import FolderSource
 
-IMAGEFOLDER = "imagefolder"
 OUT_SPLIT = {"train": "train", VALIDATION_SPLIT: "val", "test": "test"}  # source folder -> written split
 ROW_INDEX = np.int32  # row positions in the plan (a source of up to 2**31 rows); half of int64's memory per row
 
