@@ -98,6 +98,8 @@ def distill_variant(variant: str, dataset: str, ipc: int, seed: int, run: Path, 
         command.append("--resume")
     if args.no_ray:
         command.append("--no-ray")
+    elif args.workers > 1:
+        command += ["--workers", str(args.workers)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "RAYDD_NUM_CPUS": str(args.threads)}
     subprocess.run(command, check=True, env=env)
 
@@ -260,12 +262,14 @@ def score(path: Path, dataset: str, seed: int, split: str, protocol: str, args) 
     return out
 
 
-def machine(device: str) -> str:
+def machine(device: str, workers: int = 1) -> str:
     import torch
 
     if device.startswith("cuda"):
         return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
-    return f"{os.cpu_count()}-core CPU, {torch.get_num_threads()} torch thread(s), torch {torch.__version__}"
+    # Ray Train workers split the classes (and the cores) of the distillation; one thread each.
+    split = f", {workers} Ray Train workers" if workers > 1 else ""
+    return f"{os.cpu_count()}-core CPU, {torch.get_num_threads()} torch thread(s){split}, torch {torch.__version__}"
 
 
 def plot(curve_file: Path, png: Path) -> None:
@@ -342,7 +346,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="test protocols of the final sets, e.g. 'paper' (default: quick, plus paper with --paper-eval)")
     parser.add_argument("--eval-workers", type=int, default=1,
                         help="train this many evaluation models at once as Ray tasks, one core each")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="cores of the run: torch threads of each process, the local Ray's CPUs")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="Ray Train workers of the raydd variants, each a shard of the classes on "
+                             "--threads / --workers cores (the reference loop is one process)")
     parser.add_argument("--device", default="cpu", help="cpu | cuda (every variant, the reference and scoring)")
     parser.add_argument("--no-ray", action="store_true",
                         help="distil the raydd variants in one process (raydd distill --no-ray), e.g. where Ray is absent")
@@ -353,6 +361,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tag", default="", help="suffix of the method name in records (e.g. a setting)")
     args = parser.parse_args(argv)
     args.iterations = {k: int(v) for k, v in (item.split("=", 1) for item in args.iterations)}
+    if args.workers > 1 and args.no_ray:
+        parser.error("--workers needs Ray: drop --no-ray")
+    if not 1 <= args.workers <= args.threads:
+        parser.error(f"--workers {args.workers} needs --threads of at least as many cores (got {args.threads})")
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
 
     out = Path(args.out)
@@ -387,7 +399,8 @@ def main(argv: list[str] | None = None) -> None:
             records = [r for r in records if (r["dataset"], r["ipc"], r["method"], r["eval_protocol"], r["seed"]) != key]
             records.append({"dataset": dataset, "ipc": ipc, "method": method, "distill_seconds": s["distill_seconds"],
                             "iterations": s["iterations"], "test_accuracy": s["accuracy"], "test_std": s["std"],
-                            "eval_protocol": protocol, "seed": args.seed, "machine": machine(args.device)})
+                            "eval_protocol": protocol, "seed": args.seed,
+                            "machine": machine(args.device, 1 if variant == "ref" else args.workers)})
             records_path.parent.mkdir(parents=True, exist_ok=True)
             write_json(records_path, records)
             print(f"{dataset} ipc{ipc} {method}: {100 * s['accuracy']:.2f} % test ({protocol}) after "

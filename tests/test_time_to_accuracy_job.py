@@ -61,3 +61,13 @@ def test_the_benchmark_records_both_curves_and_resumes_without_recomputing(tmp_p
     assert fanned.returncode == 0, fanned.stderr[-3000:]
     by_method = lambda rs: sorted(rs, key=lambda r: r["method"])  # noqa: E731
     assert by_method(json.loads((tmp_path / "records.json").read_text())) == by_method(records)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--workers", "2", "--threads", "2", "--no-ray"], "--workers needs Ray"),
+    (["--workers", "3", "--threads", "2"], "--workers 3 needs --threads of at least as many cores"),
+])
+def test_workers_the_run_cannot_have_are_refused_before_anything_runs(tmp_path, extra, message):
+    done = run_job(tmp_path / "absent", tmp_path, *extra)
+    assert done.returncode == 2 and message in done.stderr
+    assert not (tmp_path / "runs").exists()
